@@ -1,0 +1,11 @@
+//! Value types shared by every Shoal crate: BLAKE3 hashes, ed25519 public keys,
+//! signatures and secret keys, with a hex text form and serde support.
+//!
+//! Byte types serialise as hex strings in human-readable formats (JSON, TOML) and
+//! as raw bytes in binary ones (bincode), so wire encodings stay compact.
+
+mod bytes;
+mod keys;
+
+pub use bytes::{Hash, ParseHexError};
+pub use keys::{KeyFileError, PublicKey, SecretKey, Signature, SignatureError};
