@@ -1,0 +1,136 @@
+//! The path rules every manifest entry obeys, so an install can never write
+//! outside its directory or collide on a case-insensitive file system.
+
+/// Longest path accepted, in bytes.
+pub const MAX_PATH_LEN: usize = 4096;
+
+/// Why a relative path is not acceptable in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathRule {
+    /// The path is empty.
+    #[error("path is empty")]
+    Empty,
+    /// The path is longer than [`MAX_PATH_LEN`].
+    #[error("path is longer than {MAX_PATH_LEN} bytes")]
+    TooLong,
+    /// The path starts with `/`.
+    #[error("path is absolute")]
+    Absolute,
+    /// A component is `..`.
+    #[error("path contains `..`")]
+    ParentComponent,
+    /// A component is `.` or empty (`a//b`, a trailing `/`).
+    #[error("path contains an empty or `.` component")]
+    EmptyComponent,
+    /// The path contains `\`, which Windows treats as a separator.
+    #[error("path contains a backslash")]
+    Backslash,
+    /// The path contains a NUL or another control character.
+    #[error("path contains a control character")]
+    ControlCharacter,
+}
+
+/// Checks one `/`-separated relative path against the rules.
+pub fn check_path(path: &str) -> Result<(), PathRule> {
+    if path.is_empty() {
+        return Err(PathRule::Empty);
+    }
+    if path.len() > MAX_PATH_LEN {
+        return Err(PathRule::TooLong);
+    }
+    if path.starts_with('/') {
+        return Err(PathRule::Absolute);
+    }
+    if path.contains('\\') {
+        return Err(PathRule::Backslash);
+    }
+    if path.chars().any(char::is_control) {
+        return Err(PathRule::ControlCharacter);
+    }
+    for component in path.split('/') {
+        match component {
+            ".." => return Err(PathRule::ParentComponent),
+            "" | "." => return Err(PathRule::EmptyComponent),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The directory that holds `path`, or `None` at the top of the tree.
+pub fn parent(path: &str) -> Option<&str> {
+    path.rfind('/').map(|i| &path[..i])
+}
+
+/// Resolves a symlink `target` relative to the directory holding `link`,
+/// without touching the file system. Returns the in-tree path it points to
+/// (empty for the tree root), or `None` if it is absolute or escapes the tree.
+pub fn resolve_link(link: &str, target: &str) -> Option<String> {
+    if target.is_empty() || target.starts_with('/') || target.contains('\\') {
+        return None;
+    }
+    let mut parts: Vec<&str> = parent(link)
+        .map(|p| p.split('/').collect())
+        .unwrap_or_default();
+    for component in target.split('/') {
+        match component {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// The key under which two paths collide on a case-insensitive file system.
+pub fn case_fold(path: &str) -> String {
+    path.to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(path: &str, expected: Result<(), PathRule>) {
+        assert_eq!(check_path(path), expected, "path {path:?}");
+    }
+
+    #[test]
+    fn accepted_paths() {
+        check("a", Ok(()));
+        check("data/pak0.pak", Ok(()));
+        check("a/.hidden/..x/y..", Ok(()));
+        check("résumé/日本語.txt", Ok(()));
+    }
+
+    #[test]
+    fn refused_paths() {
+        check("", Err(PathRule::Empty));
+        check("/etc/passwd", Err(PathRule::Absolute));
+        check("../x", Err(PathRule::ParentComponent));
+        check("a/../../x", Err(PathRule::ParentComponent));
+        check("a/..", Err(PathRule::ParentComponent));
+        check("a//b", Err(PathRule::EmptyComponent));
+        check("a/./b", Err(PathRule::EmptyComponent));
+        check("a/", Err(PathRule::EmptyComponent));
+        check("a\\b", Err(PathRule::Backslash));
+        check("a\0b", Err(PathRule::ControlCharacter));
+        check("a\nb", Err(PathRule::ControlCharacter));
+        check(&"x".repeat(MAX_PATH_LEN + 1), Err(PathRule::TooLong));
+    }
+
+    #[test]
+    fn link_resolution() {
+        assert_eq!(
+            resolve_link("bin/run", "../lib/x.so").as_deref(),
+            Some("lib/x.so")
+        );
+        assert_eq!(resolve_link("run", "lib/./x").as_deref(), Some("lib/x"));
+        assert_eq!(resolve_link("a/b/c", "../..").as_deref(), Some(""));
+        assert_eq!(resolve_link("a/b", "../../x"), None);
+        assert_eq!(resolve_link("run", "../x"), None);
+        assert_eq!(resolve_link("run", "/usr/lib/x"), None);
+    }
+}
