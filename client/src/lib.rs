@@ -1,0 +1,79 @@
+//! The `shoal` command's logic, kept out of `main.rs` so tests drive it
+//! directly: key generation, publishing, and manifest inspection.
+
+pub mod cli;
+pub mod human;
+mod keygen;
+mod manifest_cmd;
+pub mod progress;
+mod publish;
+
+use cli::{Cli, Command};
+use std::fmt;
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Keygen(args) => keygen::run(&args),
+        Command::Publish(args) => publish::run(&args),
+        Command::Manifest(cmd) => manifest_cmd::run(&cmd),
+    }
+}
+
+/// An error's chain of causes on one line, leaving out a cause whose text
+/// the message already carries (many errors print their source themselves).
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line.replace('\n', " ")
+}
+
+/// The process exit status for a failed command: the [`Exit`] attached to
+/// the error, or 1.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<Coded>())
+        .map_or(1, |c| c.code as u8)
+}
+
+/// Exit statuses with a meaning of their own (2 is clap's usage error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Bad input: a path rule, an unusable build tree, a bad key or manifest file.
+    BadInput = 3,
+    /// The output already exists and would be overwritten.
+    OutputExists = 4,
+}
+
+/// Wraps `err` so that the process exits with `code`, keeping its message.
+pub(crate) fn with_exit(err: impl Into<anyhow::Error>, code: Exit) -> anyhow::Error {
+    Coded {
+        code,
+        source: err.into(),
+    }
+    .into()
+}
+
+/// An error carrying an exit status; displays as its source's whole chain.
+#[derive(Debug)]
+struct Coded {
+    code: Exit,
+    source: anyhow::Error,
+}
+
+impl fmt::Display for Coded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&one_line(&self.source))
+    }
+}
+
+impl std::error::Error for Coded {}

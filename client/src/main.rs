@@ -1,0 +1,23 @@
+//! The `shoal` command: parses the command line, installs logging and runs
+//! the chosen command from the library.
+
+use clap::Parser as _;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = shoal_client::cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_filter())),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match shoal_client::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", shoal_client::one_line(&err));
+            ExitCode::from(shoal_client::exit_code(&err))
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! `shoal publish`: chunk and hash a build tree on all cores, sign the
+//! manifest and write a bundle that a seed can import and serve.
+
+use crate::cli::PublishArgs;
+use crate::{Exit, human, keygen, progress, with_exit};
+use anyhow::Context as _;
+use serde::Serialize;
+use shoal_manifest::{
+    BuildError, BuildOptions, BundleError, BundleWriter, ChunkParams, EntryKind, Manifest,
+    Progress, SignedManifest,
+};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// What `shoal publish` reports (and prints with `--json`).
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub product: String,
+    pub channel: String,
+    pub version: String,
+    pub out: PathBuf,
+    pub manifest_hash: String,
+    pub publisher: String,
+    pub files: u64,
+    pub dirs: u64,
+    pub links: u64,
+    pub total_bytes: u64,
+    pub unique_bytes: u64,
+    pub chunks: u64,
+    pub chunk_refs: u64,
+    pub dedup_ratio: f64,
+    pub seconds: f64,
+    pub bytes_per_sec: f64,
+}
+
+pub(crate) fn run(args: &PublishArgs) -> anyhow::Result<()> {
+    let key = keygen::read_key_file(&args.key)?;
+    let chunking = ChunkParams {
+        min: args.min_chunk,
+        avg: args.avg_chunk,
+        max: args.max_chunk,
+    };
+    chunking.check().map_err(|e| with_exit(e, Exit::BadInput))?;
+    let options = BuildOptions {
+        product: args.product.clone(),
+        channel: args.channel.clone(),
+        version: args.version.clone(),
+        chunking,
+        threads: args.threads,
+    };
+
+    let start = Instant::now();
+    let writer = BundleWriter::create(&args.out).map_err(|e| match e {
+        BundleError::NotEmpty(_) => with_exit(e, Exit::OutputExists),
+        other => anyhow::Error::new(other).context("preparing the output directory"),
+    })?;
+    let progress = Progress::default();
+    let stop = AtomicBool::new(false);
+    let built = std::thread::scope(|scope| {
+        let reporter = scope.spawn(|| {
+            if !args.json {
+                progress::report(
+                    "publishing",
+                    &progress.done_bytes,
+                    &progress.total_bytes,
+                    &stop,
+                );
+            }
+        });
+        let result = shoal_manifest::build(&args.build_dir, &options, &writer, &progress);
+        stop.store(true, Ordering::Release);
+        reporter.thread().unpark();
+        result
+    });
+    let manifest = built.map_err(|e| {
+        let code = match e {
+            BuildError::Sink { .. } => None,
+            _ => Some(Exit::BadInput),
+        };
+        let err = anyhow::Error::new(e).context(format!("publishing {}", args.build_dir.display()));
+        match code {
+            Some(code) => with_exit(err, code),
+            None => err,
+        }
+    })?;
+    let signed = SignedManifest::sign(&manifest, &key);
+    let out = writer.finish(&signed).context("finishing the bundle")?;
+    let elapsed = start.elapsed();
+
+    let summary = summarise(&manifest, &signed, out, elapsed);
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(())
+}
+
+fn summarise(
+    manifest: &Manifest,
+    signed: &SignedManifest,
+    out: PathBuf,
+    elapsed: Duration,
+) -> Summary {
+    let count =
+        |f: fn(&EntryKind) -> bool| manifest.entries.iter().filter(|e| f(&e.kind)).count() as u64;
+    let total = manifest.total_size();
+    let unique = manifest.unique_size();
+    let seconds = elapsed.as_secs_f64();
+    Summary {
+        product: manifest.product.clone(),
+        channel: manifest.channel.clone(),
+        version: manifest.version.clone(),
+        out,
+        manifest_hash: signed.hash().to_string(),
+        publisher: signed.publisher().to_string(),
+        files: count(|k| matches!(k, EntryKind::File { .. })),
+        dirs: count(|k| matches!(k, EntryKind::Dir)),
+        links: count(|k| matches!(k, EntryKind::Symlink { .. })),
+        total_bytes: total,
+        unique_bytes: unique,
+        chunks: manifest.chunks.len() as u64,
+        chunk_refs: manifest.files().map(|(_, _, c)| c.len() as u64).sum(),
+        dedup_ratio: if unique == 0 {
+            1.0
+        } else {
+            total as f64 / unique as f64
+        },
+        seconds,
+        bytes_per_sec: total as f64 / seconds.max(1e-9),
+    }
+}
+
+fn print_summary(s: &Summary) {
+    println!(
+        "published {}/{} {} -> {}",
+        s.product,
+        s.channel,
+        s.version,
+        s.out.display()
+    );
+    println!(
+        "  files         {} ({}, {})",
+        human::count(s.files),
+        human::plural(s.dirs, "directory", "directories"),
+        human::plural(s.links, "link", "links")
+    );
+    println!("  size          {}", human::bytes(s.total_bytes));
+    println!(
+        "  chunks        {} unique, {} references",
+        human::count(s.chunks),
+        human::count(s.chunk_refs)
+    );
+    println!(
+        "  unique bytes  {} (dedup {:.2}x)",
+        human::bytes(s.unique_bytes),
+        s.dedup_ratio
+    );
+    println!(
+        "  time          {} ({})",
+        human::duration(Duration::from_secs_f64(s.seconds)),
+        human::rate(s.bytes_per_sec)
+    );
+    println!("  manifest      {}", s.manifest_hash);
+    println!("  publisher     {}", s.publisher);
+}
