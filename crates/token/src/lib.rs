@@ -11,6 +11,11 @@ mod token;
 pub use release::{Release, ReleaseError, SignedRelease};
 pub use token::{Claims, Role, Token, TokenError, check_peer_id};
 
+/// The claims format version this build issues.
+pub fn token_version() -> u32 {
+    token::VERSION
+}
+
 /// Tolerated clock difference between the tracker and a verifier, in seconds.
 pub const CLOCK_SKEW_SECS: u64 = 60;
 

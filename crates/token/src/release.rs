@@ -24,6 +24,22 @@ pub struct Release {
     pub expires_at: u64,
 }
 
+impl Release {
+    /// The release id, which names its swarm: BLAKE3 over what identifies the
+    /// release (product, channel, version, manifest). It leaves out
+    /// `expires_at`, so the tracker can re-sign metadata with a fresh expiry
+    /// without moving the swarm.
+    pub fn id(&self) -> Hash {
+        Hash::of(&encode(&(
+            "shoal/release-id/v1",
+            &self.product,
+            &self.channel,
+            self.version,
+            self.manifest_hash,
+        )))
+    }
+}
+
 /// Release metadata with the tracker's signature. Text form: hex.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedRelease {
@@ -58,11 +74,6 @@ impl SignedRelease {
             release: bytes,
             signature,
         }
-    }
-
-    /// The release id: BLAKE3 of the signed form. It names the swarm.
-    pub fn id(&self) -> Hash {
-        Hash::of(&self.to_bytes())
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -176,5 +187,15 @@ mod tests {
             Err(ReleaseError::Signature)
         );
         assert_eq!(SignedRelease::from_text("00"), Err(ReleaseError::Malformed));
+    }
+
+    #[test]
+    fn id_ignores_expiry_only() {
+        let mut a = release(5);
+        let id = a.id();
+        a.expires_at += 1;
+        assert_eq!(a.id(), id);
+        a.version += 1;
+        assert_ne!(a.id(), id);
     }
 }

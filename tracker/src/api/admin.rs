@@ -1,0 +1,615 @@
+//! Operator endpoints: accounts and organisation seats, API keys, products,
+//! channels, publisher keys, entitlements and the audit log.
+
+use super::{ApiError, ApiResult, Body, PathArgs, QueryArgs, St, authenticate};
+use crate::keys;
+use crate::model::{Account, AccountKind, ApiKey, AuditEntry, Channel, Entitlement, Product, Role};
+use axum::Json;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use shoal_types::PublicKey;
+
+fn check_name(field: &str, value: &str, max: usize) -> ApiResult<()> {
+    if value.trim().is_empty() || value.len() > max || value.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("{field} must be 1 to {max} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Product and channel ids: the manifest's name rule.
+fn check_id(field: &str, value: &str) -> ApiResult<()> {
+    let ok = (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_field",
+            format!("{field} must be 1 to 64 letters, digits, '.', '_' or '-'"),
+        ))
+    }
+}
+
+fn check_country(country: &str) -> ApiResult<String> {
+    if country.len() == 2 && country.bytes().all(|b| b.is_ascii_alphabetic()) {
+        Ok(country.to_ascii_uppercase())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_field",
+            "country must be an ISO 3166-1 alpha-2 code such as \"FR\"",
+        ))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccount {
+    name: String,
+    #[serde(default = "individual")]
+    kind: AccountKind,
+    country: String,
+    #[serde(default)]
+    seats: u32,
+}
+
+fn individual() -> AccountKind {
+    AccountKind::Individual
+}
+
+pub async fn create_account(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    Body(req): Body<NewAccount>,
+) -> ApiResult<Response> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    check_name("name", &req.name, 200)?;
+    let country = check_country(&req.country)?;
+    if req.kind == AccountKind::Individual && req.seats != 0 {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "only organisations have seats",
+        ));
+    }
+    let account = Account {
+        id: state.db.next_id(if req.kind == AccountKind::Organisation {
+            "org"
+        } else {
+            "acc"
+        })?,
+        name: req.name,
+        kind: req.kind,
+        country,
+        seats: req.seats,
+        members: vec![],
+        org: None,
+        created_at: state.now(),
+    };
+    state.db.put_account(&account)?;
+    state.db.flush()?;
+    Ok((axum::http::StatusCode::CREATED, Json(account)).into_response())
+}
+
+pub async fn list_accounts(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<Account>>> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    Ok(Json(state.db.accounts(10_000)?))
+}
+
+pub async fn get_account(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    PathArgs(id): PathArgs<String>,
+) -> ApiResult<Json<Account>> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    Ok(Json(state.db.account(&id)?.ok_or_else(|| {
+        ApiError::not_found(format!("no account {id}"))
+    })?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewMember {
+    account: String,
+}
+
+pub async fn add_member(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    PathArgs(org_id): PathArgs<String>,
+    Body(req): Body<NewMember>,
+) -> ApiResult<Json<Account>> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    let _guard = state.admin_lock.lock().await;
+    let mut org = state
+        .db
+        .account(&org_id)?
+        .ok_or_else(|| ApiError::not_found(format!("no account {org_id}")))?;
+    if org.kind != AccountKind::Organisation {
+        return Err(ApiError::conflict(
+            "not_an_organisation",
+            format!("{org_id} is not an organisation"),
+        ));
+    }
+    let mut member = state
+        .db
+        .account(&req.account)?
+        .ok_or_else(|| ApiError::not_found(format!("no account {}", req.account)))?;
+    if member.kind != AccountKind::Individual {
+        return Err(ApiError::conflict(
+            "not_an_individual",
+            "only individual accounts take seats",
+        ));
+    }
+    if org.members.contains(&member.id) {
+        return Ok(Json(org));
+    }
+    if let Some(other) = &member.org {
+        return Err(ApiError::conflict(
+            "already_member",
+            format!("{} already holds a seat in {other}", member.id),
+        ));
+    }
+    if org.members.len() >= org.seats as usize {
+        return Err(ApiError::conflict(
+            "no_seats_left",
+            format!("{org_id} has {} seats, all assigned", org.seats),
+        ));
+    }
+    org.members.push(member.id.clone());
+    member.org = Some(org.id.clone());
+    state.db.put_account(&member)?;
+    state.db.put_account(&org)?;
+    state.db.flush()?;
+    Ok(Json(org))
+}
+
+pub async fn remove_member(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    PathArgs((org_id, member_id)): PathArgs<(String, String)>,
+) -> ApiResult<Json<Account>> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    let _guard = state.admin_lock.lock().await;
+    let mut org = state
+        .db
+        .account(&org_id)?
+        .ok_or_else(|| ApiError::not_found(format!("no account {org_id}")))?;
+    if !org.members.contains(&member_id) {
+        return Err(ApiError::not_found(format!(
+            "{member_id} holds no seat in {org_id}"
+        )));
+    }
+    org.members.retain(|m| *m != member_id);
+    if let Some(mut member) = state.db.account(&member_id)? {
+        member.org = None;
+        state.db.put_account(&member)?;
+    }
+    state.db.put_account(&org)?;
+    state.db.flush()?;
+    Ok(Json(org))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKey {
+    account: String,
+    role: Role,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    record: KeyView,
+    /// Shown once; only its hash is stored.
+    key: String,
+}
+
+/// An API key without its secret hash.
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    id: String,
+    account: String,
+    role: Role,
+    created_at: u64,
+    revoked_at: Option<u64>,
+}
+
+impl From<&ApiKey> for KeyView {
+    fn from(k: &ApiKey) -> KeyView {
+        KeyView {
+            id: k.id.clone(),
+            account: k.account.clone(),
+            role: k.role,
+            created_at: k.created_at,
+            revoked_at: k.revoked_at,
+        }
+    }
+}
+
+pub async fn create_api_key(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    Body(req): Body<NewApiKey>,
+) -> ApiResult<Response> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    if state.db.account(&req.account)?.is_none() {
+        return Err(ApiError::not_found(format!("no account {}", req.account)));
+    }
+    let (record, key) = keys::new_key(
+        state.db.next_id("key")?,
+        &req.account,
+        req.role,
+        state.now(),
+    )?;
+    state.db.put_api_key(&record)?;
+    state.db.flush()?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(CreatedKey {
+            record: (&record).into(),
+            key,
+        }),
+    )
+        .into_response())
+}
+
+pub async fn list_api_keys(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<KeyView>>> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    Ok(Json(
+        state
+            .db
+            .api_keys(100_000)?
+            .iter()
+            .map(KeyView::from)
+            .collect(),
+    ))
+}
+
+pub async fn revoke_api_key(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    PathArgs(id): PathArgs<String>,
+) -> ApiResult<Json<KeyView>> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    let mut key = state
+        .db
+        .api_key(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no API key {id}")))?;
+    key.revoked_at.get_or_insert(state.now());
+    state.db.put_api_key(&key)?;
+    state.db.flush()?;
+    Ok(Json((&key).into()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewProduct {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+    paid: bool,
+    /// Public channels to create; default `["stable"]`.
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+}
+
+pub async fn create_product(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    Body(req): Body<NewProduct>,
+) -> ApiResult<Response> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    check_id("id", &req.id)?;
+    let channels = req.channels.unwrap_or_else(|| vec!["stable".into()]);
+    for c in &channels {
+        check_id("channel", c)?;
+    }
+    let _guard = state.admin_lock.lock().await;
+    if state.db.product(&req.id)?.is_some() {
+        return Err(ApiError::conflict(
+            "exists",
+            format!("product {} exists", req.id),
+        ));
+    }
+    let product = Product {
+        name: req.name.unwrap_or_else(|| req.id.clone()),
+        id: req.id,
+        paid: req.paid,
+        channels: channels
+            .into_iter()
+            .map(|name| Channel {
+                name,
+                private: false,
+                allow: vec![],
+            })
+            .collect(),
+        publisher_keys: vec![],
+        created_at: state.now(),
+    };
+    state.db.put_product(&product)?;
+    state.db.flush()?;
+    Ok((axum::http::StatusCode::CREATED, Json(product)).into_response())
+}
+
+pub async fn list_products(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<Product>>> {
+    authenticate(&state, &headers)?.require(&[Role::Operator, Role::Publisher])?;
+    Ok(Json(state.db.products(10_000)?))
+}
+
+pub async fn get_product(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    PathArgs(id): PathArgs<String>,
+) -> ApiResult<Json<Product>> {
+    authenticate(&state, &headers)?.require(&[Role::Operator, Role::Publisher])?;
+    Ok(Json(state.db.product(&id)?.ok_or_else(|| {
+        ApiError::not_found(format!("no product {id}"))
+    })?))
+}
+
+/// Loads a product for modification, under the admin lock held by the caller.
+fn load_product(state: &crate::State, id: &str) -> ApiResult<Product> {
+    state
+        .db
+        .product(id)?
+        .ok_or_else(|| ApiError::not_found(format!("no product {id}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewChannel {
+    name: String,
+    #[serde(default)]
+    private: bool,
+    #[serde(default)]
+    allow: Vec<String>,
+}
+
+pub async fn add_channel(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    PathArgs(id): PathArgs<String>,
+    Body(req): Body<NewChannel>,
+) -> ApiResult<Json<Product>> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    check_id("name", &req.name)?;
+    let _guard = state.admin_lock.lock().await;
+    let mut product = load_product(&state, &id)?;
+    if product.channel(&req.name).is_some() {
+        return Err(ApiError::conflict(
+            "exists",
+            format!("{id} already has channel {}", req.name),
+        ));
+    }
+    product.channels.push(Channel {
+        name: req.name,
+        private: req.private,
+        allow: req.allow,
+    });
+    state.db.put_product(&product)?;
+    state.db.flush()?;
+    Ok(Json(product))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowList {
+    accounts: Vec<String>,
+}
+
+pub async fn set_allow_list(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    PathArgs((id, channel)): PathArgs<(String, String)>,
+    Body(req): Body<AllowList>,
+) -> ApiResult<Json<Product>> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    let _guard = state.admin_lock.lock().await;
+    let mut product = load_product(&state, &id)?;
+    let c = product
+        .channels
+        .iter_mut()
+        .find(|c| c.name == channel)
+        .ok_or_else(|| ApiError::not_found(format!("{id} has no channel {channel}")))?;
+    c.allow = req.accounts;
+    state.db.put_product(&product)?;
+    state.db.flush()?;
+    Ok(Json(product))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPublisherKey {
+    public_key: PublicKey,
+}
+
+pub async fn add_publisher_key(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    PathArgs(id): PathArgs<String>,
+    Body(req): Body<NewPublisherKey>,
+) -> ApiResult<Json<Product>> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    let _guard = state.admin_lock.lock().await;
+    let mut product = load_product(&state, &id)?;
+    if !product.publisher_keys.contains(&req.public_key) {
+        product.publisher_keys.push(req.public_key);
+    }
+    state.db.put_product(&product)?;
+    state.db.flush()?;
+    Ok(Json(product))
+}
+
+pub async fn remove_publisher_key(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    PathArgs((id, key)): PathArgs<(String, String)>,
+) -> ApiResult<Json<Product>> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    let key: PublicKey = key
+        .parse()
+        .map_err(|e| ApiError::bad_request("bad_path", format!("public key: {e}")))?;
+    let _guard = state.admin_lock.lock().await;
+    let mut product = load_product(&state, &id)?;
+    product.publisher_keys.retain(|k| *k != key);
+    state.db.put_product(&product)?;
+    state.db.flush()?;
+    Ok(Json(product))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEntitlement {
+    account: String,
+    product: String,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    expires_at: Option<u64>,
+}
+
+pub async fn grant(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    Body(req): Body<NewEntitlement>,
+) -> ApiResult<Response> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    if state.db.account(&req.account)?.is_none() {
+        return Err(ApiError::not_found(format!("no account {}", req.account)));
+    }
+    let product = load_product(&state, &req.product)?;
+    if let Some(c) = &req.channel
+        && product.channel(c).is_none()
+    {
+        return Err(ApiError::not_found(format!(
+            "{} has no channel {c}",
+            req.product
+        )));
+    }
+    let entitlement = Entitlement {
+        id: state.db.next_id("ent")?,
+        account: req.account,
+        product: req.product,
+        channel: req.channel,
+        expires_at: req.expires_at,
+        granted_at: state.now(),
+        revoked_at: None,
+    };
+    state.db.put_entitlement(&entitlement)?;
+    // Durable before acknowledged: a grant survives kill -9 once 201 is sent.
+    state.db.flush()?;
+    Ok((axum::http::StatusCode::CREATED, Json(entitlement)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EntitlementQuery {
+    account: String,
+}
+
+pub async fn list_entitlements(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    QueryArgs(q): QueryArgs<EntitlementQuery>,
+) -> ApiResult<Json<Vec<Entitlement>>> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    Ok(Json(state.db.entitlements_of(&q.account)?))
+}
+
+pub async fn revoke_entitlement(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    PathArgs(id): PathArgs<String>,
+) -> ApiResult<Json<Entitlement>> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    let mut e = state
+        .db
+        .entitlement(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no entitlement {id}")))?;
+    e.revoked_at.get_or_insert(state.now());
+    state.db.put_entitlement(&e)?;
+    state.db.flush()?;
+    Ok(Json(e))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default = "default_limit")]
+    limit: usize,
+    #[serde(default)]
+    account: Option<String>,
+    #[serde(default)]
+    outcome: Option<crate::model::Outcome>,
+}
+
+fn default_limit() -> usize {
+    1000
+}
+
+fn audit_page(state: &crate::State, q: &AuditQuery) -> ApiResult<Vec<AuditEntry>> {
+    let limit = q.limit.clamp(1, 10_000);
+    let mut out = Vec::new();
+    let mut after = q.after;
+    // Filters apply after reading; read in pages until `limit` match or the end.
+    loop {
+        let page = state.db.audit_after(after, 5000)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        out.extend(page.into_iter().filter(|e| {
+            q.account.as_ref().is_none_or(|a| *a == e.account)
+                && q.outcome.is_none_or(|o| o == e.outcome)
+        }));
+        if out.len() >= limit {
+            out.truncate(limit);
+            break;
+        }
+    }
+    Ok(out)
+}
+
+pub async fn audit(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    QueryArgs(q): QueryArgs<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditEntry>>> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    Ok(Json(audit_page(&state, &q)?))
+}
+
+/// The audit log as JSON lines, one entry per line.
+pub async fn audit_export(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    QueryArgs(q): QueryArgs<AuditQuery>,
+) -> ApiResult<Response> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    let q = AuditQuery {
+        limit: q.limit.max(10_000),
+        ..q
+    };
+    let mut body = String::new();
+    for e in audit_page(&state, &q)? {
+        body.push_str(&serde_json::to_string(&e).expect("audit entries serialise"));
+        body.push('\n');
+    }
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        body,
+    )
+        .into_response())
+}

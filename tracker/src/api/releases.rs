@@ -1,0 +1,213 @@
+//! Releases: publishers register signed manifests; the tracker checks the
+//! signature and key authorisation and numbers releases per channel.
+
+use super::{ApiError, ApiResult, PathArgs, St, authenticate};
+use crate::model::{ReleaseRecord, Role};
+use axum::Json;
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use shoal_manifest::SignedManifest;
+use shoal_token::Release;
+use shoal_types::Hash;
+
+/// A release as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct ReleaseView {
+    #[serde(flatten)]
+    pub record: ReleaseRecord,
+    pub manifest_url: String,
+}
+
+impl From<ReleaseRecord> for ReleaseView {
+    fn from(record: ReleaseRecord) -> ReleaseView {
+        ReleaseView {
+            manifest_url: manifest_url(&record.id),
+            record,
+        }
+    }
+}
+
+pub fn manifest_url(id: &Hash) -> String {
+    format!("/v1/releases/{id}/manifest")
+}
+
+/// The next version of (product, channel) pointing at `manifest_hash`.
+/// The caller holds the admin lock.
+fn add_release(
+    state: &crate::State,
+    product: &str,
+    channel: &str,
+    manifest_hash: Hash,
+    total_size: u64,
+    publisher: shoal_types::PublicKey,
+    label: String,
+) -> ApiResult<ReleaseRecord> {
+    let version = state
+        .db
+        .latest_release(product, channel)?
+        .map_or(1, |r| r.version + 1);
+    let now = state.now();
+    let meta = Release {
+        product: product.to_owned(),
+        channel: channel.to_owned(),
+        version,
+        manifest_hash,
+        total_size,
+        published_at: now,
+        expires_at: 0,
+    };
+    let record = ReleaseRecord {
+        id: meta.id(),
+        product: meta.product,
+        channel: meta.channel,
+        version,
+        manifest_hash,
+        total_size,
+        publisher,
+        label,
+        published_at: now,
+    };
+    state.db.put_release(&record)?;
+    state.db.flush()?;
+    Ok(record)
+}
+
+/// `POST /v1/releases`: the body is a `manifest.shoal` file.
+pub async fn register(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let caller = authenticate(&state, &headers)?;
+    caller.require(&[Role::Publisher])?;
+    let invalid =
+        |e: shoal_manifest::ManifestError| ApiError::new(422, "invalid_manifest", e.to_string());
+    let signed = SignedManifest::from_bytes(&body).map_err(invalid)?;
+    let manifest = signed.open().map_err(|e| match e {
+        shoal_manifest::ManifestError::Signature(_) => {
+            ApiError::new(403, "bad_signature", e.to_string())
+        }
+        other => invalid(other),
+    })?;
+    let _guard = state.admin_lock.lock().await;
+    let product = state
+        .db
+        .product(&manifest.product)?
+        .ok_or_else(|| ApiError::not_found(format!("no product {}", manifest.product)))?;
+    if product.channel(&manifest.channel).is_none() {
+        return Err(ApiError::not_found(format!(
+            "{} has no channel {}",
+            product.id, manifest.channel
+        )));
+    }
+    if !product.publisher_keys.contains(&signed.publisher()) {
+        return Err(ApiError::new(
+            403,
+            "key_not_authorised",
+            format!("key {} may not publish {}", signed.publisher(), product.id),
+        ));
+    }
+    let hash = signed.hash();
+    state.db.put_manifest(&hash, &body)?;
+    let record = add_release(
+        &state,
+        &manifest.product,
+        &manifest.channel,
+        hash,
+        manifest.unique_size(),
+        signed.publisher(),
+        manifest.version.clone(),
+    )?;
+    tracing::info!(product = %record.product, channel = %record.channel, version = record.version, id = %record.id, "release registered");
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(ReleaseView::from(record)),
+    )
+        .into_response())
+}
+
+pub async fn list(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    PathArgs((product, channel)): PathArgs<(String, String)>,
+) -> ApiResult<Json<Vec<ReleaseView>>> {
+    authenticate(&state, &headers)?.require(&[Role::Operator, Role::Publisher])?;
+    Ok(Json(
+        state
+            .db
+            .releases(&product, &channel, 1000)?
+            .into_iter()
+            .map(ReleaseView::from)
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    /// The older version whose build the channel should serve again.
+    version: u64,
+}
+
+/// Rolling back is a new, higher release pointing at an older manifest, so
+/// clients' rollback protection never has to accept a lower version.
+pub async fn rollback(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    PathArgs((product, channel)): PathArgs<(String, String)>,
+    super::Body(req): super::Body<Rollback>,
+) -> ApiResult<Response> {
+    authenticate(&state, &headers)?.require(&[Role::Operator, Role::Publisher])?;
+    let _guard = state.admin_lock.lock().await;
+    let target = state
+        .db
+        .releases(&product, &channel, usize::MAX)?
+        .into_iter()
+        .find(|r| r.version == req.version)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "{product}/{channel} has no version {}",
+                req.version
+            ))
+        })?;
+    let record = add_release(
+        &state,
+        &product,
+        &channel,
+        target.manifest_hash,
+        target.total_size,
+        target.publisher,
+        target.label,
+    )?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(ReleaseView::from(record)),
+    )
+        .into_response())
+}
+
+/// `GET /v1/releases/{id}/manifest`: the publisher-signed manifest bytes.
+pub async fn manifest(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    PathArgs(id): PathArgs<String>,
+) -> ApiResult<Response> {
+    authenticate(&state, &headers)?;
+    let id: Hash = id
+        .parse()
+        .map_err(|e| ApiError::bad_request("bad_path", format!("release id: {e}")))?;
+    let record = state
+        .db
+        .release(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no release {id}")))?;
+    let bytes = state.db.manifest(&record.manifest_hash)?.ok_or_else(|| {
+        ApiError::not_found(format!("manifest {} is missing", record.manifest_hash))
+    })?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response())
+}

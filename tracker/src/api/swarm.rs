@@ -1,0 +1,483 @@
+//! The swarm endpoints: swarm tokens, announce (peer lists), seed heartbeats
+//! and the operators' aggregated views.
+
+use super::{ApiError, ApiResult, Body, St, authenticate};
+use crate::model::{AuditEntry, Outcome, Role};
+use crate::policy::{self, TokenRequest};
+use crate::swarm::{PeerInfo, PeerReport, SeedReport, SwarmStats};
+use crate::{State, lock};
+use axum::Json;
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use shoal_token::{Claims, Release, SignedRelease, Token};
+use shoal_types::Hash;
+
+const MAX_ADDRS: usize = 8;
+const MAX_ADDR_LEN: usize = 256;
+/// Seeds added to a peer list or bootstrap list.
+const MAX_SEEDS_LISTED: usize = 4;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequestBody {
+    product: String,
+    channel: String,
+    peer_id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    /// The swarm token (hex).
+    pub token: String,
+    pub expires_at: u64,
+    /// The release id, which names the swarm.
+    pub swarm: Hash,
+    /// Release metadata signed by the tracker (hex), freshly dated.
+    pub release: String,
+    pub version: u64,
+    pub manifest_hash: Hash,
+    pub manifest_url: String,
+    pub total_size: u64,
+    /// A few peers, then seeds.
+    pub bootstrap: Vec<PeerInfo>,
+    pub announce_interval: u64,
+}
+
+fn check_addrs(addrs: &[String]) -> ApiResult<()> {
+    if addrs.len() > MAX_ADDRS
+        || addrs
+            .iter()
+            .any(|a| a.is_empty() || a.len() > MAX_ADDR_LEN || !a.starts_with('/'))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!(
+                "listen addresses: at most {MAX_ADDRS} multiaddrs of at most {MAX_ADDR_LEN} characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs the token policy for `account` and writes the decision to the audit
+/// log (durably) before returning it.
+fn decide_and_audit(
+    state: &State,
+    role: Role,
+    account_id: &str,
+    product_id: &str,
+    channel: &str,
+    peer_id: &str,
+) -> ApiResult<crate::model::ReleaseRecord> {
+    let now = state.now();
+    let account = state
+        .db
+        .account(account_id)?
+        .ok_or_else(|| ApiError::new(401, "unauthorized", "the account no longer exists"))?;
+    let org = match &account.org {
+        Some(id) => state.db.account(id)?,
+        None => None,
+    };
+    let product = state.db.product(product_id)?;
+    let release = match &product {
+        Some(p) if p.channel(channel).is_some() => state.db.latest_release(product_id, channel)?,
+        _ => None,
+    };
+    let own = state.db.entitlements_of(&account.id)?;
+    let org_grants = match &org {
+        Some(o) => state.db.entitlements_of(&o.id)?,
+        None => Vec::new(),
+    };
+    let decision = policy::decide(
+        &TokenRequest {
+            role,
+            account: &account,
+            org: org.as_ref(),
+            product: product.as_ref(),
+            channel,
+            has_release: release.is_some(),
+            own: &own,
+            org_grants: &org_grants,
+            now,
+        },
+        &state.screening,
+    );
+    let (outcome, reason) = match decision {
+        Ok(grant) => (Outcome::Issued, grant.code()),
+        Err(refusal) => (Outcome::Refused, refusal.code()),
+    };
+    state.db.append_audit(AuditEntry {
+        seq: 0,
+        at: now,
+        account: account.id.clone(),
+        product: product_id.to_owned(),
+        channel: channel.to_owned(),
+        peer_id: peer_id.to_owned(),
+        outcome,
+        reason: reason.to_owned(),
+    })?;
+    state.db.flush()?;
+    match decision {
+        Ok(_) => Ok(release.expect("policy grants only when a release exists")),
+        Err(r) => Err(ApiError::new(r.status(), r.code(), r.detail())),
+    }
+}
+
+fn issue(
+    state: &State,
+    release: &crate::model::ReleaseRecord,
+    account: &str,
+    peer_id: &str,
+) -> (Token, u64) {
+    let now = state.now();
+    let expires_at = now + state.config.token_lifetime_secs;
+    let claims = Claims {
+        version: shoal_token::token_version(),
+        swarm: release.id,
+        product: release.product.clone(),
+        account: account.to_owned(),
+        peer_id: peer_id.to_owned(),
+        role: shoal_token::Role::Client,
+        issued_at: now,
+        expires_at,
+    };
+    let token = Token::issue(&claims, &state.key);
+    lock(&state.tokens).insert(token.fingerprint(), claims);
+    (token, expires_at)
+}
+
+fn seeds_for(state: &State, release: &Hash) -> Vec<PeerInfo> {
+    let now = state.now();
+    lock(&state.seeds)
+        .for_release(
+            release,
+            now,
+            state.config.seed_timeout_secs,
+            MAX_SEEDS_LISTED,
+        )
+        .into_iter()
+        .map(|s| PeerInfo {
+            peer_id: s.report.peer_id.clone(),
+            addrs: s.report.addrs.clone(),
+            seed: true,
+        })
+        .collect()
+}
+
+/// `POST /v1/tokens`: a swarm token for (product, channel), bound to `peer_id`.
+pub async fn token(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    Body(req): Body<TokenRequestBody>,
+) -> ApiResult<Json<TokenResponse>> {
+    let caller = authenticate(&state, &headers)?;
+    if !shoal_token::check_peer_id(&req.peer_id) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "peer_id must be a libp2p PeerId in base58",
+        ));
+    }
+    if req.product.len() > 64 || req.channel.len() > 64 {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "product and channel are at most 64 characters",
+        ));
+    }
+    let release = decide_and_audit(
+        &state,
+        caller.key.role,
+        &caller.account.id,
+        &req.product,
+        &req.channel,
+        &req.peer_id,
+    )?;
+    let (token, expires_at) = issue(&state, &release, &caller.account.id, &req.peer_id);
+    let now = state.now();
+    let signed = SignedRelease::sign(
+        &Release {
+            product: release.product.clone(),
+            channel: release.channel.clone(),
+            version: release.version,
+            manifest_hash: release.manifest_hash,
+            total_size: release.total_size,
+            published_at: release.published_at,
+            expires_at: now + state.config.release_metadata_ttl_secs,
+        },
+        &state.key,
+    );
+    let mut rng = state.rng();
+    let mut bootstrap = state.with_swarm(&release.id, |s| {
+        s.pick(&req.peer_id, None, state.config.bootstrap_peers, &mut rng)
+    });
+    bootstrap.extend(seeds_for(&state, &release.id));
+    Ok(Json(TokenResponse {
+        token: token.to_text(),
+        expires_at,
+        swarm: release.id,
+        release: signed.to_text(),
+        version: release.version,
+        manifest_hash: release.manifest_hash,
+        manifest_url: super::releases::manifest_url(&release.id),
+        total_size: release.total_size,
+        bootstrap,
+        announce_interval: state.config.announce_interval_secs,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnounceBody {
+    token: String,
+    listen_addrs: Vec<String>,
+    /// Chunks held.
+    have: u64,
+    complete: bool,
+    uploaded: u64,
+    downloaded: u64,
+    downloaded_from_seeds: u64,
+    #[serde(default)]
+    region: Option<String>,
+    /// The client cannot get chunks from peers fast enough: list seeds.
+    #[serde(default)]
+    starving: bool,
+    /// The client is leaving the swarm.
+    #[serde(default)]
+    stopped: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AnnounceResponse {
+    pub interval: u64,
+    pub peers: Vec<PeerInfo>,
+    pub swarm: SwarmStats,
+    /// A renewed token when the presented one is close to expiry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_expires_at: Option<u64>,
+}
+
+/// Checks a token presented to the tracker: cached fingerprints skip the
+/// signature check, which is too slow for every announce.
+fn check_token(state: &State, text: &str, now: u64) -> ApiResult<Claims> {
+    let bad = |e: shoal_token::TokenError| {
+        let code = match e {
+            shoal_token::TokenError::Expired { .. } => "token_expired",
+            _ => "bad_token",
+        };
+        ApiError::new(401, code, e.to_string())
+    };
+    let token = Token::from_text(text).map_err(bad)?;
+    let fingerprint = token.fingerprint();
+    let cached = lock(&state.tokens).get(&fingerprint);
+    let claims = match cached {
+        Some(c) => c,
+        None => {
+            let c = token.verify_signature(&state.key.public()).map_err(bad)?;
+            lock(&state.tokens).insert(fingerprint, c.clone());
+            c
+        }
+    };
+    claims.check_time(now).map_err(bad)?;
+    Ok(claims)
+}
+
+/// `POST /v1/announce`: report progress, get peers.
+pub async fn announce(
+    axum::extract::State(state): St,
+    Body(req): Body<AnnounceBody>,
+) -> ApiResult<Json<AnnounceResponse>> {
+    let now = state.now();
+    check_addrs(&req.listen_addrs)?;
+    if req.region.as_ref().is_some_and(|r| r.len() > 32) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "region is at most 32 characters",
+        ));
+    }
+    let claims = check_token(&state, &req.token, now)?;
+    let interval = state.config.announce_interval_secs;
+    if req.stopped {
+        state.with_swarm(&claims.swarm, |s| s.remove(&claims.peer_id));
+        return Ok(Json(AnnounceResponse {
+            interval,
+            peers: vec![],
+            swarm: SwarmStats::default(),
+            token: None,
+            token_expires_at: None,
+        }));
+    }
+
+    // Renew a token in its last third of life, re-checking entitlement.
+    let mut renewed = None;
+    if claims.expires_at.saturating_sub(now) < state.config.token_lifetime_secs / 3 {
+        let release = state
+            .db
+            .release(&claims.swarm)?
+            .ok_or_else(|| ApiError::not_found("the swarm's release is gone"))?;
+        match decide_and_audit(
+            &state,
+            Role::Player,
+            &claims.account,
+            &release.product,
+            &release.channel,
+            &claims.peer_id,
+        ) {
+            Ok(_) => {
+                // The token stays bound to the same release (swarm).
+                let (token, expires) = issue(&state, &release, &claims.account, &claims.peer_id);
+                renewed = Some((token.to_text(), expires));
+            }
+            Err(e) => {
+                state.with_swarm(&claims.swarm, |s| s.remove(&claims.peer_id));
+                return Err(e);
+            }
+        }
+    }
+
+    let report = PeerReport {
+        peer_id: claims.peer_id.clone(),
+        account: claims.account.clone(),
+        addrs: req.listen_addrs,
+        region: req.region.clone(),
+        have: req.have,
+        complete: req.complete,
+        uploaded: req.uploaded,
+        downloaded: req.downloaded,
+        downloaded_from_seeds: req.downloaded_from_seeds,
+    };
+    let mut rng = state.rng();
+    let (mut peers, stats) = state.with_swarm(&claims.swarm, |s| {
+        s.announce(now, report);
+        let stats = s.stats();
+        (
+            s.pick(
+                &claims.peer_id,
+                req.region.as_deref(),
+                state.config.max_peers,
+                &mut rng,
+            ),
+            stats,
+        )
+    });
+    if req.starving || stats.complete < state.config.min_complete_peers {
+        let seeds = seeds_for(&state, &claims.swarm);
+        peers.truncate(state.config.max_peers.saturating_sub(seeds.len()));
+        peers.extend(seeds);
+    }
+    let (token, token_expires_at) = renewed.unzip();
+    Ok(Json(AnnounceResponse {
+        interval,
+        peers,
+        swarm: stats,
+        token,
+        token_expires_at,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct HeartbeatResponse {
+    /// Seconds until the next heartbeat is due.
+    pub interval: u64,
+}
+
+/// `POST /v1/seeds/heartbeat`: a seed's capacity, load and holdings.
+pub async fn heartbeat(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+    Body(report): Body<SeedReport>,
+) -> ApiResult<Json<HeartbeatResponse>> {
+    let caller = authenticate(&state, &headers)?;
+    caller.require(&[Role::Seed])?;
+    if report.seed_id.is_empty() || report.seed_id.len() > 64 || report.releases.len() > 100_000 {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "seed_id is 1 to 64 characters; at most 100,000 releases",
+        ));
+    }
+    if !shoal_token::check_peer_id(&report.peer_id) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "peer_id must be a libp2p PeerId in base58",
+        ));
+    }
+    check_addrs(&report.addrs)?;
+    lock(&state.seeds).heartbeat(state.now(), &caller.account.id, report);
+    Ok(Json(HeartbeatResponse {
+        interval: (state.config.seed_timeout_secs / 3).max(1),
+    }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct SwarmView {
+    pub swarm: Hash,
+    pub product: Option<String>,
+    pub channel: Option<String>,
+    pub version: Option<u64>,
+    #[serde(flatten)]
+    pub stats: SwarmStats,
+    pub seeds: usize,
+    /// 1 − bytes from seeds / bytes downloaded, over current members' reports.
+    pub offload: Option<f64>,
+}
+
+pub async fn ops_swarms(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<SwarmView>>> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    let mut found = Vec::new();
+    state.each_swarm(|id, s| found.push((*id, s.stats())));
+    let now = state.now();
+    let mut views = Vec::with_capacity(found.len());
+    for (id, stats) in found {
+        let release = state.db.release(&id)?;
+        let seeds = lock(&state.seeds)
+            .for_release(&id, now, state.config.seed_timeout_secs, usize::MAX)
+            .len();
+        let offload = (stats.downloaded > 0)
+            .then(|| 1.0 - stats.downloaded_from_seeds as f64 / stats.downloaded as f64);
+        views.push(SwarmView {
+            swarm: id,
+            product: release.as_ref().map(|r| r.product.clone()),
+            channel: release.as_ref().map(|r| r.channel.clone()),
+            version: release.as_ref().map(|r| r.version),
+            stats,
+            seeds,
+            offload,
+        });
+    }
+    views.sort_by(|a, b| {
+        b.stats
+            .peers
+            .cmp(&a.stats.peers)
+            .then(a.swarm.cmp(&b.swarm))
+    });
+    Ok(Json(views))
+}
+
+#[derive(Debug, Serialize)]
+pub struct SeedView {
+    #[serde(flatten)]
+    pub seed: crate::swarm::SeedState,
+    pub utilisation: f64,
+    pub stale: bool,
+}
+
+pub async fn ops_seeds(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<SeedView>>> {
+    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    let now = state.now();
+    let mut views: Vec<SeedView> = lock(&state.seeds)
+        .all()
+        .map(|s| SeedView {
+            utilisation: s.utilisation(),
+            stale: s.stale(now, state.config.seed_timeout_secs),
+            seed: s.clone(),
+        })
+        .collect();
+    views.sort_by(|a, b| a.seed.report.seed_id.cmp(&b.seed.report.seed_id));
+    Ok(Json(views))
+}

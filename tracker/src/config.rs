@@ -1,0 +1,116 @@
+//! Tracker configuration: a TOML file (see `tracker.example.toml`) with
+//! defaults for everything; command-line flags override it.
+
+use serde::Deserialize;
+use std::path::Path;
+
+/// Export screening settings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScreeningConfig {
+    /// ISO 3166-1 alpha-2 codes whose accounts get no tokens.
+    pub embargoed_countries: Vec<String>,
+    /// Party names (or account ids) that get no tokens; matched after folding
+    /// case and punctuation.
+    pub denied_parties: Vec<String>,
+}
+
+impl Default for ScreeningConfig {
+    fn default() -> Self {
+        ScreeningConfig {
+            embargoed_countries: ["CU", "IR", "KP", "SY"].map(String::from).to_vec(),
+            denied_parties: Vec::new(),
+        }
+    }
+}
+
+/// Everything the tracker can be told.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// Lifetime of swarm tokens.
+    pub token_lifetime_secs: u64,
+    /// Lifetime of signed release metadata (freeze protection): clients refuse
+    /// metadata older than this, so a tracker cannot pin them to a stale build.
+    pub release_metadata_ttl_secs: u64,
+    /// How often peers announce; a peer missing two intervals drops out.
+    pub announce_interval_secs: u64,
+    /// A seed is stale after this long without a heartbeat.
+    pub seed_timeout_secs: u64,
+    /// With fewer complete peers than this, announces also list seeds.
+    pub min_complete_peers: usize,
+    /// Most peers in one announce answer.
+    pub max_peers: usize,
+    /// Peers in a token answer's bootstrap list (seeds are added after them).
+    pub bootstrap_peers: usize,
+    pub screening: ScreeningConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7070".into(),
+            token_lifetime_secs: 30 * 60,
+            release_metadata_ttl_secs: 7 * 24 * 3600,
+            announce_interval_secs: 30,
+            seed_timeout_secs: 90,
+            min_complete_peers: 4,
+            max_peers: 50,
+            bootstrap_peers: 8,
+            screening: ScreeningConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; unknown keys are errors, so typos do not pass silently.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        use anyhow::Context as _;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: Config =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.token_lifetime_secs >= 60,
+            "token_lifetime_secs must be at least 60"
+        );
+        anyhow::ensure!(
+            self.announce_interval_secs >= 1,
+            "announce_interval_secs must be at least 1"
+        );
+        anyhow::ensure!(
+            (1..=200).contains(&self.max_peers),
+            "max_peers must be 1..=200"
+        );
+        anyhow::ensure!(
+            self.release_metadata_ttl_secs >= 60,
+            "release_metadata_ttl_secs must be at least 60"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../tracker.example.toml");
+        let config: Config = toml::from_str(text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:7070");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,263 @@
+//! The Shoal tracker: accounts, products, entitlements, export screening,
+//! releases, swarm tokens, announce and seed heartbeats, over HTTP/JSON.
+//!
+//! `serve` takes an already-bound listener and a shutdown future, so tests
+//! run real servers on `127.0.0.1:0`. Policy (`policy`) and membership
+//! (`swarm`) are pure; `api` is the thin HTTP layer; `store` hides sled.
+
+pub mod api;
+pub mod config;
+pub mod keys;
+pub mod model;
+pub mod policy;
+pub mod store;
+pub mod swarm;
+
+use anyhow::Context as _;
+use shoal_types::{Hash, SecretKey};
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub use config::Config;
+
+/// File names inside the tracker's data directory.
+pub const KEY_FILE: &str = "tracker.key";
+pub const OPERATOR_KEY_FILE: &str = "operator.key";
+pub const DB_DIR: &str = "db";
+
+/// Seconds since the Unix epoch.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    })
+}
+
+/// Verified tokens by fingerprint, so announces skip the signature check.
+/// Bounded: cleared when full.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    map: HashMap<Hash, shoal_token::Claims>,
+}
+
+impl TokenCache {
+    const MAX: usize = 200_000;
+
+    pub fn get(&self, fingerprint: &Hash) -> Option<shoal_token::Claims> {
+        self.map.get(fingerprint).cloned()
+    }
+
+    pub fn insert(&mut self, fingerprint: Hash, claims: shoal_token::Claims) {
+        if self.map.len() >= Self::MAX {
+            self.map.clear();
+        }
+        self.map.insert(fingerprint, claims);
+    }
+}
+
+const SHARDS: usize = 16;
+
+/// Everything a request handler needs.
+pub struct State {
+    pub db: store::Db,
+    pub key: SecretKey,
+    pub config: Config,
+    pub screening: policy::Screening,
+    pub clock: Clock,
+    swarms: Vec<Mutex<HashMap<Hash, swarm::Swarm>>>,
+    pub seeds: Mutex<swarm::Seeds>,
+    pub tokens: Mutex<TokenCache>,
+    /// Serialises read-modify-write admin operations (seats, versions).
+    pub admin_lock: tokio::sync::Mutex<()>,
+    rng_counter: AtomicU64,
+    rng_seed: u64,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl State {
+    pub fn new(db: store::Db, key: SecretKey, config: Config, clock: Clock) -> State {
+        let screening = policy::Screening::new(
+            &config.screening.embargoed_countries,
+            &config.screening.denied_parties,
+        );
+        let mut seed = [0u8; 8];
+        let _ = getrandom::getrandom(&mut seed);
+        State {
+            db,
+            key,
+            config,
+            screening,
+            clock,
+            swarms: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            seeds: Mutex::new(swarm::Seeds::default()),
+            tokens: Mutex::new(TokenCache::default()),
+            admin_lock: tokio::sync::Mutex::new(()),
+            rng_counter: AtomicU64::new(0),
+            rng_seed: u64::from_le_bytes(seed),
+        }
+    }
+
+    pub fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// A fresh RNG for one request.
+    pub fn rng(&self) -> swarm::Rng {
+        swarm::Rng::new(
+            self.rng_seed
+                ^ self
+                    .rng_counter
+                    .fetch_add(1, Ordering::Relaxed)
+                    .wrapping_mul(0x9E37_79B9),
+        )
+    }
+
+    /// Runs `f` on the swarm `id` (created if absent), under its shard's lock.
+    pub fn with_swarm<T>(&self, id: &Hash, f: impl FnOnce(&mut swarm::Swarm) -> T) -> T {
+        let mut shard = lock(&self.swarms[usize::from(id.0[0]) % SHARDS]);
+        f(shard.entry(*id).or_default())
+    }
+
+    /// Calls `f` for every swarm, shard by shard.
+    pub fn each_swarm(&self, mut f: impl FnMut(&Hash, &mut swarm::Swarm)) {
+        for shard in &self.swarms {
+            let mut shard = lock(shard);
+            for (id, s) in shard.iter_mut() {
+                f(id, s);
+            }
+            shard.retain(|_, s| !s.is_empty());
+        }
+    }
+
+    /// Drops peers that missed two announce intervals.
+    pub fn expire_peers(&self) -> usize {
+        let deadline = self
+            .now()
+            .saturating_sub(2 * self.config.announce_interval_secs);
+        let mut dropped = 0;
+        self.each_swarm(|_, s| dropped += s.expire(deadline));
+        dropped
+    }
+}
+
+/// Locks a std mutex, recovering from poisoning (no handler leaves shared
+/// state half-updated across a panic point).
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What `init` created.
+#[derive(Debug)]
+pub struct Initialised {
+    pub public_key: shoal_types::PublicKey,
+    pub operator_key: String,
+    pub operator_key_file: PathBuf,
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Creates a tracker data directory: its signing key, the database, and a
+/// first operator account with an API key.
+pub fn init(data: &Path) -> anyhow::Result<Initialised> {
+    let key_path = data.join(KEY_FILE);
+    anyhow::ensure!(
+        !key_path.exists(),
+        "{} is already initialised ({} exists)",
+        data.display(),
+        key_path.display()
+    );
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let key = SecretKey::generate().context("reading the system's random source")?;
+    let db = store::Db::new(Arc::new(store::SledStore::open(&data.join(DB_DIR))?));
+    let now = system_clock()();
+    let account = model::Account {
+        id: db.next_id("acc")?,
+        name: "operator".into(),
+        kind: model::AccountKind::Individual,
+        country: "ZZ".into(),
+        seats: 0,
+        members: vec![],
+        org: None,
+        created_at: now,
+    };
+    db.put_account(&account)?;
+    let (record, text) =
+        keys::new_key(db.next_id("key")?, &account.id, model::Role::Operator, now)?;
+    db.put_api_key(&record)?;
+    db.flush()?;
+    let operator_key_file = data.join(OPERATOR_KEY_FILE);
+    write_private(&operator_key_file, &format!("{text}\n"))?;
+    write_private(&key_path, &key.to_file_text())?;
+    Ok(Initialised {
+        public_key: key.public(),
+        operator_key: text,
+        operator_key_file,
+    })
+}
+
+/// Opens an initialised data directory.
+pub fn open(data: &Path, config: Config) -> anyhow::Result<State> {
+    let key_path = data.join(KEY_FILE);
+    let text = std::fs::read_to_string(&key_path).with_context(|| {
+        format!(
+            "reading {} (run `shoal-tracker init --data {}` first)",
+            key_path.display(),
+            data.display()
+        )
+    })?;
+    let key = SecretKey::from_file_text(&text).with_context(|| key_path.display().to_string())?;
+    let db = store::Db::new(Arc::new(store::SledStore::open(&data.join(DB_DIR))?));
+    Ok(State::new(db, key, config, system_clock()))
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<State>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let expiry = {
+        let state = Arc::clone(&state);
+        let period = std::time::Duration::from_secs(state.config.announce_interval_secs.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let dropped = state.expire_peers();
+                if dropped > 0 {
+                    tracing::debug!(dropped, "expired peers that missed two announce intervals");
+                }
+            }
+        })
+    };
+    let app = api::router(state);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    expiry.abort();
+    result.context("serving HTTP")
+}

@@ -1,0 +1,95 @@
+//! `shoal-tracker`: initialise a data directory, or serve the tracker API.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The Shoal tracker: accounts, entitlements, releases, swarm tokens and announce.
+#[derive(Debug, Parser)]
+#[command(name = "shoal-tracker", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the tracker's signing key and a first operator API key in DIR.
+    Init {
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Serve the HTTP API.
+    Serve {
+        #[arg(long)]
+        data: PathBuf,
+        /// Address to listen on (overrides the config file).
+        #[arg(long)]
+        listen: Option<String>,
+        /// TOML configuration (see tracker.example.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Init { data } => {
+            let done = shoal_tracker::init(&data)?;
+            println!("tracker public key: {}", done.public_key);
+            println!(
+                "operator API key (shown once; also in {}): {}",
+                done.operator_key_file.display(),
+                done.operator_key
+            );
+        }
+        Command::Serve {
+            data,
+            listen,
+            config,
+        } => {
+            let mut config = match config {
+                Some(path) => shoal_tracker::Config::load(&path)?,
+                None => shoal_tracker::Config::default(),
+            };
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            let addr = config.listen.clone();
+            let state = Arc::new(shoal_tracker::open(&data, config)?);
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, public_key = %state.key.public(), "tracker listening");
+            shoal_tracker::serve(listener, state, shutdown_signal()).await?;
+            tracing::info!("tracker stopped");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

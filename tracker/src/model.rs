@@ -1,0 +1,139 @@
+//! The tracker's records: accounts, API keys, products and channels,
+//! entitlements, releases and audit entries. Stored as JSON by `store::Db`.
+
+use serde::{Deserialize, Serialize};
+use shoal_types::{Hash, PublicKey};
+
+/// What an account is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountKind {
+    Individual,
+    Organisation,
+}
+
+/// A player, a publisher, an operator, a seed, or an organisation with seats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    pub kind: AccountKind,
+    /// ISO 3166-1 alpha-2 country code, upper case.
+    pub country: String,
+    /// Organisations: how many member accounts the organisation may have.
+    #[serde(default)]
+    pub seats: u32,
+    /// Organisations: member account ids (at most `seats`).
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// Individuals: the organisation they hold a seat in, if any.
+    #[serde(default)]
+    pub org: Option<String>,
+    pub created_at: u64,
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Operator,
+    Publisher,
+    Player,
+    Seed,
+}
+
+/// A stored API key: only the BLAKE3 hash of its secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub account: String,
+    pub role: Role,
+    pub secret_hash: Hash,
+    pub created_at: u64,
+    #[serde(default)]
+    pub revoked_at: Option<u64>,
+}
+
+/// A release channel of a product.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Channel {
+    pub name: String,
+    /// Private channels admit only allow-listed accounts (or their organisations).
+    #[serde(default)]
+    pub private: bool,
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// A product: paid or free, its channels and who may publish it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Product {
+    pub id: String,
+    pub name: String,
+    pub paid: bool,
+    #[serde(default)]
+    pub channels: Vec<Channel>,
+    #[serde(default)]
+    pub publisher_keys: Vec<PublicKey>,
+    pub created_at: u64,
+}
+
+impl Product {
+    pub fn channel(&self, name: &str) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.name == name)
+    }
+}
+
+/// A grant of a product (optionally one channel, optionally until a time) to
+/// an account or an organisation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entitlement {
+    pub id: String,
+    pub account: String,
+    pub product: String,
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+    pub granted_at: u64,
+    #[serde(default)]
+    pub revoked_at: Option<u64>,
+}
+
+/// A registered release of (product, channel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRecord {
+    /// `shoal_token::Release::id`: names the swarm.
+    pub id: Hash,
+    pub product: String,
+    pub channel: String,
+    pub version: u64,
+    pub manifest_hash: Hash,
+    pub total_size: u64,
+    pub publisher: PublicKey,
+    /// The publisher's build label from the manifest.
+    pub label: String,
+    pub published_at: u64,
+}
+
+/// Outcome of a token request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Issued,
+    Refused,
+}
+
+/// One token decision, as written to the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub at: u64,
+    pub account: String,
+    pub product: String,
+    pub channel: String,
+    pub peer_id: String,
+    pub outcome: Outcome,
+    /// `entitled`, `free_product`, or the refusal code.
+    pub reason: String,
+}

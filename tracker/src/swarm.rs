@@ -1,0 +1,366 @@
+//! Swarm membership and seed registry: soft state rebuilt by announces and
+//! heartbeats, kept in memory. Pure: time and randomness are passed in.
+
+use serde::{Deserialize, Serialize};
+use shoal_types::Hash;
+use std::collections::HashMap;
+
+/// A small, fast PRNG (SplitMix64) for peer sampling; seeded by the caller.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// What a peer reports on announce.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerReport {
+    pub peer_id: String,
+    pub account: String,
+    pub addrs: Vec<String>,
+    pub region: Option<String>,
+    pub have: u64,
+    pub complete: bool,
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub downloaded_from_seeds: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    report: PeerReport,
+    last_seen: u64,
+}
+
+/// A peer handed out in a peer list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    pub seed: bool,
+}
+
+/// Aggregates of one swarm.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SwarmStats {
+    pub peers: usize,
+    pub complete: usize,
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub downloaded_from_seeds: u64,
+}
+
+/// The members of one swarm, with O(1) insert, remove and random pick.
+#[derive(Debug, Default)]
+pub struct Swarm {
+    members: Vec<Member>,
+    index: HashMap<String, usize>,
+}
+
+impl Swarm {
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Records an announce.
+    pub fn announce(&mut self, now: u64, report: PeerReport) {
+        match self.index.get(&report.peer_id) {
+            Some(&i) => {
+                self.members[i] = Member {
+                    report,
+                    last_seen: now,
+                }
+            }
+            None => {
+                self.index
+                    .insert(report.peer_id.clone(), self.members.len());
+                self.members.push(Member {
+                    report,
+                    last_seen: now,
+                });
+            }
+        }
+    }
+
+    /// Removes a peer (it stopped, or its token was refused).
+    pub fn remove(&mut self, peer_id: &str) {
+        if let Some(i) = self.index.remove(peer_id) {
+            self.members.swap_remove(i);
+            if let Some(moved) = self.members.get(i) {
+                self.index.insert(moved.report.peer_id.clone(), i);
+            }
+        }
+    }
+
+    /// Drops peers not seen since `deadline`; returns how many.
+    pub fn expire(&mut self, deadline: u64) -> usize {
+        let stale: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.last_seen < deadline)
+            .map(|m| m.report.peer_id.clone())
+            .collect();
+        for p in &stale {
+            self.remove(p);
+        }
+        stale.len()
+    }
+
+    pub fn stats(&self) -> SwarmStats {
+        let mut s = SwarmStats {
+            peers: self.members.len(),
+            ..SwarmStats::default()
+        };
+        for m in &self.members {
+            s.complete += usize::from(m.report.complete);
+            s.uploaded += m.report.uploaded;
+            s.downloaded += m.report.downloaded;
+            s.downloaded_from_seeds += m.report.downloaded_from_seeds;
+        }
+        s
+    }
+
+    /// Up to `max` other peers for `me`: same region first, then random.
+    pub fn pick(&self, me: &str, region: Option<&str>, max: usize, rng: &mut Rng) -> Vec<PeerInfo> {
+        let n = self.members.len();
+        let info = |m: &Member| PeerInfo {
+            peer_id: m.report.peer_id.clone(),
+            addrs: m.report.addrs.clone(),
+            seed: false,
+        };
+        let eligible = |m: &Member| m.report.peer_id != me && !m.report.addrs.is_empty();
+        if n <= max + 1 {
+            // Small swarm: everyone, same region first, order shuffled.
+            let mut all: Vec<&Member> = self.members.iter().filter(|m| eligible(m)).collect();
+            for i in (1..all.len()).rev() {
+                all.swap(i, rng.below(i + 1));
+            }
+            all.sort_by_key(|m| region.is_none() || m.report.region.as_deref() != region);
+            return all.into_iter().take(max).map(info).collect();
+        }
+        // Large swarm: a random window of 3 × max candidates, same region first.
+        let want = (3 * max).min(n);
+        let start = rng.below(n);
+        let step = 1 + rng.below(n - 1).max(1);
+        let mut seen = std::collections::HashSet::with_capacity(want);
+        let mut candidates: Vec<&Member> = Vec::with_capacity(want);
+        let mut i = start;
+        for _ in 0..n {
+            if candidates.len() >= want {
+                break;
+            }
+            if seen.insert(i) && eligible(&self.members[i]) {
+                candidates.push(&self.members[i]);
+            }
+            i = (i + step) % n;
+        }
+        candidates.sort_by_key(|m| region.is_none() || m.report.region.as_deref() != region);
+        candidates.into_iter().take(max).map(info).collect()
+    }
+}
+
+/// What a seed reports in its heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedReport {
+    pub seed_id: String,
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    /// Upload capacity, bits per second.
+    pub capacity_bps: u64,
+    /// Current upload rate, bits per second.
+    pub egress_bps: u64,
+    pub peers: u32,
+    pub free_disk: u64,
+    /// Release ids the seed holds.
+    pub releases: Vec<Hash>,
+}
+
+/// A seed as the tracker sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SeedState {
+    #[serde(flatten)]
+    pub report: SeedReport,
+    pub account: String,
+    pub last_heartbeat: u64,
+}
+
+impl SeedState {
+    pub fn utilisation(&self) -> f64 {
+        if self.report.capacity_bps == 0 {
+            1.0
+        } else {
+            self.report.egress_bps as f64 / self.report.capacity_bps as f64
+        }
+    }
+
+    pub fn stale(&self, now: u64, timeout: u64) -> bool {
+        now.saturating_sub(self.last_heartbeat) > timeout
+    }
+}
+
+/// The seeds that heartbeat to this tracker.
+#[derive(Debug, Default)]
+pub struct Seeds {
+    seeds: HashMap<String, SeedState>,
+}
+
+impl Seeds {
+    pub fn heartbeat(&mut self, now: u64, account: &str, report: SeedReport) {
+        let state = SeedState {
+            report,
+            account: account.to_owned(),
+            last_heartbeat: now,
+        };
+        self.seeds.insert(state.report.seed_id.clone(), state);
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &SeedState> {
+        self.seeds.values()
+    }
+
+    /// Fresh seeds holding `release`, least utilised first.
+    pub fn for_release(
+        &self,
+        release: &Hash,
+        now: u64,
+        timeout: u64,
+        max: usize,
+    ) -> Vec<&SeedState> {
+        let mut seeds: Vec<&SeedState> = self
+            .seeds
+            .values()
+            .filter(|s| {
+                !s.stale(now, timeout)
+                    && s.report.releases.contains(release)
+                    && !s.report.addrs.is_empty()
+            })
+            .collect();
+        seeds.sort_by(|a, b| {
+            a.utilisation()
+                .total_cmp(&b.utilisation())
+                .then(a.report.seed_id.cmp(&b.report.seed_id))
+        });
+        seeds.truncate(max);
+        seeds
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(id: &str, region: Option<&str>) -> PeerReport {
+        PeerReport {
+            peer_id: id.into(),
+            account: "a".into(),
+            addrs: vec![format!("/ip4/127.0.0.1/udp/1/quic-v1/p2p/{id}")],
+            region: region.map(Into::into),
+            have: 0,
+            complete: false,
+            uploaded: 1,
+            downloaded: 2,
+            downloaded_from_seeds: 1,
+        }
+    }
+
+    #[test]
+    fn announce_update_remove_expire() {
+        let mut s = Swarm::default();
+        for i in 0..10 {
+            s.announce(100, report(&format!("p{i}"), None));
+        }
+        s.announce(130, report("p3", None)); // update, not a new member
+        assert_eq!(s.len(), 10);
+        s.remove("p0");
+        assert_eq!(s.len(), 9);
+        assert_eq!(s.expire(101), 8, "only p3 was seen after 101");
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.stats().uploaded, 1);
+    }
+
+    #[test]
+    fn pick_excludes_self_and_prefers_region() {
+        let mut s = Swarm::default();
+        for i in 0..200 {
+            let region = if i % 10 == 0 { Some("eu") } else { Some("us") };
+            s.announce(0, report(&format!("p{i}"), region));
+        }
+        let mut rng = Rng::new(1);
+        let picked = s.pick("p0", Some("eu"), 50, &mut rng);
+        assert_eq!(picked.len(), 50);
+        assert!(picked.iter().all(|p| p.peer_id != "p0"));
+        let unique: std::collections::HashSet<_> = picked.iter().map(|p| &p.peer_id).collect();
+        assert_eq!(unique.len(), 50);
+        // eu peers come first
+        let eu: Vec<bool> = picked
+            .iter()
+            .map(|p| p.peer_id[1..].parse::<u32>().unwrap() % 10 == 0)
+            .collect();
+        let first_us = eu.iter().position(|e| !e).unwrap_or(eu.len());
+        assert!(
+            eu[first_us..].iter().all(|e| !e),
+            "region peers first: {eu:?}"
+        );
+        assert!(first_us >= 5, "some eu peers expected among 150 candidates");
+    }
+
+    #[test]
+    fn small_swarm_gives_everyone_else() {
+        let mut s = Swarm::default();
+        for i in 0..5 {
+            s.announce(0, report(&format!("p{i}"), None));
+        }
+        let picked = s.pick("p2", None, 50, &mut Rng::new(3));
+        assert_eq!(picked.len(), 4);
+    }
+
+    #[test]
+    fn seeds_sorted_by_load_and_fresh_only() {
+        let mut seeds = Seeds::default();
+        let r = Hash::of(b"r");
+        let seed = |id: &str, egress| SeedReport {
+            seed_id: id.into(),
+            peer_id: format!("peer-{id}"),
+            addrs: vec!["/ip4/127.0.0.1/udp/9/quic-v1".into()],
+            capacity_bps: 100,
+            egress_bps: egress,
+            peers: 0,
+            free_disk: 0,
+            releases: vec![r],
+        };
+        seeds.heartbeat(100, "s", seed("busy", 90));
+        seeds.heartbeat(100, "s", seed("idle", 10));
+        seeds.heartbeat(10, "s", seed("stale", 0));
+        let picked: Vec<_> = seeds
+            .for_release(&r, 100, 30, 5)
+            .iter()
+            .map(|s| s.report.seed_id.clone())
+            .collect();
+        assert_eq!(picked, ["idle", "busy"]);
+        assert!(
+            seeds
+                .for_release(&Hash::of(b"other"), 100, 30, 5)
+                .is_empty()
+        );
+    }
+}
