@@ -12,6 +12,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_filter())),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match shoal_client::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,11 +1,10 @@
 //! Operator endpoints: accounts and organisation seats, API keys, products,
 //! channels, publisher keys, entitlements and the audit log.
 
-use super::{ApiError, ApiResult, Body, PathArgs, QueryArgs, St, authenticate};
+use super::{ApiError, ApiResult, Body, PathArgs, QueryArgs, St};
 use crate::keys;
 use crate::model::{Account, AccountKind, ApiKey, AuditEntry, Channel, Entitlement, Product, Role};
 use axum::Json;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use shoal_types::PublicKey;
@@ -64,10 +63,10 @@ fn individual() -> AccountKind {
 
 pub async fn create_account(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     Body(req): Body<NewAccount>,
 ) -> ApiResult<Response> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     check_name("name", &req.name, 200)?;
     let country = check_country(&req.country)?;
     if req.kind == AccountKind::Individual && req.seats != 0 {
@@ -97,18 +96,18 @@ pub async fn create_account(
 
 pub async fn list_accounts(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
 ) -> ApiResult<Json<Vec<Account>>> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     Ok(Json(state.db.accounts(10_000)?))
 }
 
 pub async fn get_account(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     PathArgs(id): PathArgs<String>,
 ) -> ApiResult<Json<Account>> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     Ok(Json(state.db.account(&id)?.ok_or_else(|| {
         ApiError::not_found(format!("no account {id}"))
     })?))
@@ -122,11 +121,11 @@ pub struct NewMember {
 
 pub async fn add_member(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     PathArgs(org_id): PathArgs<String>,
     Body(req): Body<NewMember>,
 ) -> ApiResult<Json<Account>> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     let _guard = state.admin_lock.lock().await;
     let mut org = state
         .db
@@ -173,10 +172,10 @@ pub async fn add_member(
 
 pub async fn remove_member(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     PathArgs((org_id, member_id)): PathArgs<(String, String)>,
 ) -> ApiResult<Json<Account>> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     let _guard = state.admin_lock.lock().await;
     let mut org = state
         .db
@@ -236,10 +235,10 @@ impl From<&ApiKey> for KeyView {
 
 pub async fn create_api_key(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     Body(req): Body<NewApiKey>,
 ) -> ApiResult<Response> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     if state.db.account(&req.account)?.is_none() {
         return Err(ApiError::not_found(format!("no account {}", req.account)));
     }
@@ -263,9 +262,9 @@ pub async fn create_api_key(
 
 pub async fn list_api_keys(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
 ) -> ApiResult<Json<Vec<KeyView>>> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     Ok(Json(
         state
             .db
@@ -278,10 +277,10 @@ pub async fn list_api_keys(
 
 pub async fn revoke_api_key(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     PathArgs(id): PathArgs<String>,
 ) -> ApiResult<Json<KeyView>> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     let mut key = state
         .db
         .api_key(&id)?
@@ -306,10 +305,10 @@ pub struct NewProduct {
 
 pub async fn create_product(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     Body(req): Body<NewProduct>,
 ) -> ApiResult<Response> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     check_id("id", &req.id)?;
     let channels = req.channels.unwrap_or_else(|| vec!["stable".into()]);
     for c in &channels {
@@ -344,18 +343,18 @@ pub async fn create_product(
 
 pub async fn list_products(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
 ) -> ApiResult<Json<Vec<Product>>> {
-    authenticate(&state, &headers)?.require(&[Role::Operator, Role::Publisher])?;
+    caller.require(&[Role::Operator, Role::Publisher])?;
     Ok(Json(state.db.products(10_000)?))
 }
 
 pub async fn get_product(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     PathArgs(id): PathArgs<String>,
 ) -> ApiResult<Json<Product>> {
-    authenticate(&state, &headers)?.require(&[Role::Operator, Role::Publisher])?;
+    caller.require(&[Role::Operator, Role::Publisher])?;
     Ok(Json(state.db.product(&id)?.ok_or_else(|| {
         ApiError::not_found(format!("no product {id}"))
     })?))
@@ -381,11 +380,11 @@ pub struct NewChannel {
 
 pub async fn add_channel(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     PathArgs(id): PathArgs<String>,
     Body(req): Body<NewChannel>,
 ) -> ApiResult<Json<Product>> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     check_id("name", &req.name)?;
     let _guard = state.admin_lock.lock().await;
     let mut product = load_product(&state, &id)?;
@@ -413,11 +412,11 @@ pub struct AllowList {
 
 pub async fn set_allow_list(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     PathArgs((id, channel)): PathArgs<(String, String)>,
     Body(req): Body<AllowList>,
 ) -> ApiResult<Json<Product>> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     let _guard = state.admin_lock.lock().await;
     let mut product = load_product(&state, &id)?;
     let c = product
@@ -439,11 +438,11 @@ pub struct NewPublisherKey {
 
 pub async fn add_publisher_key(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     PathArgs(id): PathArgs<String>,
     Body(req): Body<NewPublisherKey>,
 ) -> ApiResult<Json<Product>> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     let _guard = state.admin_lock.lock().await;
     let mut product = load_product(&state, &id)?;
     if !product.publisher_keys.contains(&req.public_key) {
@@ -456,10 +455,10 @@ pub async fn add_publisher_key(
 
 pub async fn remove_publisher_key(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     PathArgs((id, key)): PathArgs<(String, String)>,
 ) -> ApiResult<Json<Product>> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     let key: PublicKey = key
         .parse()
         .map_err(|e| ApiError::bad_request("bad_path", format!("public key: {e}")))?;
@@ -484,10 +483,10 @@ pub struct NewEntitlement {
 
 pub async fn grant(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     Body(req): Body<NewEntitlement>,
 ) -> ApiResult<Response> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     if state.db.account(&req.account)?.is_none() {
         return Err(ApiError::not_found(format!("no account {}", req.account)));
     }
@@ -522,19 +521,19 @@ pub struct EntitlementQuery {
 
 pub async fn list_entitlements(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     QueryArgs(q): QueryArgs<EntitlementQuery>,
 ) -> ApiResult<Json<Vec<Entitlement>>> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     Ok(Json(state.db.entitlements_of(&q.account)?))
 }
 
 pub async fn revoke_entitlement(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     PathArgs(id): PathArgs<String>,
 ) -> ApiResult<Json<Entitlement>> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     let mut e = state
         .db
         .entitlement(&id)?
@@ -584,20 +583,20 @@ fn audit_page(state: &crate::State, q: &AuditQuery) -> ApiResult<Vec<AuditEntry>
 
 pub async fn audit(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     QueryArgs(q): QueryArgs<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditEntry>>> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     Ok(Json(audit_page(&state, &q)?))
 }
 
 /// The audit log as JSON lines, one entry per line.
 pub async fn audit_export(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     QueryArgs(q): QueryArgs<AuditQuery>,
 ) -> ApiResult<Response> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     let q = AuditQuery {
         limit: q.limit.max(10_000),
         ..q

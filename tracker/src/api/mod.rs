@@ -167,6 +167,19 @@ impl Caller {
     }
 }
 
+impl FromRequestParts<Arc<State>> for Caller {
+    type Rejection = ApiError;
+
+    /// Runs before the body is read, so an unauthenticated request is a 401
+    /// whatever its body.
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<State>,
+    ) -> Result<Self, Self::Rejection> {
+        authenticate(state, &parts.headers)
+    }
+}
+
 pub fn authenticate(state: &State, headers: &HeaderMap) -> ApiResult<Caller> {
     let unauthorized = |detail: &str| ApiError::new(401, "unauthorized", detail);
     let header = headers

@@ -1,11 +1,10 @@
 //! Releases: publishers register signed manifests; the tracker checks the
 //! signature and key authorisation and numbers releases per channel.
 
-use super::{ApiError, ApiResult, PathArgs, St, authenticate};
+use super::{ApiError, ApiResult, PathArgs, St};
 use crate::model::{ReleaseRecord, Role};
 use axum::Json;
 use axum::body::Bytes;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use shoal_manifest::SignedManifest;
@@ -77,10 +76,9 @@ fn add_release(
 /// `POST /v1/releases`: the body is a `manifest.shoal` file.
 pub async fn register(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let caller = authenticate(&state, &headers)?;
     caller.require(&[Role::Publisher])?;
     let invalid =
         |e: shoal_manifest::ManifestError| ApiError::new(422, "invalid_manifest", e.to_string());
@@ -130,10 +128,10 @@ pub async fn register(
 
 pub async fn list(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     PathArgs((product, channel)): PathArgs<(String, String)>,
 ) -> ApiResult<Json<Vec<ReleaseView>>> {
-    authenticate(&state, &headers)?.require(&[Role::Operator, Role::Publisher])?;
+    caller.require(&[Role::Operator, Role::Publisher])?;
     Ok(Json(
         state
             .db
@@ -155,11 +153,11 @@ pub struct Rollback {
 /// clients' rollback protection never has to accept a lower version.
 pub async fn rollback(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     PathArgs((product, channel)): PathArgs<(String, String)>,
     super::Body(req): super::Body<Rollback>,
 ) -> ApiResult<Response> {
-    authenticate(&state, &headers)?.require(&[Role::Operator, Role::Publisher])?;
+    caller.require(&[Role::Operator, Role::Publisher])?;
     let _guard = state.admin_lock.lock().await;
     let target = state
         .db
@@ -191,10 +189,9 @@ pub async fn rollback(
 /// `GET /v1/releases/{id}/manifest`: the publisher-signed manifest bytes.
 pub async fn manifest(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    _caller: super::Caller,
     PathArgs(id): PathArgs<String>,
 ) -> ApiResult<Response> {
-    authenticate(&state, &headers)?;
     let id: Hash = id
         .parse()
         .map_err(|e| ApiError::bad_request("bad_path", format!("release id: {e}")))?;

@@ -1,13 +1,12 @@
 //! The swarm endpoints: swarm tokens, announce (peer lists), seed heartbeats
 //! and the operators' aggregated views.
 
-use super::{ApiError, ApiResult, Body, St, authenticate};
+use super::{ApiError, ApiResult, Body, St};
 use crate::model::{AuditEntry, Outcome, Role};
 use crate::policy::{self, TokenRequest};
 use crate::swarm::{PeerInfo, PeerReport, SeedReport, SwarmStats};
 use crate::{State, lock};
 use axum::Json;
-use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use shoal_token::{Claims, Release, SignedRelease, Token};
 use shoal_types::Hash;
@@ -167,10 +166,9 @@ fn seeds_for(state: &State, release: &Hash) -> Vec<PeerInfo> {
 /// `POST /v1/tokens`: a swarm token for (product, channel), bound to `peer_id`.
 pub async fn token(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     Body(req): Body<TokenRequestBody>,
 ) -> ApiResult<Json<TokenResponse>> {
-    let caller = authenticate(&state, &headers)?;
     if !shoal_token::check_peer_id(&req.peer_id) {
         return Err(ApiError::bad_request(
             "invalid_field",
@@ -384,10 +382,9 @@ pub struct HeartbeatResponse {
 /// `POST /v1/seeds/heartbeat`: a seed's capacity, load and holdings.
 pub async fn heartbeat(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
     Body(report): Body<SeedReport>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
-    let caller = authenticate(&state, &headers)?;
     caller.require(&[Role::Seed])?;
     if report.seed_id.is_empty() || report.seed_id.len() > 64 || report.releases.len() > 100_000 {
         return Err(ApiError::bad_request(
@@ -423,9 +420,9 @@ pub struct SwarmView {
 
 pub async fn ops_swarms(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
 ) -> ApiResult<Json<Vec<SwarmView>>> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     let mut found = Vec::new();
     state.each_swarm(|id, s| found.push((*id, s.stats())));
     let now = state.now();
@@ -466,9 +463,9 @@ pub struct SeedView {
 
 pub async fn ops_seeds(
     axum::extract::State(state): St,
-    headers: HeaderMap,
+    caller: super::Caller,
 ) -> ApiResult<Json<Vec<SeedView>>> {
-    authenticate(&state, &headers)?.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     let now = state.now();
     let mut views: Vec<SeedView> = lock(&state.seeds)
         .all()
