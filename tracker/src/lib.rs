@@ -50,6 +50,11 @@ pub struct TokenCache {
 impl TokenCache {
     const MAX: usize = 200_000;
 
+    /// The cache key of a token's text form.
+    pub fn fingerprint(text: &str) -> Hash {
+        Hash::of(text.trim().as_bytes())
+    }
+
     pub fn get(&self, fingerprint: &Hash) -> Option<shoal_token::Claims> {
         self.map.get(fingerprint).cloned()
     }

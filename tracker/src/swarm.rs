@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use shoal_types::Hash;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A small, fast PRNG (SplitMix64) for peer sampling; seeded by the caller.
 #[derive(Debug, Clone)]
@@ -46,6 +47,27 @@ pub struct PeerReport {
 struct Member {
     report: PeerReport,
     last_seen: u64,
+    /// This member as a JSON [`PeerInfo`], made once per announce and shared
+    /// by every peer list it appears in.
+    listing: Arc<str>,
+}
+
+impl Member {
+    fn new(report: PeerReport, last_seen: u64) -> Member {
+        let info = PeerInfo {
+            peer_id: report.peer_id.clone(),
+            addrs: report.addrs.clone(),
+            seed: false,
+        };
+        let listing = serde_json::to_string(&info)
+            .expect("peer info serialises")
+            .into();
+        Member {
+            report,
+            last_seen,
+            listing,
+        }
+    }
 }
 
 /// A peer handed out in a peer list.
@@ -66,11 +88,35 @@ pub struct SwarmStats {
     pub downloaded_from_seeds: u64,
 }
 
-/// The members of one swarm, with O(1) insert, remove and random pick.
+impl SwarmStats {
+    fn add(&mut self, r: &PeerReport) {
+        self.peers += 1;
+        self.complete += usize::from(r.complete);
+        self.uploaded = self.uploaded.saturating_add(r.uploaded);
+        self.downloaded = self.downloaded.saturating_add(r.downloaded);
+        self.downloaded_from_seeds = self
+            .downloaded_from_seeds
+            .saturating_add(r.downloaded_from_seeds);
+    }
+
+    fn sub(&mut self, r: &PeerReport) {
+        self.peers -= 1;
+        self.complete -= usize::from(r.complete);
+        self.uploaded = self.uploaded.saturating_sub(r.uploaded);
+        self.downloaded = self.downloaded.saturating_sub(r.downloaded);
+        self.downloaded_from_seeds = self
+            .downloaded_from_seeds
+            .saturating_sub(r.downloaded_from_seeds);
+    }
+}
+
+/// The members of one swarm, with O(1) insert, remove, random pick and
+/// aggregates (kept as running totals, not recounted per announce).
 #[derive(Debug, Default)]
 pub struct Swarm {
     members: Vec<Member>,
     index: HashMap<String, usize>,
+    totals: SwarmStats,
 }
 
 impl Swarm {
@@ -84,20 +130,22 @@ impl Swarm {
 
     /// Records an announce.
     pub fn announce(&mut self, now: u64, report: PeerReport) {
+        self.totals.add(&report);
         match self.index.get(&report.peer_id) {
             Some(&i) => {
-                self.members[i] = Member {
-                    report,
-                    last_seen: now,
+                let member = &mut self.members[i];
+                self.totals.sub(&member.report);
+                if member.report.addrs == report.addrs {
+                    member.report = report;
+                    member.last_seen = now;
+                } else {
+                    *member = Member::new(report, now);
                 }
             }
             None => {
                 self.index
                     .insert(report.peer_id.clone(), self.members.len());
-                self.members.push(Member {
-                    report,
-                    last_seen: now,
-                });
+                self.members.push(Member::new(report, now));
             }
         }
     }
@@ -105,7 +153,8 @@ impl Swarm {
     /// Removes a peer (it stopped, or its token was refused).
     pub fn remove(&mut self, peer_id: &str) {
         if let Some(i) = self.index.remove(peer_id) {
-            self.members.swap_remove(i);
+            let gone = self.members.swap_remove(i);
+            self.totals.sub(&gone.report);
             if let Some(moved) = self.members.get(i) {
                 self.index.insert(moved.report.peer_id.clone(), i);
             }
@@ -127,55 +176,73 @@ impl Swarm {
     }
 
     pub fn stats(&self) -> SwarmStats {
-        let mut s = SwarmStats {
-            peers: self.members.len(),
-            ..SwarmStats::default()
-        };
-        for m in &self.members {
-            s.complete += usize::from(m.report.complete);
-            s.uploaded += m.report.uploaded;
-            s.downloaded += m.report.downloaded;
-            s.downloaded_from_seeds += m.report.downloaded_from_seeds;
-        }
-        s
+        self.totals.clone()
     }
 
-    /// Up to `max` other peers for `me`: same region first, then random.
-    pub fn pick(&self, me: &str, region: Option<&str>, max: usize, rng: &mut Rng) -> Vec<PeerInfo> {
+    /// Up to `max` other members for `me`: same region first, then random.
+    fn pick_members(
+        &self,
+        me: &str,
+        region: Option<&str>,
+        max: usize,
+        rng: &mut Rng,
+    ) -> Vec<&Member> {
         let n = self.members.len();
-        let info = |m: &Member| PeerInfo {
-            peer_id: m.report.peer_id.clone(),
-            addrs: m.report.addrs.clone(),
-            seed: false,
-        };
         let eligible = |m: &Member| m.report.peer_id != me && !m.report.addrs.is_empty();
-        if n <= max + 1 {
-            // Small swarm: everyone, same region first, order shuffled.
+        let mut chosen: Vec<&Member> = if n <= 3 * max {
+            // Small swarm: everyone, shuffled.
             let mut all: Vec<&Member> = self.members.iter().filter(|m| eligible(m)).collect();
             for i in (1..all.len()).rev() {
                 all.swap(i, rng.below(i + 1));
             }
-            all.sort_by_key(|m| region.is_none() || m.report.region.as_deref() != region);
-            return all.into_iter().take(max).map(info).collect();
-        }
-        // Large swarm: a random window of 3 × max candidates, same region first.
-        let want = (3 * max).min(n);
-        let start = rng.below(n);
-        let step = 1 + rng.below(n - 1).max(1);
-        let mut seen = std::collections::HashSet::with_capacity(want);
-        let mut candidates: Vec<&Member> = Vec::with_capacity(want);
-        let mut i = start;
-        for _ in 0..n {
-            if candidates.len() >= want {
-                break;
+            all
+        } else {
+            // Large swarm: 3 × max distinct random candidates.
+            let want = 3 * max;
+            let mut picked: Vec<usize> = Vec::with_capacity(want);
+            for _ in 0..4 * want {
+                if picked.len() == want {
+                    break;
+                }
+                let i = rng.below(n);
+                if !picked.contains(&i) && eligible(&self.members[i]) {
+                    picked.push(i);
+                }
             }
-            if seen.insert(i) && eligible(&self.members[i]) {
-                candidates.push(&self.members[i]);
-            }
-            i = (i + step) % n;
+            picked.into_iter().map(|i| &self.members[i]).collect()
+        };
+        if region.is_some() {
+            chosen.sort_by_key(|m| m.report.region.as_deref() != region);
         }
-        candidates.sort_by_key(|m| region.is_none() || m.report.region.as_deref() != region);
-        candidates.into_iter().take(max).map(info).collect()
+        chosen.truncate(max);
+        chosen
+    }
+
+    /// Up to `max` other peers for `me`, same region first, as [`PeerInfo`].
+    pub fn pick(&self, me: &str, region: Option<&str>, max: usize, rng: &mut Rng) -> Vec<PeerInfo> {
+        self.pick_members(me, region, max, rng)
+            .into_iter()
+            .map(|m| PeerInfo {
+                peer_id: m.report.peer_id.clone(),
+                addrs: m.report.addrs.clone(),
+                seed: false,
+            })
+            .collect()
+    }
+
+    /// The same choice as [`Swarm::pick`], as shared JSON fragments: what the
+    /// announce hot path splices into its answer without re-serialising.
+    pub fn pick_listings(
+        &self,
+        me: &str,
+        region: Option<&str>,
+        max: usize,
+        rng: &mut Rng,
+    ) -> Vec<Arc<str>> {
+        self.pick_members(me, region, max, rng)
+            .into_iter()
+            .map(|m| Arc::clone(&m.listing))
+            .collect()
     }
 }
 
@@ -291,11 +358,35 @@ mod tests {
         }
         s.announce(130, report("p3", None)); // update, not a new member
         assert_eq!(s.len(), 10);
+        assert_eq!(s.stats().peers, 10);
+        assert_eq!(
+            s.stats().uploaded,
+            10,
+            "an update replaces, not adds to, the totals"
+        );
         s.remove("p0");
         assert_eq!(s.len(), 9);
         assert_eq!(s.expire(101), 8, "only p3 was seen after 101");
         assert_eq!(s.len(), 1);
         assert_eq!(s.stats().uploaded, 1);
+        assert_eq!(s.stats().peers, 1);
+    }
+
+    #[test]
+    fn listings_are_the_peer_info_json() {
+        let mut s = Swarm::default();
+        s.announce(0, report("a", None));
+        s.announce(0, report("b", None));
+        let listings = s.pick_listings("a", None, 10, &mut Rng::new(1));
+        let info: PeerInfo = serde_json::from_str(&listings[0]).unwrap();
+        assert_eq!(info, s.pick("a", None, 10, &mut Rng::new(1))[0]);
+        // a changed address is reflected
+        let mut moved = report("b", None);
+        moved.addrs = vec!["/ip4/127.0.0.2/udp/2/quic-v1".into()];
+        s.announce(1, moved.clone());
+        let info: PeerInfo =
+            serde_json::from_str(&s.pick_listings("a", None, 10, &mut Rng::new(1))[0]).unwrap();
+        assert_eq!(info.addrs, moved.addrs);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::policy::{self, TokenRequest};
 use crate::swarm::{PeerInfo, PeerReport, SeedReport, SwarmStats};
 use crate::{State, lock};
 use axum::Json;
+use axum::response::IntoResponse as _;
 use serde::{Deserialize, Serialize};
 use shoal_token::{Claims, Release, SignedRelease, Token};
 use shoal_types::Hash;
@@ -141,7 +142,7 @@ fn issue(
         expires_at,
     };
     let token = Token::issue(&claims, &state.key);
-    lock(&state.tokens).insert(token.fingerprint(), claims);
+    lock(&state.tokens).insert(crate::TokenCache::fingerprint(&token.to_text()), claims);
     (token, expires_at)
 }
 
@@ -243,16 +244,48 @@ pub struct AnnounceBody {
     stopped: bool,
 }
 
-#[derive(Debug, Serialize)]
-pub struct AnnounceResponse {
-    pub interval: u64,
-    pub peers: Vec<PeerInfo>,
-    pub swarm: SwarmStats,
-    /// A renewed token when the presented one is close to expiry.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_expires_at: Option<u64>,
+/// The announce answer: `{interval, peers: [PeerInfo…], swarm: SwarmStats,
+/// token?, token_expires_at?}`. Built by splicing members' cached JSON
+/// listings, since it is the tracker's hottest path.
+fn announce_answer(
+    interval: u64,
+    listings: &[std::sync::Arc<str>],
+    seeds: &[PeerInfo],
+    stats: &SwarmStats,
+    renewed: Option<(String, u64)>,
+) -> axum::response::Response {
+    let mut body = String::with_capacity(64 + listings.iter().map(|l| l.len() + 1).sum::<usize>());
+    body.push_str("{\"interval\":");
+    body.push_str(&interval.to_string());
+    body.push_str(",\"peers\":[");
+    let seeds_json = seeds
+        .iter()
+        .map(|s| serde_json::to_string(s).expect("peer info serialises"));
+    for (i, part) in listings
+        .iter()
+        .map(|l| l.to_string())
+        .chain(seeds_json)
+        .enumerate()
+    {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&part);
+    }
+    body.push_str("],\"swarm\":");
+    body.push_str(&serde_json::to_string(stats).expect("stats serialise"));
+    if let Some((token, expires)) = renewed {
+        body.push_str(",\"token\":");
+        body.push_str(&serde_json::to_string(&token).expect("strings serialise"));
+        body.push_str(",\"token_expires_at\":");
+        body.push_str(&expires.to_string());
+    }
+    body.push('}');
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// Checks a token presented to the tracker: cached fingerprints skip the
@@ -265,12 +298,13 @@ fn check_token(state: &State, text: &str, now: u64) -> ApiResult<Claims> {
         };
         ApiError::new(401, code, e.to_string())
     };
-    let token = Token::from_text(text).map_err(bad)?;
-    let fingerprint = token.fingerprint();
+    // Keyed by the text itself, so a cache hit skips decoding too.
+    let fingerprint = crate::TokenCache::fingerprint(text);
     let cached = lock(&state.tokens).get(&fingerprint);
     let claims = match cached {
         Some(c) => c,
         None => {
+            let token = Token::from_text(text).map_err(bad)?;
             let c = token.verify_signature(&state.key.public()).map_err(bad)?;
             lock(&state.tokens).insert(fingerprint, c.clone());
             c
@@ -284,7 +318,7 @@ fn check_token(state: &State, text: &str, now: u64) -> ApiResult<Claims> {
 pub async fn announce(
     axum::extract::State(state): St,
     Body(req): Body<AnnounceBody>,
-) -> ApiResult<Json<AnnounceResponse>> {
+) -> ApiResult<axum::response::Response> {
     let now = state.now();
     check_addrs(&req.listen_addrs)?;
     if req.region.as_ref().is_some_and(|r| r.len() > 32) {
@@ -297,13 +331,13 @@ pub async fn announce(
     let interval = state.config.announce_interval_secs;
     if req.stopped {
         state.with_swarm(&claims.swarm, |s| s.remove(&claims.peer_id));
-        return Ok(Json(AnnounceResponse {
+        return Ok(announce_answer(
             interval,
-            peers: vec![],
-            swarm: SwarmStats::default(),
-            token: None,
-            token_expires_at: None,
-        }));
+            &[],
+            &[],
+            &SwarmStats::default(),
+            None,
+        ));
     }
 
     // Renew a token in its last third of life, re-checking entitlement.
@@ -347,30 +381,22 @@ pub async fn announce(
     let mut rng = state.rng();
     let (mut peers, stats) = state.with_swarm(&claims.swarm, |s| {
         s.announce(now, report);
-        let stats = s.stats();
         (
-            s.pick(
+            s.pick_listings(
                 &claims.peer_id,
                 req.region.as_deref(),
                 state.config.max_peers,
                 &mut rng,
             ),
-            stats,
+            s.stats(),
         )
     });
+    let mut seeds = Vec::new();
     if req.starving || stats.complete < state.config.min_complete_peers {
-        let seeds = seeds_for(&state, &claims.swarm);
+        seeds = seeds_for(&state, &claims.swarm);
         peers.truncate(state.config.max_peers.saturating_sub(seeds.len()));
-        peers.extend(seeds);
     }
-    let (token, token_expires_at) = renewed.unzip();
-    Ok(Json(AnnounceResponse {
-        interval,
-        peers,
-        swarm: stats,
-        token,
-        token_expires_at,
-    }))
+    Ok(announce_answer(interval, &peers, &seeds, &stats, renewed))
 }
 
 #[derive(Debug, Serialize)]

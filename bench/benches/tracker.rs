@@ -1,0 +1,534 @@
+//! Tracker load: token requests and announces from 64 concurrent keep-alive
+//! connections against a real `shoal-tracker` process holding 10,000 peers in
+//! 10 swarms; `/v1/health` on the same connections is the baseline.
+//!
+//! `cargo build --release -p shoal-tracker && cargo bench -p shoal-bench --bench tracker`
+//! (env: `SHOAL_BENCH_PEERS` default 10000, `SHOAL_BENCH_SECS` default 10,
+//! `SHOAL_BENCH_CONNS` default 64).
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+use shoal_bench::median;
+use std::io::BufRead as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One keep-alive HTTP/1.1 connection with just enough parsing for our API.
+struct Conn {
+    stream: TcpStream,
+    host: String,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> anyhow::Result<Conn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            host: addr.to_owned(),
+            buf: Vec::with_capacity(64 << 10),
+        })
+    }
+
+    /// Sends a request and returns (status, body).
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\n", self.host);
+        if let Some(k) = key {
+            req.push_str(&format!("authorization: Bearer {k}\r\n"));
+        }
+        let body = body.unwrap_or_default();
+        if !body.is_empty() {
+            req.push_str(&format!(
+                "content-type: application/json\r\ncontent-length: {}\r\n",
+                body.len()
+            ));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        self.stream.write_all(&bytes).await?;
+        // read headers
+        self.buf.clear();
+        let header_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 16 << 10];
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                bail!("connection closed");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = std::str::from_utf8(&self.buf[..header_end])?;
+        let status: u16 = head.get(9..12).context("short status line")?.parse()?;
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().to_owned())
+            })
+            .context("no content-length")?
+            .parse()?;
+        while self.buf.len() < header_end + len {
+            let mut chunk = [0u8; 16 << 10];
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                bail!("connection closed mid-body");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok((status, self.buf[header_end..header_end + len].to_vec()))
+    }
+
+    async fn json(
+        &mut self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Value,
+    ) -> anyhow::Result<Value> {
+        let (status, bytes) = self
+            .request(method, path, key, Some(&serde_json::to_vec(&body)?))
+            .await?;
+        let v: Value = serde_json::from_slice(&bytes)?;
+        anyhow::ensure!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {v}"
+        );
+        Ok(v)
+    }
+}
+
+fn tracker_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("bench exe has no target dir")?;
+    let bin = dir.join("shoal-tracker");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} missing: run `cargo build --release -p shoal-tracker` first",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn peer_id(n: usize) -> String {
+    const B58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    let mut s = String::from("12D3KooW");
+    let mut x = n as u64 * 2654435761 + 12345;
+    for _ in 0..44 {
+        s.push(B58[(x % 58) as usize] as char);
+        x = x / 58 ^ (x << 7) ^ n as u64;
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+    }
+    s
+}
+
+struct Phase {
+    name: &'static str,
+    requests: usize,
+    secs: f64,
+    latencies_us: Vec<f64>,
+}
+
+impl Phase {
+    fn row(&self) -> String {
+        let mut l = self.latencies_us.clone();
+        l.sort_by(f64::total_cmp);
+        let q = |p: f64| {
+            l.get(((l.len().saturating_sub(1)) as f64 * p) as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+                / 1000.0
+        };
+        format!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            self.name,
+            self.requests,
+            self.requests as f64 / self.secs,
+            median(&self.latencies_us) / 1000.0,
+            q(0.99),
+            q(1.0)
+        )
+    }
+}
+
+/// Runs `conns` workers for `secs` (or until each finishes its `jobs`), each
+/// calling `make(worker, i)` for its i-th request.
+async fn drive<F>(
+    addr: &str,
+    conns: usize,
+    secs: Option<f64>,
+    jobs_per_conn: usize,
+    name: &'static str,
+    make: Arc<F>,
+) -> anyhow::Result<Phase>
+where
+    F: Fn(usize, usize) -> (&'static str, String, Option<String>, Option<Vec<u8>>)
+        + Send
+        + Sync
+        + 'static,
+{
+    let start = Instant::now();
+    let deadline = secs.map(|s| start + Duration::from_secs_f64(s));
+    let mut tasks = Vec::new();
+    for w in 0..conns {
+        let make = Arc::clone(&make);
+        let addr = addr.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&addr).await?;
+            let mut lat = Vec::new();
+            for i in 0.. {
+                if deadline.is_none() && i >= jobs_per_conn {
+                    break;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                let (method, path, key, body) = make(w, i);
+                let t = Instant::now();
+                let (status, resp) = conn
+                    .request(method, &path, key.as_deref(), body.as_deref())
+                    .await?;
+                lat.push(t.elapsed().as_secs_f64() * 1e6);
+                anyhow::ensure!(
+                    status == 200,
+                    "{path}: {status} {}",
+                    String::from_utf8_lossy(&resp)
+                );
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut latencies_us = Vec::new();
+    for t in tasks {
+        latencies_us.extend(t.await??);
+    }
+    Ok(Phase {
+        name,
+        requests: latencies_us.len(),
+        secs: start.elapsed().as_secs_f64(),
+        latencies_us,
+    })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(());
+    }
+    let peers = env_usize("SHOAL_BENCH_PEERS", 10_000);
+    let secs = env_usize("SHOAL_BENCH_SECS", 10) as f64;
+    let conns = env_usize("SHOAL_BENCH_CONNS", 64);
+    let swarms = 10;
+    let bin = tracker_binary()?;
+    let dir = shoal_bench::scratch()?;
+    let data = dir.path().join("tracker");
+    let out = Command::new(&bin)
+        .args(["init", "--data"])
+        .arg(&data)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let op = std::fs::read_to_string(data.join("operator.key"))?
+        .trim()
+        .to_owned();
+    let mut child: Child = Command::new(&bin)
+        .args(["serve", "--data"])
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn,shoal_tracker=info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let stderr = child.stderr.take().context("stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split("addr=").nth(1) {
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20))?;
+    let result = run(&addr, &op, pid, peers, swarms, secs, conns).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+async fn run(
+    addr: &str,
+    op: &str,
+    pid: u32,
+    peers: usize,
+    swarms: usize,
+    secs: f64,
+    conns: usize,
+) -> anyhow::Result<()> {
+    // Setup: a free product with 10 channels, each with a release.
+    let mut c = Conn::open(addr).await?;
+    let channels: Vec<String> = (0..swarms).map(|i| format!("c{i}")).collect();
+    c.json(
+        "POST",
+        "/v1/products",
+        Some(op),
+        json!({"id": "game", "paid": false, "channels": channels}),
+    )
+    .await?;
+    let key = shoal_types::SecretKey::from_seed([1; 32]);
+    c.json(
+        "POST",
+        "/v1/products/game/publisher-keys",
+        Some(op),
+        json!({"public_key": key.public()}),
+    )
+    .await?;
+    let studio = c
+        .json(
+            "POST",
+            "/v1/accounts",
+            Some(op),
+            json!({"name": "studio", "country": "SE"}),
+        )
+        .await?;
+    let publisher = c
+        .json(
+            "POST",
+            "/v1/api-keys",
+            Some(op),
+            json!({"account": studio["id"], "role": "publisher"}),
+        )
+        .await?["key"]
+        .as_str()
+        .context("key")?
+        .to_owned();
+    for ch in &channels {
+        let tmp = tempfile::tempdir()?;
+        std::fs::write(tmp.path().join("f"), ch.repeat(1000))?;
+        let opts = shoal_manifest::BuildOptions {
+            product: "game".into(),
+            channel: ch.clone(),
+            version: "1".into(),
+            chunking: Default::default(),
+            threads: 1,
+        };
+        let m = shoal_manifest::build(
+            tmp.path(),
+            &opts,
+            &shoal_manifest::DiscardChunks,
+            &Default::default(),
+        )?;
+        let bytes = shoal_manifest::SignedManifest::sign(&m, &key).to_bytes();
+        let mut req = format!("POST /v1/releases HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {publisher}\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n", bytes.len()).into_bytes();
+        req.extend_from_slice(&bytes);
+        let mut rc = Conn::open(addr).await?;
+        rc.stream.write_all(&req).await?;
+        let mut buf = [0u8; 4096];
+        let n = rc.stream.read(&mut buf).await?;
+        anyhow::ensure!(
+            buf[..n].starts_with(b"HTTP/1.1 201"),
+            "release: {}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+    let player = c
+        .json(
+            "POST",
+            "/v1/accounts",
+            Some(op),
+            json!({"name": "players", "country": "FR"}),
+        )
+        .await?;
+    let pkey = c
+        .json(
+            "POST",
+            "/v1/api-keys",
+            Some(op),
+            json!({"account": player["id"], "role": "player"}),
+        )
+        .await?["key"]
+        .as_str()
+        .context("key")?
+        .to_owned();
+
+    let cpu0 = cpu_secs(pid);
+    // Baseline: the cheapest endpoint, same connections.
+    let health = drive(
+        addr,
+        conns,
+        Some(secs / 2.0),
+        0,
+        "baseline: GET /v1/health",
+        Arc::new(|_: usize, _: usize| ("GET", "/v1/health".to_owned(), None, None)),
+    )
+    .await?;
+
+    // Token requests: one per peer (each is audited and fsynced).
+    let per_conn = peers.div_ceil(conns);
+    let tokens = Arc::new(std::sync::Mutex::new(vec![String::new(); peers]));
+    let pk = pkey.clone();
+    let token_phase = {
+        let tokens = Arc::clone(&tokens);
+        let _ = &tokens;
+        drive(addr, conns, None, per_conn, "POST /v1/tokens (audited, fsynced)", Arc::new(move |w: usize, i: usize| {
+            let n = (w * per_conn + i).min(peers - 1);
+            let body = json!({"product": "game", "channel": format!("c{}", n % 10), "peer_id": peer_id(n)});
+            ("POST", "/v1/tokens".to_owned(), Some(pk.clone()), Some(serde_json::to_vec(&body).unwrap_or_default()))
+        }))
+        .await?
+    };
+    // The driver discards bodies; fetch the tokens themselves once more per peer
+    // on a few connections (not timed).
+    let mut handles = Vec::new();
+    for w in 0..8 {
+        let addr = addr.to_owned();
+        let pkey = pkey.clone();
+        let tokens = Arc::clone(&tokens);
+        handles.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&addr).await?;
+            for n in (w..peers).step_by(8) {
+                let v = conn.json("POST", "/v1/tokens", Some(&pkey), json!({"product": "game", "channel": format!("c{}", n % 10), "peer_id": peer_id(n)})).await?;
+                tokens.lock().map_err(|_| anyhow::anyhow!("poisoned"))?[n] = v["token"].as_str().unwrap_or_default().to_owned();
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    let tokens: Arc<Vec<String>> = Arc::new(std::mem::take(
+        &mut *tokens.lock().map_err(|_| anyhow::anyhow!("poisoned"))?,
+    ));
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..peers)
+            .map(|n| {
+                serde_json::to_vec(&json!({
+                    "token": tokens[n], "listen_addrs": [format!("/ip4/10.{}.{}.{}/udp/4433/quic-v1", n >> 16 & 255, n >> 8 & 255, n & 255)],
+                    "have": n % 100, "complete": n % 7 == 0, "uploaded": n, "downloaded": 2 * n, "downloaded_from_seeds": n / 2,
+                }))
+                .unwrap_or_default()
+            })
+            .collect(),
+    );
+    // Join: every peer announces once, so the swarms hold all 10,000.
+    let b = Arc::clone(&bodies);
+    drive(
+        addr,
+        conns,
+        None,
+        per_conn,
+        "join",
+        Arc::new(move |w: usize, i: usize| {
+            let n = (w * per_conn + i).min(peers - 1);
+            ("POST", "/v1/announce".to_owned(), None, Some(b[n].clone()))
+        }),
+    )
+    .await?;
+    // Steady state: announces from random peers for `secs`.
+    let b = Arc::clone(&bodies);
+    let announce = drive(
+        addr,
+        conns,
+        Some(secs),
+        0,
+        "POST /v1/announce (50 peers back)",
+        Arc::new(move |w: usize, i: usize| {
+            let n = (w.wrapping_mul(7919) + i.wrapping_mul(104_729)) % peers;
+            ("POST", "/v1/announce".to_owned(), None, Some(b[n].clone()))
+        }),
+    )
+    .await?;
+    let cpu = cpu_secs(pid) - cpu0;
+    let (rss, hwm) = rss_kib(pid);
+
+    let mut probe = Conn::open(addr).await?;
+    let (_, swarms_view) = probe
+        .request("GET", "/v1/ops/swarms", Some(op), None)
+        .await?;
+    let view: Value = serde_json::from_slice(&swarms_view)?;
+    let held: u64 = view
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["peers"].as_u64()).sum())
+        .unwrap_or(0);
+
+    println!(
+        "tracker load: {conns} connections, {peers} peers in {swarms} swarms (tracker holds {held}), 2 cores shared with the load generator"
+    );
+    println!();
+    println!("| phase | requests | req/s | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|---|");
+    println!("{}", health.row());
+    println!("{}", token_phase.row());
+    println!("{}", announce.row());
+    println!();
+    println!(
+        "announce / baseline throughput: {:.2}; tracker RSS {} MiB (peak {} MiB); tracker CPU {:.1} s over the run",
+        (announce.requests as f64 / announce.secs) / (health.requests as f64 / health.secs),
+        rss / 1024,
+        hwm / 1024,
+        cpu
+    );
+    Ok(())
+}
