@@ -29,6 +29,7 @@ struct Conn {
     stream: TcpStream,
     host: String,
     buf: Vec<u8>,
+    chunk: Box<[u8]>,
 }
 
 impl Conn {
@@ -39,6 +40,7 @@ impl Conn {
             stream,
             host: addr.to_owned(),
             buf: Vec::with_capacity(64 << 10),
+            chunk: vec![0; 16 << 10].into_boxed_slice(),
         })
     }
 
@@ -71,12 +73,11 @@ impl Conn {
             if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
             }
-            let mut chunk = [0u8; 16 << 10];
-            let n = self.stream.read(&mut chunk).await?;
+            let n = self.stream.read(&mut self.chunk).await?;
             if n == 0 {
                 bail!("connection closed");
             }
-            self.buf.extend_from_slice(&chunk[..n]);
+            self.buf.extend_from_slice(&self.chunk[..n]);
         };
         let head = std::str::from_utf8(&self.buf[..header_end])?;
         let status: u16 = head.get(9..12).context("short status line")?.parse()?;
@@ -90,12 +91,11 @@ impl Conn {
             .context("no content-length")?
             .parse()?;
         while self.buf.len() < header_end + len {
-            let mut chunk = [0u8; 16 << 10];
-            let n = self.stream.read(&mut chunk).await?;
+            let n = self.stream.read(&mut self.chunk).await?;
             if n == 0 {
                 bail!("connection closed mid-body");
             }
-            self.buf.extend_from_slice(&chunk[..n]);
+            self.buf.extend_from_slice(&self.chunk[..n]);
         }
         Ok((status, self.buf[header_end..header_end + len].to_vec()))
     }
@@ -165,7 +165,7 @@ fn peer_id(n: usize) -> String {
     let mut x = n as u64 * 2654435761 + 12345;
     for _ in 0..44 {
         s.push(B58[(x % 58) as usize] as char);
-        x = x / 58 ^ (x << 7) ^ n as u64;
+        x = (x / 58) ^ (x << 7) ^ n as u64;
         x = x
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
