@@ -38,6 +38,256 @@ pub enum Command {
     /// Inspect and compare manifests.
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// Operate a tracker: accounts, seats, API keys, products, channels,
+    /// publisher keys, entitlements, releases, the audit log and ops views.
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Tracker base URL.
+    #[arg(
+        long,
+        env = "SHOAL_TRACKER",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    pub tracker: String,
+    /// API key (operator for most commands; publisher for releases).
+    #[arg(long, env = "SHOAL_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+    /// Read the API key from a file (e.g. the tracker's operator.key).
+    #[arg(long, global = true, conflicts_with = "api_key")]
+    pub api_key_file: Option<PathBuf>,
+    /// Print the tracker's JSON answer.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Player, publisher, operator and seed accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Organisations and their seats.
+    #[command(subcommand)]
+    Orgs(OrgsCommand),
+    /// API keys (shown once when created, stored hashed).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Products, free or paid.
+    #[command(subcommand)]
+    Products(ProductsCommand),
+    /// Channels of a product, public or private.
+    #[command(subcommand)]
+    Channels(ChannelsCommand),
+    /// Which ed25519 keys may publish a product.
+    #[command(subcommand, name = "publisher-keys")]
+    PublisherKeys(PublisherKeysCommand),
+    /// Grants of products to accounts and organisations.
+    #[command(subcommand)]
+    Entitlements(EntitlementsCommand),
+    /// Register, list and roll back releases.
+    #[command(subcommand)]
+    Releases(ReleasesCommand),
+    /// Token decisions, issued and refused.
+    Audit(AuditArgs),
+    /// Swarm and seed views.
+    #[command(subcommand)]
+    Ops(OpsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Create an individual account (or an organisation with --seats).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// ISO 3166-1 alpha-2 country code (used by export screening).
+        #[arg(long)]
+        country: String,
+        /// Create an organisation with this many seats.
+        #[arg(long)]
+        seats: Option<u32>,
+    },
+    List,
+    Show {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgsCommand {
+    /// Give ACCOUNT a seat in ORG (refused when all seats are taken).
+    AddMember {
+        org: String,
+        account: String,
+    },
+    RemoveMember {
+        org: String,
+        account: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key for ACCOUNT with ROLE (operator, publisher, player, seed).
+    Create {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        role: String,
+    },
+    List,
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProductsCommand {
+    Create {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// The product needs an entitlement (default: free).
+        #[arg(long)]
+        paid: bool,
+        /// Public channels to create (default: stable).
+        #[arg(long = "channel")]
+        channels: Vec<String>,
+    },
+    List,
+    Show {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelsCommand {
+    /// Add a channel to PRODUCT.
+    Add {
+        product: String,
+        name: String,
+        /// Only allow-listed accounts (or their organisations) get tokens.
+        #[arg(long)]
+        private: bool,
+        #[arg(long = "allow")]
+        allow: Vec<String>,
+    },
+    /// Replace a private channel's allow-list.
+    Allow {
+        product: String,
+        name: String,
+        accounts: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PublisherKeysCommand {
+    /// Authorise a publisher public key (hex, as `shoal keygen` prints).
+    Add {
+        product: String,
+        public_key: String,
+    },
+    Remove {
+        product: String,
+        public_key: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EntitlementsCommand {
+    Grant {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        product: String,
+        /// Only this channel (default: every channel of the product).
+        #[arg(long)]
+        channel: Option<String>,
+        /// Expiry as Unix seconds.
+        #[arg(long, conflicts_with = "expires_in")]
+        expires_at: Option<u64>,
+        /// Expiry from now, e.g. `30d`, `12h`, `90m`.
+        #[arg(long, value_parser = parse_duration)]
+        expires_in: Option<u64>,
+    },
+    List {
+        #[arg(long)]
+        account: String,
+    },
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleasesCommand {
+    /// Register a published bundle (or its manifest.shoal) with the tracker (publisher key).
+    Register {
+        bundle: PathBuf,
+    },
+    List {
+        product: String,
+        channel: String,
+    },
+    /// Serve an older build again, as a new (higher) release version.
+    Rollback {
+        product: String,
+        channel: String,
+        #[arg(long)]
+        version: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this account.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Only `issued` or `refused` decisions.
+    #[arg(long)]
+    pub outcome: Option<String>,
+    /// Entries after this sequence number.
+    #[arg(long, default_value_t = 0)]
+    pub after: u64,
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Write every matching entry as JSON lines to FILE (`-` for stdout).
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OpsCommand {
+    Swarms,
+    Seeds,
+}
+
+/// Parses `90s`, `15m`, `12h`, `30d` into seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use s, m, h or d)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +384,14 @@ mod tests {
         assert_eq!(parse_size("4MiB"), Ok(4 << 20));
         assert!(parse_size("x").is_err());
         assert!(parse_size("9G").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(90));
+        assert_eq!(parse_duration("15m"), Ok(900));
+        assert_eq!(parse_duration("30d"), Ok(30 * 86_400));
+        assert!(parse_duration("1y").is_err());
     }
 
     #[test]

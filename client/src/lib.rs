@@ -1,12 +1,14 @@
 //! The `shoal` command's logic, kept out of `main.rs` so tests drive it
 //! directly: key generation, publishing, and manifest inspection.
 
+mod admin;
 pub mod cli;
 pub mod human;
 mod keygen;
 mod manifest_cmd;
 pub mod progress;
 mod publish;
+pub mod tracker;
 
 use cli::{Cli, Command};
 use std::fmt;
@@ -17,6 +19,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keygen(args) => keygen::run(&args),
         Command::Publish(args) => publish::run(&args),
         Command::Manifest(cmd) => manifest_cmd::run(&cmd),
+        Command::Admin(args) => admin::run(&args),
     }
 }
 
@@ -52,6 +55,12 @@ pub enum Exit {
     BadInput = 3,
     /// The output already exists and would be overwritten.
     OutputExists = 4,
+    /// The tracker could not be reached.
+    TrackerUnreachable = 5,
+    /// The tracker refused the request (4xx): its code and detail are printed.
+    TrackerRefused = 6,
+    /// The tracker failed (5xx).
+    TrackerFailed = 7,
 }
 
 /// Wraps `err` so that the process exits with `code`, keeping its message.

@@ -1,0 +1,378 @@
+//! `shoal admin`: operator and publisher actions against a tracker's API.
+
+use crate::cli::{
+    AccountsCommand, AdminArgs, AdminCommand, AuditArgs, ChannelsCommand, EntitlementsCommand,
+    KeysCommand, OpsCommand, OrgsCommand, ProductsCommand, PublisherKeysCommand, ReleasesCommand,
+};
+use crate::tracker::Tracker;
+use crate::{Exit, manifest_cmd, with_exit};
+use anyhow::Context as _;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::io::Write as _;
+
+pub(crate) fn run(args: &AdminArgs) -> anyhow::Result<()> {
+    let key = match (&args.api_key, &args.api_key_file) {
+        (Some(k), _) => Some(k.clone()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading API key file {}", path.display()))
+                .map_err(|e| with_exit(e, Exit::BadInput))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    let tracker = Tracker::new(&args.tracker, key)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = runtime.block_on(dispatch(&tracker, &args.command))?;
+    match answer {
+        Some(v) if args.json => println!("{v}"),
+        Some(v) => print!("{}", render(&v)),
+        None => {}
+    }
+    Ok(())
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Percent-encodes a path segment (ids are plain, but be safe).
+fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<Value>> {
+    use Method as M;
+    let v = match command {
+        AdminCommand::Accounts(c) => match c {
+            AccountsCommand::Create {
+                name,
+                country,
+                seats,
+            } => {
+                let body = match seats {
+                    Some(s) => {
+                        json!({"name": name, "country": country, "kind": "organisation", "seats": s})
+                    }
+                    None => json!({"name": name, "country": country}),
+                };
+                t.call(M::POST, "/v1/accounts", Some(&body)).await?
+            }
+            AccountsCommand::List => t.call(M::GET, "/v1/accounts", None).await?,
+            AccountsCommand::Show { id } => {
+                t.call(M::GET, &format!("/v1/accounts/{}", seg(id)), None)
+                    .await?
+            }
+        },
+        AdminCommand::Orgs(c) => match c {
+            OrgsCommand::AddMember { org, account } => {
+                t.call(
+                    M::POST,
+                    &format!("/v1/accounts/{}/members", seg(org)),
+                    Some(&json!({"account": account})),
+                )
+                .await?
+            }
+            OrgsCommand::RemoveMember { org, account } => {
+                t.call(
+                    M::DELETE,
+                    &format!("/v1/accounts/{}/members/{}", seg(org), seg(account)),
+                    None,
+                )
+                .await?
+            }
+        },
+        AdminCommand::Keys(c) => match c {
+            KeysCommand::Create { account, role } => {
+                t.call(
+                    M::POST,
+                    "/v1/api-keys",
+                    Some(&json!({"account": account, "role": role})),
+                )
+                .await?
+            }
+            KeysCommand::List => t.call(M::GET, "/v1/api-keys", None).await?,
+            KeysCommand::Revoke { id } => {
+                t.call(M::DELETE, &format!("/v1/api-keys/{}", seg(id)), None)
+                    .await?
+            }
+        },
+        AdminCommand::Products(c) => match c {
+            ProductsCommand::Create {
+                id,
+                name,
+                paid,
+                channels,
+            } => {
+                let mut body = json!({"id": id, "paid": paid, "name": name});
+                if !channels.is_empty() {
+                    body["channels"] = json!(channels);
+                }
+                t.call(M::POST, "/v1/products", Some(&body)).await?
+            }
+            ProductsCommand::List => t.call(M::GET, "/v1/products", None).await?,
+            ProductsCommand::Show { id } => {
+                t.call(M::GET, &format!("/v1/products/{}", seg(id)), None)
+                    .await?
+            }
+        },
+        AdminCommand::Channels(c) => match c {
+            ChannelsCommand::Add {
+                product,
+                name,
+                private,
+                allow,
+            } => {
+                let body = json!({"name": name, "private": private, "allow": allow});
+                t.call(
+                    M::POST,
+                    &format!("/v1/products/{}/channels", seg(product)),
+                    Some(&body),
+                )
+                .await?
+            }
+            ChannelsCommand::Allow {
+                product,
+                name,
+                accounts,
+            } => {
+                let path = format!("/v1/products/{}/channels/{}/allow", seg(product), seg(name));
+                t.call(M::PUT, &path, Some(&json!({"accounts": accounts})))
+                    .await?
+            }
+        },
+        AdminCommand::PublisherKeys(c) => match c {
+            PublisherKeysCommand::Add {
+                product,
+                public_key,
+            } => {
+                let path = format!("/v1/products/{}/publisher-keys", seg(product));
+                t.call(M::POST, &path, Some(&json!({"public_key": public_key})))
+                    .await?
+            }
+            PublisherKeysCommand::Remove {
+                product,
+                public_key,
+            } => {
+                let path = format!(
+                    "/v1/products/{}/publisher-keys/{}",
+                    seg(product),
+                    seg(public_key)
+                );
+                t.call(M::DELETE, &path, None).await?
+            }
+        },
+        AdminCommand::Entitlements(c) => match c {
+            EntitlementsCommand::Grant {
+                account,
+                product,
+                channel,
+                expires_at,
+                expires_in,
+            } => {
+                let expires = expires_at.or(expires_in.map(|d| now() + d));
+                let body = json!({"account": account, "product": product, "channel": channel, "expires_at": expires});
+                t.call(M::POST, "/v1/entitlements", Some(&body)).await?
+            }
+            EntitlementsCommand::List { account } => {
+                t.call(
+                    M::GET,
+                    &format!("/v1/entitlements?account={}", seg(account)),
+                    None,
+                )
+                .await?
+            }
+            EntitlementsCommand::Revoke { id } => {
+                t.call(M::DELETE, &format!("/v1/entitlements/{}", seg(id)), None)
+                    .await?
+            }
+        },
+        AdminCommand::Releases(c) => match c {
+            ReleasesCommand::Register { bundle } => {
+                // Check it locally first: a clear error beats a tracker refusal.
+                manifest_cmd::load(bundle)?;
+                let file = if bundle.is_dir() {
+                    bundle.join(shoal_manifest::bundle::MANIFEST_FILE)
+                } else {
+                    bundle.clone()
+                };
+                let bytes =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                t.post_bytes("/v1/releases", bytes).await?
+            }
+            ReleasesCommand::List { product, channel } => {
+                t.call(
+                    M::GET,
+                    &format!(
+                        "/v1/products/{}/channels/{}/releases",
+                        seg(product),
+                        seg(channel)
+                    ),
+                    None,
+                )
+                .await?
+            }
+            ReleasesCommand::Rollback {
+                product,
+                channel,
+                version,
+            } => {
+                let path = format!(
+                    "/v1/products/{}/channels/{}/rollback",
+                    seg(product),
+                    seg(channel)
+                );
+                t.call(M::POST, &path, Some(&json!({"version": version})))
+                    .await?
+            }
+        },
+        AdminCommand::Audit(a) => return audit(t, a).await,
+        AdminCommand::Ops(c) => match c {
+            OpsCommand::Swarms => t.call(M::GET, "/v1/ops/swarms", None).await?,
+            OpsCommand::Seeds => t.call(M::GET, "/v1/ops/seeds", None).await?,
+        },
+    };
+    Ok(Some(v))
+}
+
+async fn audit(t: &Tracker, a: &AuditArgs) -> anyhow::Result<Option<Value>> {
+    let mut query = format!("after={}&limit={}", a.after, a.limit);
+    if let Some(acc) = &a.account {
+        query.push_str(&format!("&account={}", seg(acc)));
+    }
+    if let Some(o) = &a.outcome {
+        query.push_str(&format!("&outcome={}", seg(o)));
+    }
+    match &a.export {
+        None => Ok(Some(
+            t.call(Method::GET, &format!("/v1/audit?{query}"), None)
+                .await?,
+        )),
+        Some(path) => {
+            let bytes = t.get_bytes(&format!("/v1/audit/export?{query}")).await?;
+            if path.as_os_str() == "-" {
+                std::io::stdout().write_all(&bytes)?;
+            } else {
+                std::fs::write(path, &bytes)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!(
+                    "wrote {} audit entries to {}",
+                    bytes.iter().filter(|b| **b == b'\n').count(),
+                    path.display()
+                );
+            }
+            Ok(None)
+        }
+    }
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Human output for any answer: an object as aligned `key  value` lines, a
+/// list of objects as a table of their scalar fields.
+pub fn render(v: &Value) -> String {
+    let mut out = String::new();
+    match v {
+        Value::Array(items) if items.is_empty() => out.push_str("(none)\n"),
+        Value::Array(items) => {
+            let columns: Vec<&String> = match &items[0] {
+                Value::Object(first) => first
+                    .iter()
+                    .filter(|(_, v)| !v.is_array() && !v.is_object())
+                    .map(|(k, _)| k)
+                    .take(8)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if columns.is_empty() {
+                for item in items {
+                    out.push_str(&format!("{}\n", scalar(item)));
+                }
+                return out;
+            }
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|i| columns.iter().map(|c| scalar(&i[c.as_str()])).collect())
+                .collect();
+            let widths: Vec<usize> = columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    rows.iter()
+                        .map(|r| r[i].chars().count())
+                        .max()
+                        .unwrap_or(0)
+                        .max(c.len())
+                })
+                .collect();
+            let line = |cells: Vec<String>| {
+                let padded: Vec<String> = cells
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect();
+                format!("{}\n", padded.join("  ").trim_end())
+            };
+            out.push_str(&line(columns.iter().map(|c| c.to_uppercase()).collect()));
+            for r in rows {
+                out.push_str(&line(r));
+            }
+        }
+        Value::Object(map) => {
+            let width = map.keys().map(String::len).max().unwrap_or(0);
+            for (k, v) in map {
+                let shown = match v {
+                    Value::Array(a) if a.iter().all(|x| !x.is_object()) => {
+                        a.iter().map(scalar).collect::<Vec<_>>().join(", ")
+                    }
+                    Value::Array(_) | Value::Object(_) => v.to_string(),
+                    other => scalar(other),
+                };
+                out.push_str(&format!("{k:<width$}  {shown}\n"));
+            }
+        }
+        other => out.push_str(&format!("{}\n", scalar(other))),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_tables_and_objects() {
+        let table = render(
+            &json!([{"id": "acc_1", "name": "Alice", "members": []}, {"id": "acc_22", "name": "B", "members": []}]),
+        );
+        assert_eq!(table, "ID      NAME\nacc_1   Alice\nacc_22  B\n");
+        let obj = render(&json!({"id": "k", "roles": ["a", "b"]}));
+        assert_eq!(obj, "id     k\nroles  a, b\n");
+        assert_eq!(render(&json!([])), "(none)\n");
+    }
+
+    #[test]
+    fn segments_are_escaped() {
+        assert_eq!(seg("acc_1"), "acc_1");
+        assert_eq!(seg("a/b c"), "a%2Fb%20c");
+    }
+}

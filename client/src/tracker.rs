@@ -1,0 +1,147 @@
+//! A small client for the tracker's HTTP/JSON API: authentication, JSON in
+//! and out, and tracker errors turned into one-line messages with exit codes.
+
+use crate::{Exit, with_exit};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Where the tracker is and which API key to use.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    base: String,
+    key: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Tracker {
+    pub fn new(base: &str, key: Option<String>) -> anyhow::Result<Tracker> {
+        let base = base.trim_end_matches('/').to_owned();
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            return Err(with_exit(
+                anyhow::anyhow!("tracker URL {base:?} must start with http:// or https://"),
+                Exit::BadInput,
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .build()?;
+        Ok(Tracker { base, key, http })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request and returns the JSON answer, or an error carrying the
+    /// tracker's code and detail.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        self.finish(&method, path, req).await
+    }
+
+    /// Posts raw bytes (a signed manifest).
+    pub async fn post_bytes(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
+        let mut req = self.http.post(format!("{}{path}", self.base)).body(bytes);
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        req = req.header("content-type", "application/octet-stream");
+        self.finish(&reqwest::Method::POST, path, req).await
+    }
+
+    /// Fetches raw bytes.
+    pub async fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            return Err(refusal(status, &body));
+        }
+        Ok(resp
+            .bytes()
+            .await
+            .map_err(|e| self.unreachable(e))?
+            .to_vec())
+    }
+
+    async fn finish(
+        &self,
+        method: &reqwest::Method,
+        path: &str,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<Value> {
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| self.unreachable(e))?;
+        let body: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()));
+        if status.is_success() {
+            Ok(body)
+        } else {
+            tracing::debug!(%method, path, %status, "tracker refused");
+            Err(refusal(status, &body))
+        }
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> anyhow::Error {
+        with_exit(
+            anyhow::anyhow!("tracker at {} is unreachable: {e}", self.base),
+            Exit::TrackerUnreachable,
+        )
+    }
+}
+
+/// The tracker's error code, when an error came from it.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: u16,
+    pub code: String,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tracker refused: {} ({})", self.detail, self.code)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+fn refusal(status: reqwest::StatusCode, body: &Value) -> anyhow::Error {
+    let code = body["error"].as_str().unwrap_or("http_error").to_owned();
+    let detail = body["detail"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("HTTP {status}"));
+    let exit = if status.is_server_error() {
+        Exit::TrackerFailed
+    } else {
+        Exit::TrackerRefused
+    };
+    with_exit(
+        Refusal {
+            status: status.as_u16(),
+            code,
+            detail,
+        },
+        exit,
+    )
+}
