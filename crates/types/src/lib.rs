@@ -4,8 +4,10 @@
 //! Byte types serialise as hex strings in human-readable formats (JSON, TOML) and
 //! as raw bytes in binary ones (bincode), so wire encodings stay compact.
 
+mod bitfield;
 mod bytes;
 mod keys;
 
+pub use bitfield::Bitfield;
 pub use bytes::{Hash, ParseHexError};
 pub use keys::{KeyFileError, PublicKey, SecretKey, Signature, SignatureError};

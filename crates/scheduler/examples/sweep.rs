@@ -1,0 +1,68 @@
+//! Parameter sweep of the swarm simulator: `cargo run --release -p
+//! shoal-scheduler --example sweep -- N SEED_MBIT BACKOFF_MS QUEUE WINDOW_S TARGET_QUEUE_S`
+//! (env: `TIMEOUT` request timeout in s, `DUPS` endgame duplicates, `SEEDQ` seed queue).
+use shoal_scheduler::Config;
+use shoal_scheduler::sim::{Node, Setup, fluid_bound, mbit, run};
+use std::time::Duration;
+
+fn main() {
+    let args: Vec<f64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().unwrap_or(0.0))
+        .collect();
+    let [n, seed_up, backoff_ms, queue, window, target_q] = args[..] else {
+        eprintln!("usage: sweep N SEED_MBIT BACKOFF_MS QUEUE WINDOW_S TARGET_QUEUE_S");
+        return;
+    };
+    let setup = Setup {
+        chunk_lens: vec![1 << 20; 256],
+        seeds: vec![Node {
+            up: mbit(seed_up),
+            down: 0.0,
+        }],
+        peers: vec![
+            Node {
+                up: mbit(20.0),
+                down: mbit(100.0)
+            };
+            n as usize
+        ],
+        latency: Duration::from_millis(20),
+        peer_upload_slots: 4,
+        seed_upload_slots: 2,
+        seed_repeat_after: Some(Duration::from_secs_f64(window)),
+        peer_queue: queue as usize,
+        seed_queue: std::env::var("SEEDQ")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16),
+        scheduler: Config {
+            busy_backoff: Duration::from_millis(backoff_ms as u64),
+            request_timeout: Duration::from_secs(
+                std::env::var("TIMEOUT")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(30),
+            ),
+            endgame_duplicates: std::env::var("DUPS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1),
+            target_queue: Duration::from_secs_f64(target_q),
+            ..Config::default()
+        },
+        max_time: Duration::from_secs(3600),
+        rng_seed: 1,
+    };
+    let bound = fluid_bound(&setup);
+    let sum_up: f64 = setup.peers.iter().map(|p| p.up).sum();
+    let r = run(setup);
+    let m = r.makespan().map_or(f64::NAN, |d| d.as_secs_f64());
+    println!(
+        "n={n} seed={seed_up} backoff={backoff_ms}ms queue={queue} window={window}s tq={target_q}: makespan {:.3}x, seed {:.3}x, peer upload utilisation {:.2}, wasted {} MiB",
+        m / bound.as_secs_f64(),
+        r.seed_uploaded as f64 / r.payload as f64,
+        r.peer_uploaded as f64 / (sum_up * m),
+        r.wasted >> 20
+    );
+}

@@ -1,0 +1,885 @@
+//! The download side: which chunk to ask which peer for, and when.
+//!
+//! Policy: rarest first among peers (random tie-break), pipelines sized from
+//! each peer's measured rate, seeds only for chunks no connected peer holds
+//! or that peers failed to deliver in time, endgame duplicates for the last
+//! chunks, timeouts with retry elsewhere, and a ban after repeated bad chunks.
+
+use crate::{PeerIdx, Rng};
+use shoal_types::Bitfield;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::Duration;
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Most requests in flight to one peer.
+    pub max_in_flight: usize,
+    /// Requests in flight to a peer before its rate is known.
+    pub initial_in_flight: usize,
+    /// Keep about this much work queued at each peer (pipeline = rate × this).
+    pub target_queue: Duration,
+    /// Requests in flight to one seed.
+    pub seed_in_flight: usize,
+    /// A request not answered in this long is retried elsewhere.
+    pub request_timeout: Duration,
+    /// Bad chunks from one peer before it is banned.
+    pub ban_after: u32,
+    /// Extra copies of each request in the endgame.
+    pub endgame_duplicates: usize,
+    /// After a seed refuses a chunk (it just sent it to someone else), wait
+    /// this long before asking a seed for it again.
+    pub seed_retry_after: Duration,
+    /// After a peer says it is busy, leave it alone this long.
+    pub busy_backoff: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_in_flight: 8,
+            initial_in_flight: 2,
+            target_queue: Duration::from_millis(1500),
+            seed_in_flight: 2,
+            request_timeout: Duration::from_secs(60),
+            ban_after: 3,
+            endgame_duplicates: 1,
+            seed_retry_after: Duration::from_secs(5),
+            busy_backoff: Duration::from_millis(300),
+        }
+    }
+}
+
+/// What the other side is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerKind {
+    /// Another downloader: preferred.
+    Peer,
+    /// Origin capacity: used only when peers cannot help.
+    Seed,
+}
+
+/// What the driver should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Ask `peer` for chunk `chunk`.
+    Request { peer: PeerIdx, chunk: u32 },
+    /// Withdraw a request (another copy arrived first, or the peer is dropped).
+    Cancel { peer: PeerIdx, chunk: u32 },
+    /// Disconnect and refuse `peer`: it sent chunks that failed verification.
+    Ban { peer: PeerIdx },
+    /// Every chunk is here.
+    Complete,
+}
+
+/// Counters for progress displays and announces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub have_chunks: u32,
+    pub have_bytes: u64,
+    pub total_bytes: u64,
+    pub from_peers: u64,
+    pub from_seeds: u64,
+    /// Bytes received but wasted (duplicates, failed verification).
+    pub wasted: u64,
+    pub in_flight: usize,
+}
+
+/// Peer numbers are small integers chosen by the driver: hash them with one
+/// multiply instead of SipHash (the scheduler's hottest map).
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type PeerMap<V> = HashMap<PeerIdx, V, BuildHasherDefault<IdHasher>>;
+
+#[derive(Debug)]
+struct InFlight {
+    chunk: u32,
+    sent_at: Duration,
+    deadline: Duration,
+}
+
+#[derive(Debug)]
+struct Peer {
+    kind: PeerKind,
+    has: Bitfield,
+    in_flight: Vec<InFlight>,
+    /// Bytes per second, EWMA over deliveries; `None` until the first one.
+    rate: Option<f64>,
+    last_delivery: Duration,
+    strikes: u32,
+    /// Declined our last request: not asked again before this.
+    busy_until: Option<Duration>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Chunk {
+    /// Peers (not seeds) that have it.
+    avail: u32,
+    /// Outstanding requests for it.
+    requested: u8,
+    /// Peers failed to deliver it in time: seeds may be asked.
+    slow: bool,
+}
+
+/// One download.
+#[derive(Debug)]
+pub struct Download {
+    config: Config,
+    lens: Vec<u32>,
+    have: Bitfield,
+    chunks: Vec<Chunk>,
+    /// Peers that sent a bad copy of a chunk are not asked for it again.
+    excluded: HashMap<u32, Vec<PeerIdx>>,
+    peers: PeerMap<Peer>,
+    /// Missing chunks with no request out: zero means endgame.
+    open: u32,
+    banned: Vec<PeerIdx>,
+    /// Chunks hidden on a seed after it refused them: restored at the time given.
+    hidden: Vec<(Duration, PeerIdx, u32)>,
+    actions: VecDeque<Action>,
+    stats: Stats,
+    rng: Rng,
+    avg_len: f64,
+    complete_sent: bool,
+}
+
+impl Download {
+    /// A download of chunks with lengths `lens`, of which `have` are already
+    /// present (resume).
+    pub fn new(config: Config, lens: Vec<u32>, have: Bitfield, seed: u64) -> Download {
+        assert_eq!(
+            have.len() as usize,
+            lens.len(),
+            "bitfield must cover every chunk"
+        );
+        let total_bytes: u64 = lens.iter().map(|&l| u64::from(l)).sum();
+        let have_bytes: u64 = have.ones().map(|i| u64::from(lens[i as usize])).sum();
+        let avg_len = if lens.is_empty() {
+            1.0
+        } else {
+            total_bytes as f64 / lens.len() as f64
+        };
+        let stats = Stats {
+            have_chunks: have.count(),
+            have_bytes,
+            total_bytes,
+            ..Stats::default()
+        };
+        let mut d = Download {
+            config,
+            chunks: vec![Chunk::default(); lens.len()],
+            lens,
+            have,
+            excluded: HashMap::new(),
+            peers: PeerMap::default(),
+            open: 0,
+            banned: Vec::new(),
+            hidden: Vec::new(),
+            actions: VecDeque::new(),
+            stats,
+            rng: Rng::new(seed),
+            avg_len,
+            complete_sent: false,
+        };
+        d.open = d.lens.len() as u32 - d.stats.have_chunks;
+        d.check_complete();
+        d
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.stats.have_chunks as usize == self.lens.len()
+    }
+
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+
+    /// What this download believes about `chunk`: peers holding it, requests
+    /// out, and whether peers failed to deliver it (for diagnostics).
+    pub fn chunk_view(&self, chunk: u32) -> Option<(u32, u8, bool)> {
+        self.chunks
+            .get(chunk as usize)
+            .map(|c| (c.avail, c.requested, c.slow))
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            in_flight: self.peers.values().map(|p| p.in_flight.len()).sum(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// The next action, if any.
+    pub fn poll(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Download::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let requests = self
+            .peers
+            .values()
+            .flat_map(|p| p.in_flight.iter().map(|r| r.deadline));
+        let busy = self.peers.values().filter_map(|p| p.busy_until);
+        requests
+            .chain(busy)
+            .chain(self.hidden.iter().map(|h| h.0))
+            .min()
+    }
+
+    /// A connection to `peer` is ready (its token checked).
+    pub fn handle_peer(&mut self, now: Duration, peer: PeerIdx, kind: PeerKind) {
+        if self.banned.contains(&peer) || self.peers.contains_key(&peer) {
+            return;
+        }
+        let has = match kind {
+            PeerKind::Seed => Bitfield::full(self.lens.len() as u32),
+            PeerKind::Peer => Bitfield::new(self.lens.len() as u32),
+        };
+        self.peers.insert(
+            peer,
+            Peer {
+                kind,
+                has,
+                in_flight: Vec::new(),
+                rate: None,
+                last_delivery: now,
+                strikes: 0,
+                busy_until: None,
+            },
+        );
+        self.schedule_peer(now, peer);
+    }
+
+    /// `peer` sent its whole bitfield. Malformed or wrong-length fields are ignored.
+    pub fn handle_bitfield(&mut self, now: Duration, peer: PeerIdx, has: &Bitfield) {
+        if has.len() as usize != self.lens.len() || !has.is_well_formed() {
+            return;
+        }
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if p.kind == PeerKind::Peer {
+            for i in p.has.ones() {
+                self.chunks[i as usize].avail -= 1;
+            }
+            for i in has.ones() {
+                self.chunks[i as usize].avail += 1;
+            }
+        }
+        p.has = has.clone();
+        self.schedule_peer(now, peer);
+    }
+
+    /// `peer` now has `chunk`.
+    pub fn handle_have(&mut self, now: Duration, peer: PeerIdx, chunk: u32) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if chunk as usize >= self.lens.len() || p.has.get(chunk) {
+            return;
+        }
+        p.has.set(chunk);
+        if p.kind == PeerKind::Peer {
+            self.chunks[chunk as usize].avail += 1;
+        }
+        // Only the announcing peer gained something to offer, and only if we
+        // still lack the chunk: the hot path of a large swarm.
+        if !self.have.get(chunk) {
+            self.schedule_peer(now, peer);
+        }
+    }
+
+    /// The connection to `peer` is gone; its requests go elsewhere.
+    pub fn handle_disconnect(&mut self, now: Duration, peer: PeerIdx) {
+        self.drop_peer(peer);
+        self.schedule(now);
+    }
+
+    fn drop_peer(&mut self, peer: PeerIdx) {
+        if let Some(p) = self.peers.remove(&peer) {
+            for r in &p.in_flight {
+                self.unrequest(r.chunk);
+            }
+            if p.kind == PeerKind::Peer {
+                for i in p.has.ones() {
+                    self.chunks[i as usize].avail -= 1;
+                }
+            }
+        }
+    }
+
+    fn take_request(&mut self, peer: PeerIdx, chunk: u32) -> Option<InFlight> {
+        let p = self.peers.get_mut(&peer)?;
+        let pos = p.in_flight.iter().position(|r| r.chunk == chunk)?;
+        let r = p.in_flight.swap_remove(pos);
+        self.unrequest(chunk);
+        Some(r)
+    }
+
+    /// `peer` answered `chunk`; `verified` says whether it matched the
+    /// manifest (the driver runs `shoal_manifest::verify` and writes it first).
+    pub fn handle_chunk(&mut self, now: Duration, peer: PeerIdx, chunk: u32, verified: bool) {
+        let Some(request) = self.take_request(peer, chunk) else {
+            // Unrequested or cancelled: nothing to account.
+            return;
+        };
+        let len = u64::from(self.lens[chunk as usize]);
+        if !verified {
+            self.stats.wasted += len;
+            self.excluded.entry(chunk).or_default().push(peer);
+            let p = self
+                .peers
+                .get_mut(&peer)
+                .expect("request came from a known peer");
+            p.strikes += 1;
+            if p.strikes >= self.config.ban_after {
+                self.ban(peer);
+            }
+            self.schedule(now);
+            return;
+        }
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .expect("request came from a known peer");
+        let since = now
+            .saturating_sub(request.sent_at.max(p.last_delivery))
+            .as_secs_f64()
+            .max(1e-6);
+        let sample = len as f64 / since;
+        p.rate = Some(match p.rate {
+            None => sample,
+            Some(r) => 0.7 * r + 0.3 * sample,
+        });
+        p.last_delivery = now;
+        let kind = p.kind;
+        if self.have.get(chunk) {
+            self.stats.wasted += len;
+        } else {
+            self.have.set(chunk);
+            if self.chunks[chunk as usize].requested == 0 {
+                self.open -= 1;
+            }
+            self.stats.have_chunks += 1;
+            self.stats.have_bytes += len;
+            match kind {
+                PeerKind::Peer => self.stats.from_peers += len,
+                PeerKind::Seed => self.stats.from_seeds += len,
+            }
+            if self.cancel_others(chunk) {
+                // Slots freed elsewhere: refill everyone.
+                self.check_complete();
+                self.schedule(now);
+                return;
+            }
+        }
+        self.check_complete();
+        self.schedule_peer(now, peer);
+    }
+
+    /// `peer` refused or failed `chunk` (no such chunk, busy, stream error).
+    pub fn handle_failed(&mut self, now: Duration, peer: PeerIdx, chunk: u32) {
+        if self.take_request(peer, chunk).is_some()
+            && let Some(p) = self.peers.get_mut(&peer)
+        {
+            p.has.clear(chunk);
+            match p.kind {
+                PeerKind::Peer => {
+                    let c = &mut self.chunks[chunk as usize];
+                    c.avail = c.avail.saturating_sub(1);
+                    c.slow = true;
+                }
+                PeerKind::Seed => {
+                    self.hidden
+                        .push((now + self.config.seed_retry_after, peer, chunk))
+                }
+            }
+        }
+        self.schedule(now);
+    }
+
+    /// `peer`'s queue is full: it is left alone for `busy_backoff` (it still
+    /// has the chunk).
+    pub fn handle_busy(&mut self, now: Duration, peer: PeerIdx, chunk: u32) {
+        if self.take_request(peer, chunk).is_some()
+            && let Some(p) = self.peers.get_mut(&peer)
+        {
+            p.busy_until = Some(now + self.config.busy_backoff);
+        }
+        // Only holders of the released chunk gained work.
+        let holders: Vec<PeerIdx> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| **id != peer && p.has.get(chunk))
+            .map(|(id, _)| *id)
+            .collect();
+        for holder in holders {
+            self.schedule_peer(now, holder);
+        }
+    }
+
+    /// Expires overdue requests (the chunk may then go to a seed) and
+    /// restores chunks hidden on seeds.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        for p in self.peers.values_mut() {
+            if p.busy_until.is_some_and(|t| t <= now) {
+                p.busy_until = None;
+            }
+        }
+        let (due, later): (Vec<_>, Vec<_>) = self.hidden.drain(..).partition(|h| h.0 <= now);
+        self.hidden = later;
+        for (_, peer, chunk) in due {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.has.set(chunk);
+            }
+        }
+        let mut expired = Vec::new();
+        for (&peer, p) in &mut self.peers {
+            p.in_flight.retain(|r| {
+                let keep = r.deadline > now;
+                if !keep {
+                    expired.push((peer, r.chunk));
+                }
+                keep
+            });
+        }
+        for (peer, chunk) in expired {
+            self.unrequest(chunk);
+            self.chunks[chunk as usize].slow = true;
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.rate = p.rate.map(|r| r / 2.0);
+            }
+            self.actions.push_back(Action::Cancel { peer, chunk });
+        }
+        self.schedule(now);
+    }
+
+    fn ban(&mut self, peer: PeerIdx) {
+        if let Some(p) = self.peers.get(&peer) {
+            for r in &p.in_flight {
+                self.actions.push_back(Action::Cancel {
+                    peer,
+                    chunk: r.chunk,
+                });
+            }
+        }
+        self.drop_peer(peer);
+        self.banned.push(peer);
+        self.actions.push_back(Action::Ban { peer });
+    }
+
+    /// Cancels other requests for `chunk`; true if there were any.
+    fn cancel_others(&mut self, chunk: u32) -> bool {
+        if self.chunks[chunk as usize].requested == 0 {
+            return false;
+        }
+        let holders: Vec<PeerIdx> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.in_flight.iter().any(|r| r.chunk == chunk))
+            .map(|(&id, _)| id)
+            .collect();
+        for &peer in &holders {
+            self.take_request(peer, chunk);
+            self.actions.push_back(Action::Cancel { peer, chunk });
+        }
+        !holders.is_empty()
+    }
+
+    fn check_complete(&mut self) {
+        if self.stats.have_chunks as usize == self.lens.len() && !self.complete_sent {
+            self.complete_sent = true;
+            self.actions.push_back(Action::Complete);
+        }
+    }
+
+    /// How many requests `p` should have in flight.
+    fn slots(&self, p: &Peer) -> usize {
+        if p.busy_until.is_some() {
+            return 0;
+        }
+        match (p.kind, p.rate) {
+            (PeerKind::Seed, _) => self.config.seed_in_flight,
+            (PeerKind::Peer, None) => self.config.initial_in_flight,
+            (PeerKind::Peer, Some(rate)) => {
+                let want =
+                    (rate * self.config.target_queue.as_secs_f64() / self.avg_len).ceil() as usize;
+                want.clamp(1, self.config.max_in_flight)
+            }
+        }
+    }
+
+    fn excluded(&self, chunk: u32, peer: PeerIdx) -> bool {
+        self.excluded.get(&chunk).is_some_and(|v| v.contains(&peer))
+    }
+
+    /// The chunk to ask `peer` for next, if any.
+    fn choose(&mut self, peer: PeerIdx) -> Option<u32> {
+        let p = &self.peers[&peer];
+        let n = self.lens.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.rng.below(n);
+        let mut best: Option<(u32, u32)> = None; // (avail, chunk)
+        let mut ties = 0u64;
+        for k in 0..n {
+            let i = ((start + k) % n) as u32;
+            let c = &self.chunks[i as usize];
+            if self.have.get(i) || c.requested > 0 || !p.has.get(i) || self.excluded(i, peer) {
+                continue;
+            }
+            if p.kind == PeerKind::Seed && c.avail > 0 && !c.slow {
+                continue; // a peer can give it
+            }
+            // Seeds: any eligible chunk (random start spreads downloaders over
+            // different chunks). Peers: rarest first, random among equals.
+            let key = if p.kind == PeerKind::Seed { 0 } else { c.avail };
+            match best {
+                Some((b, _)) if key > b => {}
+                Some((b, _)) if key == b => {
+                    ties += 1;
+                    if self.rng.below(ties as usize + 1) == 0 {
+                        best = Some((key, i));
+                    }
+                }
+                _ => {
+                    best = Some((key, i));
+                    ties = 0;
+                }
+            }
+            if p.kind == PeerKind::Seed || key <= 1 {
+                break; // cannot do better
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    /// Endgame: a chunk already in flight elsewhere that `peer` could also send.
+    fn choose_duplicate(&self, peer: PeerIdx) -> Option<u32> {
+        let p = &self.peers[&peer];
+        let limit = 1 + self.config.endgame_duplicates as u8;
+        (0..self.lens.len() as u32).find(|&i| {
+            let c = &self.chunks[i as usize];
+            !self.have.get(i)
+                && c.requested > 0
+                && c.requested < limit
+                && p.has.get(i)
+                && !p.in_flight.iter().any(|r| r.chunk == i)
+                && !self.excluded(i, peer)
+                && (p.kind == PeerKind::Peer || c.avail == 0 || c.slow)
+        })
+    }
+
+    fn request(&mut self, now: Duration, peer: PeerIdx, chunk: u32) {
+        let deadline = now + self.config.request_timeout;
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .expect("scheduling known peers only");
+        p.in_flight.push(InFlight {
+            chunk,
+            sent_at: now,
+            deadline,
+        });
+        if self.chunks[chunk as usize].requested == 0 {
+            self.open -= 1;
+        }
+        self.chunks[chunk as usize].requested += 1;
+        self.actions.push_back(Action::Request { peer, chunk });
+    }
+
+    /// Fills every pipeline: peers first (in random order), then seeds.
+    fn schedule(&mut self, now: Duration) {
+        if self.stats.have_chunks as usize == self.lens.len() {
+            return;
+        }
+        let mut order: Vec<PeerIdx> = self.peers.keys().copied().collect();
+        order.sort_unstable();
+        for i in (1..order.len()).rev() {
+            order.swap(i, self.rng.below(i + 1));
+        }
+        order.sort_by_key(|id| self.peers[id].kind == PeerKind::Seed);
+        for peer in order {
+            self.schedule_peer(now, peer);
+        }
+    }
+
+    /// Fills `peer`'s pipeline.
+    fn schedule_peer(&mut self, now: Duration, peer: PeerIdx) {
+        if self.stats.have_chunks as usize == self.lens.len() {
+            return;
+        }
+        loop {
+            let Some(p) = self.peers.get(&peer) else {
+                return;
+            };
+            if p.in_flight.len() >= self.slots(p) {
+                return;
+            }
+            if let Some(chunk) = self.choose(peer) {
+                self.request(now, peer, chunk);
+                continue;
+            }
+            if !self.all_requested() {
+                return;
+            }
+            match self.choose_duplicate(peer) {
+                Some(chunk) => self.request(now, peer, chunk),
+                None => return,
+            }
+        }
+    }
+
+    /// Whether every missing chunk has a request out (the endgame condition).
+    fn all_requested(&self) -> bool {
+        self.open == 0
+    }
+
+    /// One request for `chunk` is gone.
+    fn unrequest(&mut self, chunk: u32) {
+        let c = &mut self.chunks[chunk as usize];
+        c.requested -= 1;
+        if c.requested == 0 && !self.have.get(chunk) {
+            self.open += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn drain(d: &mut Download) -> Vec<Action> {
+        std::iter::from_fn(|| d.poll()).collect()
+    }
+
+    fn requests(actions: &[Action]) -> Vec<(u32, u32)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Request { peer, chunk } => Some((peer.0, *chunk)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn new(n: u32) -> Download {
+        Download::new(
+            Config::default(),
+            vec![100; n as usize],
+            Bitfield::new(n),
+            7,
+        )
+    }
+
+    #[test]
+    fn prefers_peers_and_uses_seeds_only_for_what_peers_lack() {
+        let mut d = new(4);
+        d.handle_peer(S, PeerIdx(1), PeerKind::Peer);
+        let mut has = Bitfield::new(4);
+        has.set(0);
+        has.set(1);
+        d.handle_bitfield(S, PeerIdx(1), &has);
+        d.handle_peer(S, PeerIdx(9), PeerKind::Seed);
+        let reqs = requests(&drain(&mut d));
+        let from_peer: Vec<u32> = reqs.iter().filter(|r| r.0 == 1).map(|r| r.1).collect();
+        let from_seed: Vec<u32> = reqs.iter().filter(|r| r.0 == 9).map(|r| r.1).collect();
+        assert_eq!(from_peer.len(), 2);
+        assert!(
+            from_seed.iter().all(|c| *c >= 2),
+            "seed asked only for chunks no peer has: {reqs:?}"
+        );
+        assert!(!from_seed.is_empty());
+    }
+
+    #[test]
+    fn rarest_first() {
+        let mut d = new(3);
+        for p in 1..=3 {
+            d.handle_peer(S, PeerIdx(p), PeerKind::Peer);
+        }
+        // chunk 2 only at peer 1; chunks 0 and 1 everywhere
+        let all = Bitfield::full(3);
+        let mut common = Bitfield::new(3);
+        common.set(0);
+        common.set(1);
+        d.handle_bitfield(S, PeerIdx(1), &all);
+        drain(&mut d);
+        // peer 1 got asked first, before others announced: now make a fresh download
+        let mut d = new(3);
+        for p in 1..=3 {
+            d.handle_peer(S, PeerIdx(p), PeerKind::Peer);
+        }
+        d.handle_bitfield(S, PeerIdx(2), &common);
+        d.handle_bitfield(S, PeerIdx(3), &common);
+        drain(&mut d);
+        d.handle_bitfield(S, PeerIdx(1), &all);
+        let reqs = requests(&drain(&mut d));
+        assert_eq!(
+            reqs.first(),
+            Some(&(1, 2)),
+            "the rare chunk goes first: {reqs:?}"
+        );
+    }
+
+    #[test]
+    fn bad_chunks_exclude_then_ban() {
+        let mut d = new(3);
+        d.handle_peer(S, PeerIdx(1), PeerKind::Peer);
+        d.handle_peer(S, PeerIdx(2), PeerKind::Peer);
+        d.handle_bitfield(S, PeerIdx(1), &Bitfield::full(3));
+        let first = requests(&drain(&mut d));
+        assert!(!first.is_empty());
+        for (_, chunk) in &first {
+            d.handle_chunk(S, PeerIdx(1), *chunk, false);
+        }
+        let mut strikes = first.len() as u32;
+        // keep feeding bad chunks until the ban
+        while strikes < 3 {
+            let reqs = requests(&drain(&mut d));
+            let (_, chunk) = reqs
+                .iter()
+                .find(|r| r.0 == 1)
+                .copied()
+                .expect("peer 1 is asked again for other chunks");
+            d.handle_chunk(S, PeerIdx(1), chunk, false);
+            strikes += 1;
+        }
+        let actions = drain(&mut d);
+        assert!(
+            actions.contains(&Action::Ban { peer: PeerIdx(1) }),
+            "{actions:?}"
+        );
+        // peer 2 gets the work; peer 1 is never used again
+        d.handle_bitfield(S, PeerIdx(2), &Bitfield::full(3));
+        d.handle_peer(S, PeerIdx(1), PeerKind::Peer);
+        let reqs = requests(&drain(&mut d));
+        assert!(
+            reqs.iter().all(|r| r.0 == 2) && !reqs.is_empty(),
+            "{reqs:?}"
+        );
+        for (_, c) in reqs {
+            d.handle_chunk(2 * S, PeerIdx(2), c, true);
+        }
+        while !d.is_complete() {
+            let reqs = requests(&drain(&mut d));
+            assert!(!reqs.is_empty());
+            for (_, c) in reqs {
+                d.handle_chunk(3 * S, PeerIdx(2), c, true);
+            }
+        }
+        assert!(drain(&mut d).contains(&Action::Complete));
+        assert_eq!(d.stats().from_peers, 300);
+        assert!(d.stats().wasted >= 300);
+    }
+
+    #[test]
+    fn timeouts_retry_elsewhere_and_unlock_seeds() {
+        let mut d = new(1);
+        d.handle_peer(S, PeerIdx(1), PeerKind::Peer);
+        d.handle_bitfield(S, PeerIdx(1), &Bitfield::full(1));
+        d.handle_peer(S, PeerIdx(9), PeerKind::Seed);
+        assert_eq!(requests(&drain(&mut d)), [(1, 0)]);
+        let deadline = d.poll_timeout().unwrap();
+        assert_eq!(deadline, S + Config::default().request_timeout);
+        d.handle_timeout(deadline);
+        let actions = drain(&mut d);
+        assert!(actions.contains(&Action::Cancel {
+            peer: PeerIdx(1),
+            chunk: 0
+        }));
+        assert!(
+            requests(&actions).contains(&(9, 0)),
+            "slow chunk goes to the seed: {actions:?}"
+        );
+    }
+
+    #[test]
+    fn endgame_duplicates_and_cancels() {
+        let mut d = new(1);
+        d.handle_peer(S, PeerIdx(1), PeerKind::Peer);
+        d.handle_peer(S, PeerIdx(2), PeerKind::Peer);
+        d.handle_bitfield(S, PeerIdx(1), &Bitfield::full(1));
+        d.handle_bitfield(S, PeerIdx(2), &Bitfield::full(1));
+        let reqs = requests(&drain(&mut d));
+        assert_eq!(reqs.len(), 2, "the last chunk is asked of both: {reqs:?}");
+        d.handle_chunk(2 * S, PeerIdx(reqs[0].0), 0, true);
+        let actions = drain(&mut d);
+        assert!(actions.contains(&Action::Cancel {
+            peer: PeerIdx(reqs[1].0),
+            chunk: 0
+        }));
+        assert!(actions.contains(&Action::Complete));
+        // the loser's late copy is ignored
+        d.handle_chunk(3 * S, PeerIdx(reqs[1].0), 0, true);
+        assert_eq!(d.stats().have_bytes, 100);
+    }
+
+    #[test]
+    fn resume_skips_present_chunks() {
+        let mut have = Bitfield::new(3);
+        have.set(0);
+        have.set(2);
+        let mut d = Download::new(Config::default(), vec![10; 3], have, 1);
+        d.handle_peer(S, PeerIdx(1), PeerKind::Seed);
+        assert_eq!(requests(&drain(&mut d)), [(1, 1)]);
+        let mut done = Download::new(Config::default(), vec![10; 2], Bitfield::full(2), 1);
+        assert_eq!(drain(&mut done), [Action::Complete]);
+    }
+
+    #[test]
+    fn seed_refusal_hides_the_chunk_then_restores_it() {
+        let mut d = new(1);
+        d.handle_peer(S, PeerIdx(9), PeerKind::Seed);
+        assert_eq!(requests(&drain(&mut d)), [(9, 0)]);
+        d.handle_failed(S, PeerIdx(9), 0);
+        assert!(
+            requests(&drain(&mut d)).is_empty(),
+            "not asked again at once"
+        );
+        let retry = d.poll_timeout().unwrap();
+        assert_eq!(retry, S + Config::default().seed_retry_after);
+        d.handle_timeout(retry);
+        assert_eq!(
+            requests(&drain(&mut d)),
+            [(9, 0)],
+            "asked again after the retry period"
+        );
+    }
+
+    #[test]
+    fn disconnect_releases_requests() {
+        let mut d = new(2);
+        d.handle_peer(S, PeerIdx(1), PeerKind::Peer);
+        d.handle_bitfield(S, PeerIdx(1), &Bitfield::full(2));
+        assert_eq!(requests(&drain(&mut d)).len(), 2);
+        d.handle_disconnect(S, PeerIdx(1));
+        d.handle_peer(S, PeerIdx(9), PeerKind::Seed);
+        assert_eq!(
+            requests(&drain(&mut d)).len(),
+            2,
+            "both chunks go to the seed now"
+        );
+        assert_eq!(d.stats().in_flight, 2);
+    }
+}

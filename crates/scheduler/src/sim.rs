@@ -1,0 +1,552 @@
+//! A discrete-event swarm simulator on virtual time: seeds and peers with
+//! upload and download caps and one-way latency, each peer running the real
+//! [`Download`] and every node the real [`Upload`] queue.
+//!
+//! Bandwidth model: each active transfer gets the smaller of its sender's
+//! upload share and its receiver's download share (capacity split equally
+//! among that node's active transfers). Unused share is not redistributed,
+//! so the model is conservative: a real link does at least as well.
+
+use crate::{Action, Config, Decline, Download, PeerIdx, PeerKind, Upload};
+use shoal_types::Bitfield;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::Duration;
+
+/// One simulated node. Rates in bytes per second.
+#[derive(Debug, Clone, Copy)]
+pub struct Node {
+    pub up: f64,
+    pub down: f64,
+}
+
+/// Megabits per second to bytes per second.
+pub fn mbit(m: f64) -> f64 {
+    m * 1e6 / 8.0
+}
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub chunk_lens: Vec<u32>,
+    pub seeds: Vec<Node>,
+    pub peers: Vec<Node>,
+    /// One-way latency between any two nodes.
+    pub latency: Duration,
+    /// Concurrent outgoing transfers per peer and per seed.
+    pub peer_upload_slots: usize,
+    pub seed_upload_slots: usize,
+    /// Seeds' super-seeding window (`None`: seeds serve every request).
+    pub seed_repeat_after: Option<Duration>,
+    /// Requests a peer, and a seed, queue before answering busy.
+    pub peer_queue: usize,
+    pub seed_queue: usize,
+    pub scheduler: Config,
+    /// Give up after this much virtual time.
+    pub max_time: Duration,
+    pub rng_seed: u64,
+}
+
+/// What happened.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub payload: u64,
+    /// Completion time of each peer (`None`: did not finish).
+    pub completion: Vec<Option<Duration>>,
+    pub seed_uploaded: u64,
+    pub peer_uploaded: u64,
+    /// Bytes delivered that a peer already had or that were cut off by a cancel.
+    pub wasted: u64,
+    pub events: u64,
+}
+
+impl Report {
+    pub fn all_complete(&self) -> bool {
+        self.completion.iter().all(Option::is_some)
+    }
+
+    /// The last peer's completion time.
+    pub fn makespan(&self) -> Option<Duration> {
+        self.completion
+            .iter()
+            .copied()
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .max()
+    }
+}
+
+/// The fluid-model lower bound on the time for every peer to finish:
+/// `max(F/u_s, F/d_min, N·F/(u_s + Σu_i))`.
+pub fn fluid_bound(setup: &Setup) -> Duration {
+    let f: f64 = setup.chunk_lens.iter().map(|&l| f64::from(l)).sum();
+    let n = setup.peers.len() as f64;
+    let u_s: f64 = setup.seeds.iter().map(|s| s.up).sum();
+    let d_min = setup
+        .peers
+        .iter()
+        .map(|p| p.down)
+        .fold(f64::INFINITY, f64::min);
+    let u_sum: f64 = setup.peers.iter().map(|p| p.up).sum();
+    Duration::from_secs_f64((f / u_s).max(f / d_min).max(n * f / (u_s + u_sum)))
+}
+
+type Nanos = u64;
+
+fn nanos(d: Duration) -> Nanos {
+    d.as_nanos() as u64
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    Request {
+        from: usize,
+        to: usize,
+        chunk: u32,
+    },
+    Cancel {
+        from: usize,
+        to: usize,
+        chunk: u32,
+    },
+    Refused {
+        to: usize,
+        from: usize,
+        chunk: u32,
+        why: Decline,
+    },
+    Delivered {
+        to: usize,
+        from: usize,
+        chunk: u32,
+    },
+    Have {
+        to: usize,
+        from: usize,
+        chunk: u32,
+    },
+    Timer {
+        node: usize,
+        at: Nanos,
+    },
+}
+
+/// A scheduled event, ordered by time then by insertion.
+#[derive(Debug)]
+struct Queued {
+    at: Nanos,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+#[derive(Debug)]
+struct Flow {
+    from: usize,
+    to: usize,
+    chunk: u32,
+    remaining: f64,
+    rate: f64,
+}
+
+struct World {
+    setup: Setup,
+    n_seeds: usize,
+    nodes: Vec<Node>,
+    downloads: Vec<Option<Download>>,
+    uploads: Vec<Upload>,
+    flows: Vec<Flow>,
+    out_count: Vec<usize>,
+    uploaded: Vec<f64>,
+    queue: BinaryHeap<Reverse<Queued>>,
+    seq: u64,
+    /// When `flows` last had their progress brought up to date.
+    flows_at: Nanos,
+    flows_changed: bool,
+    done: usize,
+    timers: HashMap<usize, Nanos>,
+    now: Nanos,
+    completion: Vec<Option<Duration>>,
+    wasted: f64,
+    processed: u64,
+}
+
+impl World {
+    fn push(&mut self, at: Nanos, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse(Queued {
+            at,
+            seq: self.seq,
+            event,
+        }));
+    }
+
+    /// Brings every transfer's progress up to `now` at its current rate.
+    fn advance_flows(&mut self) {
+        let dt = (self.now - self.flows_at) as f64 / 1e9;
+        if dt > 0.0 {
+            for f in &mut self.flows {
+                let sent = (f.rate * dt).min(f.remaining);
+                f.remaining -= sent;
+                self.uploaded[f.from] += sent;
+            }
+        }
+        self.flows_at = self.now;
+    }
+
+    fn latency(&self) -> Nanos {
+        nanos(self.setup.latency)
+    }
+
+    fn is_seed(&self, node: usize) -> bool {
+        node < self.n_seeds
+    }
+
+    /// Carries out a peer's scheduler actions and re-arms its timer.
+    fn drain(&mut self, node: usize) {
+        let now = self.now;
+        let lat = self.latency();
+        while let Some(action) = self.downloads[node].as_mut().and_then(Download::poll) {
+            match action {
+                Action::Request { peer, chunk } => {
+                    self.push(
+                        now + lat,
+                        Event::Request {
+                            from: node,
+                            to: peer.0 as usize,
+                            chunk,
+                        },
+                    );
+                }
+                Action::Cancel { peer, chunk } => {
+                    self.push(
+                        now + lat,
+                        Event::Cancel {
+                            from: node,
+                            to: peer.0 as usize,
+                            chunk,
+                        },
+                    );
+                }
+                Action::Ban { .. } => {}
+                Action::Complete => {
+                    let i = node - self.n_seeds;
+                    if self.completion[i].is_none() {
+                        self.completion[i] = Some(Duration::from_nanos(now));
+                        self.done += 1;
+                    }
+                }
+            }
+        }
+        if let Some(deadline) = self.downloads[node]
+            .as_ref()
+            .and_then(Download::poll_timeout)
+        {
+            let at = nanos(deadline);
+            if self.timers.get(&node).is_none_or(|&t| at < t) {
+                self.timers.insert(node, at);
+                self.push(at, Event::Timer { node, at });
+            }
+        }
+    }
+
+    fn slots(&self, node: usize) -> usize {
+        if self.is_seed(node) {
+            self.setup.seed_upload_slots
+        } else {
+            self.setup.peer_upload_slots
+        }
+    }
+
+    fn start_uploads(&mut self, node: usize) {
+        let now = Duration::from_nanos(self.now);
+        while self.out_count[node] < self.slots(node) {
+            let Some((peer, chunk)) = self.uploads[node].next_request(now) else {
+                break;
+            };
+            let len = f64::from(self.setup.chunk_lens[chunk as usize]);
+            self.advance_flows();
+            self.flows.push(Flow {
+                from: node,
+                to: peer.0 as usize,
+                chunk,
+                remaining: len,
+                rate: 0.0,
+            });
+            self.out_count[node] += 1;
+            self.flows_changed = true;
+        }
+        let lat = self.latency();
+        while let Some((peer, chunk)) = self.uploads[node].poll_refused() {
+            let why = Decline::SentElsewhere;
+            self.push(
+                self.now + lat,
+                Event::Refused {
+                    to: peer.0 as usize,
+                    from: node,
+                    chunk,
+                    why,
+                },
+            );
+        }
+    }
+
+    fn assign_rates(&mut self) {
+        let mut n_in = vec![0usize; self.nodes.len()];
+        for f in &self.flows {
+            n_in[f.to] += 1;
+        }
+        for f in &mut self.flows {
+            let up = self.nodes[f.from].up / self.out_count[f.from].max(1) as f64;
+            let down = self.nodes[f.to].down / n_in[f.to].max(1) as f64;
+            f.rate = up.min(down);
+        }
+    }
+
+    fn handle(&mut self, e: Event) {
+        let now_d = Duration::from_nanos(self.now);
+        let lat = self.latency();
+        match e {
+            Event::Request { from, to, chunk } => {
+                match self.uploads[to].handle_request(now_d, PeerIdx(from as u32), chunk) {
+                    Ok(()) => self.start_uploads(to),
+                    Err(why) => self.push(
+                        self.now + lat,
+                        Event::Refused {
+                            to: from,
+                            from: to,
+                            chunk,
+                            why,
+                        },
+                    ),
+                }
+            }
+            Event::Cancel { from, to, chunk } => {
+                if !self.uploads[to].handle_cancel(PeerIdx(from as u32), chunk)
+                    && let Some(pos) = self
+                        .flows
+                        .iter()
+                        .position(|f| f.from == to && f.to == from && f.chunk == chunk)
+                {
+                    self.advance_flows();
+                    let f = self.flows.swap_remove(pos);
+                    let len = f64::from(self.setup.chunk_lens[chunk as usize]);
+                    self.wasted += len - f.remaining;
+                    self.out_count[to] -= 1;
+                    self.flows_changed = true;
+                    self.start_uploads(to);
+                }
+            }
+            Event::Refused {
+                to,
+                from,
+                chunk,
+                why,
+            } => {
+                if let Some(d) = self.downloads[to].as_mut() {
+                    match why {
+                        Decline::Busy => d.handle_busy(now_d, PeerIdx(from as u32), chunk),
+                        Decline::SentElsewhere | Decline::NoSuchChunk => {
+                            d.handle_failed(now_d, PeerIdx(from as u32), chunk)
+                        }
+                    }
+                }
+                self.drain(to);
+            }
+            Event::Delivered { to, from, chunk } => {
+                let Some(d) = self.downloads[to].as_mut() else {
+                    return;
+                };
+                let had = d.have().get(chunk);
+                d.handle_chunk(now_d, PeerIdx(from as u32), chunk, true);
+                let has = d.have().get(chunk);
+                if had {
+                    self.wasted += f64::from(self.setup.chunk_lens[chunk as usize]);
+                }
+                if !had && has {
+                    for other in self.n_seeds..self.nodes.len() {
+                        if other != to {
+                            self.push(
+                                self.now + lat,
+                                Event::Have {
+                                    to: other,
+                                    from: to,
+                                    chunk,
+                                },
+                            );
+                        }
+                    }
+                }
+                self.drain(to);
+            }
+            Event::Have { to, from, chunk } => {
+                if let Some(d) = self.downloads[to].as_mut()
+                    && !d.is_complete()
+                {
+                    d.handle_have(now_d, PeerIdx(from as u32), chunk);
+                    self.drain(to);
+                }
+            }
+            Event::Timer { node, at } => {
+                if self.timers.get(&node) == Some(&at) {
+                    self.timers.remove(&node);
+                    if let Some(d) = self.downloads[node].as_mut() {
+                        d.handle_timeout(now_d);
+                    }
+                    self.drain(node);
+                }
+            }
+        }
+    }
+}
+
+/// Runs the simulation to completion (or `max_time`).
+pub fn run(setup: Setup) -> Report {
+    let n_seeds = setup.seeds.len();
+    let n_chunks = setup.chunk_lens.len() as u32;
+    let nodes: Vec<Node> = setup.seeds.iter().chain(&setup.peers).copied().collect();
+    let total = nodes.len();
+    let payload: u64 = setup.chunk_lens.iter().map(|&l| u64::from(l)).sum();
+    let downloads = (0..total)
+        .map(|i| {
+            (i >= n_seeds).then(|| {
+                Download::new(
+                    setup.scheduler.clone(),
+                    setup.chunk_lens.clone(),
+                    Bitfield::new(n_chunks),
+                    setup.rng_seed ^ (i as u64 * 7919),
+                )
+            })
+        })
+        .collect();
+    let mut w = World {
+        n_seeds,
+        uploads: (0..total)
+            .map(|i| {
+                if i < n_seeds {
+                    Upload::new(n_chunks, setup.seed_queue, setup.seed_repeat_after)
+                } else {
+                    Upload::new(n_chunks, setup.peer_queue, None)
+                }
+            })
+            .collect(),
+        out_count: vec![0; total],
+        uploaded: vec![0.0; total],
+        completion: vec![None; setup.peers.len()],
+        nodes,
+        downloads,
+        flows: Vec::new(),
+        queue: BinaryHeap::new(),
+        seq: 0,
+        flows_at: 0,
+        flows_changed: true,
+        done: 0,
+        timers: HashMap::new(),
+        now: 0,
+        wasted: 0.0,
+        processed: 0,
+        setup,
+    };
+    // Everyone connects to everyone at time zero.
+    for node in n_seeds..total {
+        for other in 0..total {
+            if other != node {
+                let kind = if other < n_seeds {
+                    PeerKind::Seed
+                } else {
+                    PeerKind::Peer
+                };
+                if let Some(d) = w.downloads[node].as_mut() {
+                    d.handle_peer(Duration::ZERO, PeerIdx(other as u32), kind);
+                }
+            }
+        }
+        w.drain(node);
+    }
+    let max = nanos(w.setup.max_time);
+    let mut next_flow: Option<Nanos> = None;
+    loop {
+        if w.flows_changed {
+            // Rates change only when transfers start or stop.
+            w.advance_flows();
+            w.assign_rates();
+            next_flow = w
+                .flows
+                .iter()
+                .map(|f| w.now + ((f.remaining / f.rate.max(1e-9)) * 1e9).ceil() as Nanos)
+                .min();
+            w.flows_changed = false;
+        }
+        let next_event = w.queue.peek().map(|Reverse(q)| q.at);
+        let Some(t) = [next_flow, next_event].into_iter().flatten().min() else {
+            break;
+        };
+        if t > max {
+            break;
+        }
+        w.now = t;
+        if next_flow.is_some_and(|f| f <= t) {
+            w.advance_flows();
+            let mut i = 0;
+            while i < w.flows.len() {
+                if w.flows[i].remaining <= 0.5 {
+                    let f = w.flows.swap_remove(i);
+                    w.uploaded[f.from] += f.remaining.max(0.0);
+                    w.out_count[f.from] -= 1;
+                    let at = w.now + w.latency();
+                    w.push(
+                        at,
+                        Event::Delivered {
+                            to: f.to,
+                            from: f.from,
+                            chunk: f.chunk,
+                        },
+                    );
+                    w.start_uploads(f.from);
+                    w.flows_changed = true;
+                } else {
+                    i += 1;
+                }
+            }
+            // Floating-point stragglers: recompute so the next finish is found.
+            w.flows_changed = true;
+        }
+        while let Some(Reverse(q)) = w.queue.peek() {
+            if q.at > w.now {
+                break;
+            }
+            let Some(Reverse(q)) = w.queue.pop() else {
+                break;
+            };
+            w.processed += 1;
+            w.handle(q.event);
+        }
+        if w.done == w.completion.len() {
+            break;
+        }
+    }
+    Report {
+        payload,
+        completion: w.completion,
+        seed_uploaded: w.uploaded[..n_seeds].iter().sum::<f64>() as u64,
+        peer_uploaded: w.uploaded[n_seeds..].iter().sum::<f64>() as u64,
+        wasted: w.wasted as u64,
+        events: w.processed,
+    }
+}
