@@ -1,0 +1,517 @@
+//! Peer networking: libp2p over QUIC, with Shoal's three protocols
+//! (`/shoal/auth/1`, `/shoal/have/1`, `/shoal/chunk/1`). The only crate that
+//! imports libp2p.
+//!
+//! [`spawn`] starts an event loop that owns the libp2p `Swarm`; the returned
+//! [`Client`] sends it commands over a bounded channel and gets replies on
+//! oneshots. Chunks are served only to connections whose authenticated
+//! PeerId presented a valid swarm token for that swarm.
+
+mod codec;
+
+use codec::WireCodec;
+use futures::StreamExt as _;
+use libp2p::request_response::{self as rr, OutboundRequestId, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, identity};
+use shoal_token::Token;
+use shoal_types::{Bitfield, Hash, PublicKey};
+use shoal_wire::{
+    AUTH_PROTOCOL, AuthRequest, AuthResponse, CHUNK_PROTOCOL, ChunkRequest, ChunkResponse,
+    HAVE_PROTOCOL, HaveAck, HaveMessage,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+pub use libp2p::identity::Keypair;
+pub use libp2p::{Multiaddr as Addr, PeerId as Peer};
+
+/// Where chunks come from on the serving side. Implementations return only
+/// bytes that passed `shoal_manifest::verify` (a corrupt disk never goes out).
+pub trait ChunkSource: Send + Sync + 'static {
+    /// The chunk, or `None` if not held (or failing verification).
+    fn chunk(&self, swarm: &Hash, index: u32) -> Option<Vec<u8>>;
+    /// What is held of `swarm`, if anything.
+    fn bitfield(&self, swarm: &Hash) -> Option<Bitfield>;
+}
+
+/// Node settings.
+#[derive(Clone)]
+pub struct Config {
+    pub keypair: Keypair,
+    pub listen: Vec<Multiaddr>,
+    /// The tracker key that signs swarm tokens (pinned).
+    pub tracker_key: PublicKey,
+    /// Per-request timeout on the wire.
+    pub request_timeout: Duration,
+    /// Seconds since the Unix epoch, for token expiry.
+    pub clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Network failures, told apart so callers can retry, re-route or ban.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetError {
+    #[error("the node has stopped")]
+    Stopped,
+    #[error("dialing {0} failed: {1}")]
+    Dial(String, String),
+    #[error("request to {peer} failed: {detail}")]
+    Request { peer: String, detail: String },
+    #[error("{peer} refused our token: {reason}")]
+    AuthRefused { peer: String, reason: String },
+}
+
+/// Something the application should know.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A peer announced chunks (only accepted from authenticated peers).
+    Have { peer: PeerId, message: HaveMessage },
+    /// A peer authenticated for a swarm.
+    Authenticated { peer: PeerId, swarm: Hash },
+    /// A connection closed.
+    Disconnected { peer: PeerId },
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    auth: rr::Behaviour<WireCodec<AuthRequest, AuthResponse>>,
+    have: rr::Behaviour<WireCodec<HaveMessage, HaveAck>>,
+    chunk: rr::Behaviour<WireCodec<ChunkRequest, ChunkResponse>>,
+}
+
+enum Command {
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Dial(PeerId, Multiaddr, oneshot::Sender<Result<(), NetError>>),
+    Authenticate(PeerId, AuthRequest, oneshot::Sender<Result<(), NetError>>),
+    Chunk(
+        PeerId,
+        ChunkRequest,
+        oneshot::Sender<Result<ChunkResponse, NetError>>,
+    ),
+    Have(
+        PeerId,
+        HaveMessage,
+        oneshot::Sender<Result<HaveAck, NetError>>,
+    ),
+}
+
+/// A handle to a running node.
+#[derive(Debug, Clone)]
+pub struct Client {
+    peer_id: PeerId,
+    commands: mpsc::Sender<Command>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+async fn ask<T>(
+    tx: &mpsc::Sender<Command>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, NetError> {
+    let (reply, rx) = oneshot::channel();
+    tx.send(make(reply)).await.map_err(|_| NetError::Stopped)?;
+    rx.await.map_err(|_| NetError::Stopped)
+}
+
+impl Client {
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The addresses the node listens on (after binding).
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetError> {
+        ask(&self.commands, Command::ListenAddrs).await
+    }
+
+    /// Connects to `peer` at `addr`.
+    pub async fn dial(&self, peer: PeerId, addr: Multiaddr) -> Result<(), NetError> {
+        ask(&self.commands, |r| Command::Dial(peer, addr, r)).await?
+    }
+
+    /// Presents a swarm token to `peer`.
+    pub async fn authenticate(
+        &self,
+        peer: PeerId,
+        swarm: Hash,
+        token: &Token,
+    ) -> Result<(), NetError> {
+        let req = AuthRequest {
+            swarm,
+            token: token.to_bytes(),
+        };
+        ask(&self.commands, |r| Command::Authenticate(peer, req, r)).await?
+    }
+
+    /// Asks `peer` for chunk `index` of `swarm`.
+    pub async fn chunk(
+        &self,
+        peer: PeerId,
+        swarm: Hash,
+        index: u32,
+    ) -> Result<ChunkResponse, NetError> {
+        ask(&self.commands, |r| {
+            Command::Chunk(peer, ChunkRequest { swarm, index }, r)
+        })
+        .await?
+    }
+
+    /// Tells `peer` what we hold.
+    pub async fn have(&self, peer: PeerId, message: HaveMessage) -> Result<HaveAck, NetError> {
+        ask(&self.commands, |r| Command::Have(peer, message, r)).await?
+    }
+}
+
+/// Bounds: commands queued to the loop, and events queued to the application.
+const COMMAND_QUEUE: usize = 256;
+const EVENT_QUEUE: usize = 1024;
+/// Most authenticated swarms remembered per peer.
+const MAX_SWARMS_PER_PEER: usize = 16;
+
+struct Loop {
+    swarm: libp2p::Swarm<Behaviour>,
+    config: Config,
+    source: Arc<dyn ChunkSource>,
+    events: mpsc::Sender<Event>,
+    /// Swarms each peer may fetch from us, with token expiry.
+    authorised: HashMap<PeerId, Vec<(Hash, u64)>>,
+    dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NetError>>>>,
+    auth_pending: HashMap<OutboundRequestId, oneshot::Sender<Result<(), NetError>>>,
+    chunk_pending: HashMap<OutboundRequestId, oneshot::Sender<Result<ChunkResponse, NetError>>>,
+    have_pending: HashMap<OutboundRequestId, oneshot::Sender<Result<HaveAck, NetError>>>,
+}
+
+/// Starts a node. Returns the client handle and the stream of events.
+pub fn spawn(
+    config: Config,
+    source: Arc<dyn ChunkSource>,
+) -> Result<(Client, mpsc::Receiver<Event>), Box<dyn std::error::Error + Send + Sync>> {
+    let rr_config = rr::Config::default().with_request_timeout(config.request_timeout);
+    let protocol = |p: &'static str| [(StreamProtocol::new(p), ProtocolSupport::Full)];
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|_| Behaviour {
+            auth: rr::Behaviour::new(protocol(AUTH_PROTOCOL), rr_config.clone()),
+            have: rr::Behaviour::new(protocol(HAVE_PROTOCOL), rr_config.clone()),
+            chunk: rr::Behaviour::new(protocol(CHUNK_PROTOCOL), rr_config.clone()),
+        })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    for addr in &config.listen {
+        swarm.listen_on(addr.clone())?;
+    }
+    let peer_id = *swarm.local_peer_id();
+    let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let node = Loop {
+        swarm,
+        config,
+        source,
+        events,
+        authorised: HashMap::new(),
+        dials: HashMap::new(),
+        auth_pending: HashMap::new(),
+        chunk_pending: HashMap::new(),
+        have_pending: HashMap::new(),
+    };
+    tokio::spawn(node.run(rx));
+    Ok((Client { peer_id, commands }, events_rx))
+}
+
+/// A fresh ed25519 identity.
+pub fn generate_keypair() -> Keypair {
+    identity::Keypair::generate_ed25519()
+}
+
+/// The identity with this 32-byte ed25519 seed (kept on disk by clients).
+pub fn keypair_from_seed(seed: [u8; 32]) -> Keypair {
+    let mut seed = seed;
+    identity::Keypair::ed25519_from_bytes(&mut seed).expect("32 bytes is a valid ed25519 seed")
+}
+
+impl Loop {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(c) => self.command(c),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.swarm_event(event),
+            }
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Dial(peer, addr, reply) => {
+                if self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                    .addresses(vec![addr])
+                    .build();
+                match self.swarm.dial(opts) {
+                    Ok(()) => self.dials.entry(peer).or_default().push(reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(NetError::Dial(peer.to_string(), e.to_string())));
+                    }
+                }
+            }
+            Command::Authenticate(peer, req, reply) => {
+                let id = self.swarm.behaviour_mut().auth.send_request(&peer, req);
+                self.auth_pending.insert(id, reply);
+            }
+            Command::Chunk(peer, req, reply) => {
+                let id = self.swarm.behaviour_mut().chunk.send_request(&peer, req);
+                self.chunk_pending.insert(id, reply);
+            }
+            Command::Have(peer, msg, reply) => {
+                let id = self.swarm.behaviour_mut().have.send_request(&peer, msg);
+                self.have_pending.insert(id, reply);
+            }
+        }
+    }
+
+    fn is_authorised(&self, peer: &PeerId, swarm: &Hash) -> bool {
+        let now = (self.config.clock)();
+        self.authorised.get(peer).is_some_and(|list| {
+            list.iter()
+                .any(|(s, exp)| s == swarm && now <= exp + shoal_token::CLOCK_SKEW_SECS)
+        })
+    }
+
+    fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                for reply in self.dials.remove(&peer_id).unwrap_or_default() {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
+                for reply in self.dials.remove(&peer).unwrap_or_default() {
+                    let _ = reply.send(Err(NetError::Dial(peer.to_string(), error.to_string())));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.authorised.remove(&peer_id);
+                let _ = self.events.try_send(Event::Disconnected { peer: peer_id });
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Auth(e)) => self.auth_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Have(e)) => self.have_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Chunk(e)) => self.chunk_event(e),
+            _ => {}
+        }
+    }
+
+    fn auth_event(&mut self, e: rr::Event<AuthRequest, AuthResponse>) {
+        match e {
+            rr::Event::Message {
+                peer,
+                message:
+                    rr::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let now = (self.config.clock)();
+                let verdict = Token::from_bytes(&request.token).and_then(|t| {
+                    t.verify(
+                        &self.config.tracker_key,
+                        now,
+                        &request.swarm,
+                        &peer.to_base58(),
+                    )
+                });
+                let response = match verdict {
+                    Ok(claims) => {
+                        let list = self.authorised.entry(peer).or_default();
+                        list.retain(|(s, _)| *s != request.swarm);
+                        if list.len() >= MAX_SWARMS_PER_PEER {
+                            list.remove(0);
+                        }
+                        list.push((request.swarm, claims.expires_at));
+                        let _ = self.events.try_send(Event::Authenticated {
+                            peer,
+                            swarm: request.swarm,
+                        });
+                        AuthResponse::Accepted
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "refused a swarm token");
+                        AuthResponse::Refused {
+                            reason: e.to_string(),
+                        }
+                    }
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .auth
+                    .send_response(channel, response);
+            }
+            rr::Event::Message {
+                peer,
+                message:
+                    rr::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.auth_pending.remove(&request_id) {
+                    let _ = reply.send(match response {
+                        AuthResponse::Accepted => Ok(()),
+                        AuthResponse::Refused { reason } => Err(NetError::AuthRefused {
+                            peer: peer.to_string(),
+                            reason,
+                        }),
+                    });
+                }
+            }
+            rr::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.auth_pending.remove(&request_id) {
+                    let _ = reply.send(Err(NetError::Request {
+                        peer: peer.to_string(),
+                        detail: error.to_string(),
+                    }));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn have_event(&mut self, e: rr::Event<HaveMessage, HaveAck>) {
+        match e {
+            rr::Event::Message {
+                peer,
+                message:
+                    rr::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let ack = if self.is_authorised(&peer, &request.swarm) {
+                    let _ = self.events.try_send(Event::Have {
+                        peer,
+                        message: request,
+                    });
+                    HaveAck::Ok
+                } else {
+                    HaveAck::Unauthorized
+                };
+                let _ = self.swarm.behaviour_mut().have.send_response(channel, ack);
+            }
+            rr::Event::Message {
+                message:
+                    rr::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.have_pending.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            rr::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.have_pending.remove(&request_id) {
+                    let _ = reply.send(Err(NetError::Request {
+                        peer: peer.to_string(),
+                        detail: error.to_string(),
+                    }));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn chunk_event(&mut self, e: rr::Event<ChunkRequest, ChunkResponse>) {
+        match e {
+            rr::Event::Message {
+                peer,
+                message:
+                    rr::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let response = if !self.is_authorised(&peer, &request.swarm) {
+                    ChunkResponse::Unauthorized
+                } else {
+                    match self.source.chunk(&request.swarm, request.index) {
+                        Some(data) => ChunkResponse::Data(data),
+                        None => ChunkResponse::NotFound,
+                    }
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .chunk
+                    .send_response(channel, response);
+            }
+            rr::Event::Message {
+                message:
+                    rr::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.chunk_pending.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            rr::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.chunk_pending.remove(&request_id) {
+                    let _ = reply.send(Err(NetError::Request {
+                        peer: peer.to_string(),
+                        detail: error.to_string(),
+                    }));
+                }
+            }
+            _ => {}
+        }
+    }
+}

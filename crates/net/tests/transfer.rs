@@ -1,0 +1,219 @@
+//! Real QUIC on 127.0.0.1: a node serving a published bundle hands chunks to
+//! a token holder, and nothing to a peer without a token, with an expired
+//! token, or with another peer's token.
+
+#![allow(clippy::unwrap_used)]
+
+use shoal_manifest::{
+    BuildOptions, Bundle, BundleWriter, ChunkParams, Progress, SignedManifest, verify,
+};
+use shoal_net::{ChunkSource, Client, Config, NetError, generate_keypair, spawn};
+use shoal_token::{Claims, Role, Token};
+use shoal_types::{Bitfield, Hash, SecretKey};
+use shoal_wire::{ChunkResponse, HaveAck, HaveMessage, HaveUpdate};
+use std::sync::Arc;
+use std::time::Duration;
+
+const NOW: u64 = 1_800_000_000;
+
+/// Serves a bundle's chunks, verified on every read.
+struct BundleSource {
+    swarm: Hash,
+    bundle: Bundle,
+}
+
+impl ChunkSource for BundleSource {
+    fn chunk(&self, swarm: &Hash, index: u32) -> Option<Vec<u8>> {
+        (*swarm == self.swarm)
+            .then(|| self.bundle.read_chunk(index).ok())
+            .flatten()
+    }
+    fn bitfield(&self, swarm: &Hash) -> Option<Bitfield> {
+        (*swarm == self.swarm).then(|| Bitfield::full(self.bundle.manifest().chunks.len() as u32))
+    }
+}
+
+struct Empty;
+impl ChunkSource for Empty {
+    fn chunk(&self, _: &Hash, _: u32) -> Option<Vec<u8>> {
+        None
+    }
+    fn bitfield(&self, _: &Hash) -> Option<Bitfield> {
+        None
+    }
+}
+
+fn config(tracker: &SecretKey) -> Config {
+    Config {
+        keypair: generate_keypair(),
+        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+        tracker_key: tracker.public(),
+        request_timeout: Duration::from_secs(20),
+        clock: Arc::new(|| NOW),
+    }
+}
+
+fn token(tracker: &SecretKey, swarm: Hash, peer: &Client, expires_at: u64) -> Token {
+    let claims = Claims {
+        version: shoal_token::token_version(),
+        swarm,
+        product: "game".into(),
+        account: "acc_1".into(),
+        peer_id: peer.peer_id().to_base58(),
+        role: Role::Client,
+        issued_at: NOW - 10,
+        expires_at,
+    };
+    Token::issue(&claims, tracker)
+}
+
+async fn listening(client: &Client) -> shoal_net::Addr {
+    for _ in 0..100 {
+        if let Some(a) = client.listen_addrs().await.unwrap().into_iter().next() {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("node never listened");
+}
+
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_holders_get_verified_chunks_and_nobody_else_does() {
+    // a published multi-file release
+    let tmp = tempfile::tempdir().unwrap();
+    let build = tmp.path().join("build");
+    std::fs::create_dir_all(build.join("paks")).unwrap();
+    std::fs::write(build.join("paks/a.pak"), noise(600_000, 1)).unwrap();
+    std::fs::write(build.join("paks/b.pak"), noise(300_000, 2)).unwrap();
+    std::fs::write(build.join("readme.txt"), b"hello").unwrap();
+    let out = tmp.path().join("bundle");
+    let writer = BundleWriter::create(&out).unwrap();
+    let options = BuildOptions {
+        product: "game".into(),
+        channel: "stable".into(),
+        version: "1".into(),
+        chunking: ChunkParams {
+            min: 16 << 10,
+            avg: 64 << 10,
+            max: 256 << 10,
+        },
+        threads: 2,
+    };
+    let manifest = shoal_manifest::build(&build, &options, &writer, &Progress::default()).unwrap();
+    writer
+        .finish(&SignedManifest::sign(
+            &manifest,
+            &SecretKey::from_seed([3; 32]),
+        ))
+        .unwrap();
+    let swarm = Hash::of(b"release-1");
+    let bundle = Bundle::open(&out).unwrap();
+
+    let tracker = SecretKey::from_seed([1; 32]);
+    let (seed, _) = spawn(config(&tracker), Arc::new(BundleSource { swarm, bundle })).unwrap();
+    let seed_addr = listening(&seed).await;
+    let (alice, _) = spawn(config(&tracker), Arc::new(Empty)).unwrap();
+    let (mallory, _) = spawn(config(&tracker), Arc::new(Empty)).unwrap();
+    let (eve, _) = spawn(config(&tracker), Arc::new(Empty)).unwrap();
+    for c in [&alice, &mallory, &eve] {
+        c.dial(seed.peer_id(), seed_addr.clone()).await.unwrap();
+    }
+
+    // without a token: nothing
+    let r = mallory.chunk(seed.peer_id(), swarm, 0).await.unwrap();
+    assert_eq!(r, ChunkResponse::Unauthorized);
+    // with an expired token: refused, still nothing
+    let expired = token(&tracker, swarm, &mallory, NOW - 3600);
+    let e = mallory
+        .authenticate(seed.peer_id(), swarm, &expired)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, NetError::AuthRefused { ref reason, .. } if reason.contains("expired")),
+        "{e}"
+    );
+    assert_eq!(
+        mallory.chunk(seed.peer_id(), swarm, 0).await.unwrap(),
+        ChunkResponse::Unauthorized
+    );
+    // with a token signed by someone else: refused
+    let forged = token(&SecretKey::from_seed([9; 32]), swarm, &mallory, NOW + 600);
+    assert!(
+        mallory
+            .authenticate(seed.peer_id(), swarm, &forged)
+            .await
+            .is_err()
+    );
+    // with alice's token, presented by eve: bound to alice's PeerId, refused
+    let alices = token(&tracker, swarm, &alice, NOW + 600);
+    let e = eve
+        .authenticate(seed.peer_id(), swarm, &alices)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, NetError::AuthRefused { ref reason, .. } if reason.contains("bound to peer")),
+        "{e}"
+    );
+    assert_eq!(
+        eve.chunk(seed.peer_id(), swarm, 0).await.unwrap(),
+        ChunkResponse::Unauthorized
+    );
+    // a have from an unauthenticated peer is not accepted
+    let have = HaveMessage {
+        swarm,
+        update: HaveUpdate::Have(vec![0]),
+    };
+    assert_eq!(
+        eve.have(seed.peer_id(), have).await.unwrap(),
+        HaveAck::Unauthorized
+    );
+
+    // alice with her own token gets every chunk, each matching the manifest
+    alice
+        .authenticate(seed.peer_id(), swarm, &alices)
+        .await
+        .unwrap();
+    let mut fetched = Vec::new();
+    for index in 0..manifest.chunks.len() as u32 {
+        match alice.chunk(seed.peer_id(), swarm, index).await.unwrap() {
+            ChunkResponse::Data(bytes) => {
+                verify(&manifest, index, &bytes).unwrap();
+                fetched.push(bytes);
+            }
+            other => panic!("chunk {index}: {other:?}"),
+        }
+    }
+    // reassemble the files and compare with the build, byte for byte
+    for (path, _, chunks) in manifest.files() {
+        let bytes: Vec<u8> = chunks
+            .iter()
+            .flat_map(|&c| fetched[c as usize].clone())
+            .collect();
+        assert_eq!(bytes, std::fs::read(build.join(path)).unwrap(), "{path}");
+    }
+    // another swarm is not covered by this token, and unknown chunks are NotFound
+    assert_eq!(
+        alice
+            .chunk(seed.peer_id(), Hash::of(b"other"), 0)
+            .await
+            .unwrap(),
+        ChunkResponse::Unauthorized
+    );
+    let n = manifest.chunks.len() as u32;
+    assert_eq!(
+        alice.chunk(seed.peer_id(), swarm, n).await.unwrap(),
+        ChunkResponse::NotFound
+    );
+}
