@@ -8,6 +8,7 @@
 //! PeerId presented a valid swarm token for that swarm.
 
 mod codec;
+pub mod download;
 
 use codec::WireCodec;
 use futures::StreamExt as _;

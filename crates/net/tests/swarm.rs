@@ -1,0 +1,310 @@
+//! Swarms over real QUIC on 127.0.0.1: several downloaders fetch a release
+//! from one seed and from each other; a peer serving corrupt bytes is banned
+//! while the download completes; a seed with a corrupted store refuses the
+//! damaged chunk.
+
+#![allow(clippy::unwrap_used)]
+
+use shoal_manifest::{
+    BuildOptions, Bundle, BundleWriter, ChunkParams, Manifest, Progress, SignedManifest, bundle,
+};
+use shoal_net::download::{Job, MemoryChunks, Source, download};
+use shoal_net::{ChunkSource, Client, Config, generate_keypair, spawn};
+use shoal_scheduler::PeerKind;
+use shoal_token::{Claims, Role, Token};
+use shoal_types::{Bitfield, Hash, SecretKey};
+use shoal_wire::{ChunkResponse, HaveMessage, HaveUpdate};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+const NOW: u64 = 1_800_000_000;
+
+struct BundleSource {
+    swarm: Hash,
+    bundle: Bundle,
+}
+
+impl ChunkSource for BundleSource {
+    fn chunk(&self, swarm: &Hash, index: u32) -> Option<Vec<u8>> {
+        (*swarm == self.swarm)
+            .then(|| self.bundle.read_chunk(index).ok())
+            .flatten()
+    }
+    fn bitfield(&self, swarm: &Hash) -> Option<Bitfield> {
+        (*swarm == self.swarm).then(|| Bitfield::full(self.bundle.manifest().chunks.len() as u32))
+    }
+}
+
+/// Claims to have everything and serves every chunk with one bit flipped.
+struct Corrupt(Arc<BundleSource>);
+
+impl ChunkSource for Corrupt {
+    fn chunk(&self, swarm: &Hash, index: u32) -> Option<Vec<u8>> {
+        let mut bytes = self.0.chunk(swarm, index)?;
+        bytes[0] ^= 1;
+        Some(bytes)
+    }
+    fn bitfield(&self, swarm: &Hash) -> Option<Bitfield> {
+        self.0.bitfield(swarm)
+    }
+}
+
+fn config(tracker: &SecretKey) -> Config {
+    Config {
+        keypair: generate_keypair(),
+        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+        tracker_key: tracker.public(),
+        request_timeout: Duration::from_secs(20),
+        clock: Arc::new(|| NOW),
+    }
+}
+
+fn token(tracker: &SecretKey, swarm: Hash, peer: &Client) -> Token {
+    let claims = Claims {
+        version: shoal_token::token_version(),
+        swarm,
+        product: "game".into(),
+        account: "acc".into(),
+        peer_id: peer.peer_id().to_base58(),
+        role: Role::Client,
+        issued_at: NOW - 10,
+        expires_at: NOW + 600,
+    };
+    Token::issue(&claims, tracker)
+}
+
+async fn addr(client: &Client) -> shoal_net::Addr {
+    for _ in 0..100 {
+        if let Some(a) = client.listen_addrs().await.unwrap().into_iter().next() {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("node never listened");
+}
+
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Publishes a multi-file build into a bundle; returns (build dir, bundle dir, manifest).
+fn publish(root: &Path) -> (std::path::PathBuf, std::path::PathBuf, Manifest) {
+    let build = root.join("build");
+    std::fs::create_dir_all(build.join("paks")).unwrap();
+    std::fs::write(build.join("paks/a.pak"), noise(2_500_000, 1)).unwrap();
+    std::fs::write(build.join("paks/b.pak"), noise(1_200_000, 2)).unwrap();
+    std::fs::write(build.join("game.exe"), noise(300_000, 3)).unwrap();
+    let out = root.join("bundle");
+    let writer = BundleWriter::create(&out).unwrap();
+    let options = BuildOptions {
+        product: "game".into(),
+        channel: "stable".into(),
+        version: "1".into(),
+        chunking: ChunkParams {
+            min: 16 << 10,
+            avg: 64 << 10,
+            max: 256 << 10,
+        },
+        threads: 2,
+    };
+    let manifest = shoal_manifest::build(&build, &options, &writer, &Progress::default()).unwrap();
+    writer
+        .finish(&SignedManifest::sign(
+            &manifest,
+            &SecretKey::from_seed([3; 32]),
+        ))
+        .unwrap();
+    (build, out, manifest)
+}
+
+fn assert_same_as_build(build: &Path, manifest: &Manifest, store: &MemoryChunks) {
+    for (path, _, chunks) in manifest.files() {
+        let bytes: Vec<u8> = chunks.iter().flat_map(|&c| store.get(c).unwrap()).collect();
+        assert_eq!(bytes, std::fs::read(build.join(path)).unwrap(), "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloaders_share_chunks_with_each_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (build, out, manifest) = publish(tmp.path());
+    let swarm = Hash::of(b"release");
+    let tracker = SecretKey::from_seed([1; 32]);
+    let (seed, _) = spawn(
+        config(&tracker),
+        Arc::new(BundleSource {
+            swarm,
+            bundle: Bundle::open(&out).unwrap(),
+        }),
+    )
+    .unwrap();
+    let seed_source = Source {
+        peer: seed.peer_id(),
+        addr: addr(&seed).await,
+        kind: PeerKind::Seed,
+    };
+
+    let n = 4;
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        let store = Arc::new(MemoryChunks::new(swarm, manifest.chunks.len()));
+        let (client, events) = spawn(config(&tracker), store.clone()).unwrap();
+        let a = addr(&client).await;
+        nodes.push((client, events, store, a));
+    }
+    let peer_sources: Vec<Source> = nodes
+        .iter()
+        .map(|(c, _, _, a)| Source {
+            peer: c.peer_id(),
+            addr: a.clone(),
+            kind: PeerKind::Peer,
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for (i, (client, mut events, store, _)) in nodes.into_iter().enumerate() {
+        let mut sources: Vec<Source> = peer_sources
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, s)| s.clone())
+            .collect();
+        sources.push(seed_source.clone());
+        let manifest = manifest.clone();
+        let tok = token(&tracker, swarm, &client);
+        tasks.push(tokio::spawn(async move {
+            let job = Job {
+                manifest: &manifest,
+                swarm,
+                token: &tok,
+                sources: &sources,
+                store: &store,
+                stall: Duration::from_secs(60),
+            };
+            let report = download(&client, &mut events, job).await;
+            // keep serving a little so slower peers can finish from us
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            (report.unwrap(), store)
+        }));
+    }
+    let mut from_peers = 0;
+    let mut from_seeds = 0;
+    for t in tasks {
+        let (report, store) = t.await.unwrap();
+        assert_same_as_build(&build, &manifest, &store);
+        from_peers += report.from_peers;
+        from_seeds += report.from_seeds;
+    }
+    let payload = manifest.unique_size();
+    println!("payload {payload} B x {n}: from peers {from_peers} B, from the seed {from_seeds} B");
+    assert!(from_peers > 0, "chunks flowed between downloaders");
+    assert_eq!(from_peers + from_seeds, n as u64 * payload);
+    assert!(
+        from_seeds < n as u64 * payload,
+        "the seed did not send every copy"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_peer_is_banned_and_download_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (build, out, manifest) = publish(tmp.path());
+    let swarm = Hash::of(b"release");
+    let tracker = SecretKey::from_seed([1; 32]);
+    let honest = Arc::new(BundleSource {
+        swarm,
+        bundle: Bundle::open(&out).unwrap(),
+    });
+    let (seed, _) = spawn(config(&tracker), honest.clone()).unwrap();
+    let (evil, _) = spawn(config(&tracker), Arc::new(Corrupt(honest))).unwrap();
+    let store = Arc::new(MemoryChunks::new(swarm, manifest.chunks.len()));
+    let (me, mut events) = spawn(config(&tracker), store.clone()).unwrap();
+    let my_addr = addr(&me).await;
+
+    // The attacker holds a valid token of its own and advertises everything.
+    evil.dial(me.peer_id(), my_addr).await.unwrap();
+    evil.authenticate(me.peer_id(), swarm, &token(&tracker, swarm, &evil))
+        .await
+        .unwrap();
+    let full = HaveMessage {
+        swarm,
+        update: HaveUpdate::Bitfield(Bitfield::full(manifest.chunks.len() as u32)),
+    };
+    evil.have(me.peer_id(), full).await.unwrap();
+
+    let sources = vec![
+        Source {
+            peer: evil.peer_id(),
+            addr: addr(&evil).await,
+            kind: PeerKind::Peer,
+        },
+        Source {
+            peer: seed.peer_id(),
+            addr: addr(&seed).await,
+            kind: PeerKind::Seed,
+        },
+    ];
+    let tok = token(&tracker, swarm, &me);
+    let job = Job {
+        manifest: &manifest,
+        swarm,
+        token: &tok,
+        sources: &sources,
+        store: &store,
+        stall: Duration::from_secs(60),
+    };
+    let report = download(&me, &mut events, job).await.unwrap();
+    assert_eq!(report.banned, vec![evil.peer_id()], "{report:?}");
+    assert!(
+        report.wasted > 0,
+        "bad chunks were received and thrown away"
+    );
+    assert_eq!(
+        report.from_peers, 0,
+        "nothing from the corrupt peer was kept"
+    );
+    assert_same_as_build(&build, &manifest, &store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_with_corrupted_store_refuses_the_bad_chunk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, out, manifest) = publish(tmp.path());
+    let victim = bundle::chunk_path(&out.join(bundle::CHUNKS_DIR), &manifest.chunks[1].hash);
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&victim, bytes).unwrap();
+
+    let swarm = Hash::of(b"release");
+    let tracker = SecretKey::from_seed([1; 32]);
+    let (seed, _) = spawn(
+        config(&tracker),
+        Arc::new(BundleSource {
+            swarm,
+            bundle: Bundle::open(&out).unwrap(),
+        }),
+    )
+    .unwrap();
+    let (me, _) = spawn(config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
+    me.dial(seed.peer_id(), addr(&seed).await).await.unwrap();
+    me.authenticate(seed.peer_id(), swarm, &token(&tracker, swarm, &me))
+        .await
+        .unwrap();
+    assert_eq!(
+        me.chunk(seed.peer_id(), swarm, 1).await.unwrap(),
+        ChunkResponse::NotFound,
+        "the damaged chunk never goes out"
+    );
+    assert!(matches!(
+        me.chunk(seed.peer_id(), swarm, 0).await.unwrap(),
+        ChunkResponse::Data(_)
+    ));
+}
