@@ -1,0 +1,330 @@
+//! The seed server: holds the canonical content of releases, serves chunks
+//! over QUIC to peers with a valid swarm token, and reports capacity, egress,
+//! free disk and the releases it holds to the tracker.
+//!
+//! Layout of the data directory: `seed.key` (the libp2p identity, in the
+//! Shoal secret-key format) and `releases/<release id>/` (a bundle as written
+//! by `shoal publish`). Every chunk is verified against the manifest when
+//! imported and again on every read, so a damaged disk never serves bad bytes.
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+use shoal_manifest::{Bundle, bundle};
+use shoal_net::{ChunkSource, Keypair};
+use shoal_types::{Bitfield, Hash, PublicKey, SecretKey};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub const KEY_FILE: &str = "seed.key";
+pub const RELEASES_DIR: &str = "releases";
+
+/// Everything the seed needs; from a TOML file (see `seed.example.toml`),
+/// overridden by flags.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub data: PathBuf,
+    /// QUIC multiaddrs to listen on, e.g. `/ip4/0.0.0.0/udp/4433/quic-v1`.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Tracker base URL.
+    pub tracker: String,
+    /// The seed's API key (role `seed`).
+    pub api_key: String,
+    /// The tracker's public key (hex). Pin it; without it the seed asks the
+    /// tracker once at start and logs a warning.
+    #[serde(default)]
+    pub tracker_key: Option<PublicKey>,
+    /// Name in the tracker's ops views.
+    #[serde(default = "default_seed_id")]
+    pub seed_id: String,
+    /// Upload capacity reported to the tracker, megabits per second.
+    #[serde(default = "default_capacity")]
+    pub capacity_mbit: u64,
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["/ip4/0.0.0.0/udp/4433/quic-v1".into()]
+}
+
+fn default_seed_id() -> String {
+    "seed-1".into()
+}
+
+fn default_capacity() -> u64 {
+    1000
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+/// The seed's libp2p identity, created on first use and kept (mode 0600).
+pub fn identity(data: &Path) -> anyhow::Result<Keypair> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = data.join(KEY_FILE);
+    let key = match std::fs::read_to_string(&path) {
+        Ok(text) => SecretKey::from_file_text(&text).with_context(|| path.display().to_string())?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data)
+                .with_context(|| format!("creating {}", data.display()))?;
+            let key = SecretKey::generate()?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            f.write_all(key.to_file_text().as_bytes())?;
+            f.sync_all()?;
+            key
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    Ok(shoal_net::keypair_from_seed(key.seed()))
+}
+
+/// Copies a published bundle into the seed's store as release `release`,
+/// verifying every chunk first. Nothing is left half-imported.
+pub fn import(data: &Path, bundle_dir: &Path, release: Hash) -> anyhow::Result<PathBuf> {
+    let source = Bundle::open(bundle_dir)
+        .with_context(|| format!("opening bundle {}", bundle_dir.display()))?;
+    let n = source.manifest().chunks.len() as u32;
+    let releases = data.join(RELEASES_DIR);
+    let target = releases.join(release.to_string());
+    if target.exists() {
+        bail!(
+            "release {release} is already imported ({})",
+            target.display()
+        );
+    }
+    let partial = releases.join(format!(".{release}.partial-{}", std::process::id()));
+    let chunks = partial.join(bundle::CHUNKS_DIR);
+    std::fs::create_dir_all(&chunks).with_context(|| format!("creating {}", chunks.display()))?;
+    let result = (|| -> anyhow::Result<()> {
+        for index in 0..n {
+            let bytes = source
+                .read_chunk(index)
+                .with_context(|| format!("chunk {index} of {}", bundle_dir.display()))?;
+            let info = source.manifest().chunks[index as usize];
+            let path = bundle::chunk_path(&chunks, &info.hash);
+            std::fs::create_dir_all(path.parent().context("chunk path has a parent")?)?;
+            write_synced(&path, &bytes)?;
+        }
+        write_synced(
+            &partial.join(bundle::MANIFEST_FILE),
+            &source.signed().to_bytes(),
+        )?;
+        for dir in [&chunks, &partial] {
+            std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+        }
+        // durable before the rename makes it visible
+        std::fs::rename(&partial, &target)
+            .with_context(|| format!("moving into {}", target.display()))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    result.map(|()| target)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut f =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.sync_data()
+        .with_context(|| format!("syncing {}", path.display()))?;
+    Ok(())
+}
+
+/// The releases a seed serves, with an egress counter.
+#[derive(Debug, Default)]
+pub struct Releases {
+    bundles: HashMap<Hash, Bundle>,
+    served: AtomicU64,
+}
+
+impl Releases {
+    /// Opens every release under `data/releases`.
+    pub fn open(data: &Path) -> anyhow::Result<Releases> {
+        let dir = data.join(RELEASES_DIR);
+        let mut bundles = HashMap::new();
+        if dir.exists() {
+            for entry in
+                std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+            {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Ok(id) = name.parse::<Hash>() else {
+                    continue;
+                }; // skips partial imports
+                let b = Bundle::open(&entry.path())
+                    .with_context(|| format!("opening {}", entry.path().display()))?;
+                bundles.insert(id, b);
+            }
+        }
+        Ok(Releases {
+            bundles,
+            served: AtomicU64::new(0),
+        })
+    }
+
+    pub fn ids(&self) -> Vec<Hash> {
+        let mut ids: Vec<Hash> = self.bundles.keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Bytes served since start.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+}
+
+impl ChunkSource for Releases {
+    fn chunk(&self, swarm: &Hash, index: u32) -> Option<Vec<u8>> {
+        let bundle = self.bundles.get(swarm)?;
+        match bundle.read_chunk(index) {
+            Ok(bytes) => {
+                self.served.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                Some(bytes)
+            }
+            Err(e) => {
+                tracing::error!(%swarm, index, error = %e, "refusing to serve a chunk that fails verification");
+                None
+            }
+        }
+    }
+
+    fn bitfield(&self, swarm: &Hash) -> Option<Bitfield> {
+        self.bundles
+            .get(swarm)
+            .map(|b| Bitfield::full(b.manifest().chunks.len() as u32))
+    }
+}
+
+/// Free bytes on the file system holding `path`.
+pub fn free_disk(path: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    // SAFETY: statvfs writes into the zeroed struct we own; `c` is a valid C string.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut s: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut s) == 0 {
+            s.f_bavail as u64 * s.f_frsize as u64
+        } else {
+            0
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, heartbeating to the tracker.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let keypair = identity(&config.data)?;
+    let releases = Arc::new(Releases::open(&config.data)?);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let base = config.tracker.trim_end_matches('/').to_owned();
+    let tracker_key = match config.tracker_key {
+        Some(k) => k,
+        None => {
+            let health: serde_json::Value = http
+                .get(format!("{base}/v1/health"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let key: PublicKey = health["public_key"]
+                .as_str()
+                .context("tracker health has no public_key")?
+                .parse()?;
+            tracing::warn!(%key, "tracker key not pinned; using the one the tracker reports");
+            key
+        }
+    };
+    let listen = config
+        .listen
+        .iter()
+        .map(|a| a.parse().with_context(|| format!("listen address {a}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let net_config = shoal_net::Config {
+        keypair,
+        listen,
+        tracker_key,
+        request_timeout: Duration::from_secs(60),
+        clock: Arc::new(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        }),
+    };
+    let (client, mut events) = shoal_net::spawn(net_config, releases.clone())
+        .map_err(|e| anyhow::anyhow!("starting the node: {e}"))?;
+    let mut addrs = Vec::new();
+    for _ in 0..200 {
+        addrs = client.listen_addrs().await?;
+        if !addrs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::info!(peer_id = %client.peer_id(), ?addrs, releases = releases.ids().len(), "seed serving");
+    // Events are not needed by a seed; drain them so the node never blocks.
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+
+    tokio::pin!(shutdown);
+    let mut interval = Duration::from_secs(1);
+    let mut last = (Instant::now(), releases.served());
+    loop {
+        let (t0, served0) = last;
+        let served = releases.served();
+        let dt = t0.elapsed().as_secs_f64().max(1e-3);
+        last = (Instant::now(), served);
+        let report = serde_json::json!({
+            "seed_id": config.seed_id,
+            "peer_id": client.peer_id().to_base58(),
+            "addrs": addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "capacity_bps": config.capacity_mbit * 1_000_000,
+            "egress_bps": ((served - served0) as f64 * 8.0 / dt) as u64,
+            "peers": 0,
+            "free_disk": free_disk(&config.data),
+            "releases": releases.ids(),
+        });
+        match http
+            .post(format!("{base}/v1/seeds/heartbeat"))
+            .bearer_auth(&config.api_key)
+            .json(&report)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => {
+                let v: serde_json::Value = r.json().await.unwrap_or_default();
+                interval = Duration::from_secs(v["interval"].as_u64().unwrap_or(30).max(1));
+            }
+            Ok(r) => tracing::warn!(status = %r.status(), "tracker refused the heartbeat"),
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! `shoal-seed`: import published releases and serve them.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Shoal seed server: serves releases to token holders over QUIC.
+#[derive(Debug, Parser)]
+#[command(name = "shoal-seed", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Add a bundle from `shoal publish` as release RELEASE (its id from `shoal admin releases register`).
+    Import {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        release: shoal_types::Hash,
+        bundle: PathBuf,
+    },
+    /// Serve every imported release and heartbeat to the tracker.
+    Serve {
+        /// TOML configuration (see seed/seed.example.toml); flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        tracker: Option<String>,
+        #[arg(long, env = "SHOAL_SEED_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// QUIC multiaddr to listen on (repeatable).
+        #[arg(long)]
+        listen: Vec<String>,
+        #[arg(long)]
+        tracker_key: Option<shoal_types::PublicKey>,
+        #[arg(long)]
+        seed_id: Option<String>,
+        #[arg(long)]
+        capacity_mbit: Option<u64>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match Cli::parse().command {
+        Command::Import {
+            data,
+            release,
+            bundle,
+        } => {
+            let path = shoal_seed::import(&data, &bundle, release)?;
+            println!("imported release {release} into {}", path.display());
+        }
+        Command::Serve {
+            config,
+            data,
+            tracker,
+            api_key,
+            listen,
+            tracker_key,
+            seed_id,
+            capacity_mbit,
+        } => {
+            let mut c = match config {
+                Some(path) => shoal_seed::Config::load(&path)?,
+                None => shoal_seed::Config {
+                    data: data
+                        .clone()
+                        .ok_or_else(|| anyhow::anyhow!("--data or --config is required"))?,
+                    listen: vec!["/ip4/0.0.0.0/udp/4433/quic-v1".into()],
+                    tracker: tracker
+                        .clone()
+                        .ok_or_else(|| anyhow::anyhow!("--tracker or --config is required"))?,
+                    api_key: api_key.clone().ok_or_else(|| {
+                        anyhow::anyhow!("--api-key, SHOAL_SEED_API_KEY or --config is required")
+                    })?,
+                    tracker_key: None,
+                    seed_id: "seed-1".into(),
+                    capacity_mbit: 1000,
+                },
+            };
+            c.data = data.unwrap_or(c.data);
+            c.tracker = tracker.unwrap_or(c.tracker);
+            c.api_key = api_key.unwrap_or(c.api_key);
+            if !listen.is_empty() {
+                c.listen = listen;
+            }
+            c.tracker_key = tracker_key.or(c.tracker_key);
+            c.seed_id = seed_id.unwrap_or(c.seed_id);
+            c.capacity_mbit = capacity_mbit.unwrap_or(c.capacity_mbit);
+            shoal_seed::run(c, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
