@@ -232,6 +232,19 @@ fn channel_prefix(product: &str, channel: &str) -> Vec<u8> {
     format!("{product}\0{channel}\0").into_bytes()
 }
 
+/// Decodes JSON rows, naming the row of any that is corrupt.
+fn decode_rows<T: DeserializeOwned>(table: Table, rows: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<T>> {
+    rows.into_iter()
+        .map(|(k, v)| {
+            serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                table,
+                key: String::from_utf8_lossy(&k).into_owned(),
+                detail: e.to_string(),
+            })
+        })
+        .collect()
+}
+
 impl Db {
     pub fn new(store: Arc<dyn Store>) -> Db {
         Db { store }
@@ -268,17 +281,7 @@ impl Db {
         reverse: bool,
         limit: usize,
     ) -> Result<Vec<T>> {
-        self.store
-            .scan(table, prefix, reverse, limit)?
-            .into_iter()
-            .map(|(k, v)| {
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    table,
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    detail: e.to_string(),
-                })
-            })
-            .collect()
+        decode_rows(table, self.store.scan(table, prefix, reverse, limit)?)
     }
 
     pub fn flush(&self) -> Result<()> {
@@ -403,17 +406,10 @@ impl Db {
     /// Audit entries with sequence number > `after`, oldest first.
     pub fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>> {
         let start = after.saturating_add(1).to_be_bytes();
-        self.store
-            .range_from(Table::Audit, &start, limit)?
-            .into_iter()
-            .map(|(k, v)| {
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    table: Table::Audit,
-                    key: format!("{k:?}"),
-                    detail: e.to_string(),
-                })
-            })
-            .collect()
+        decode_rows(
+            Table::Audit,
+            self.store.range_from(Table::Audit, &start, limit)?,
+        )
     }
 }
 

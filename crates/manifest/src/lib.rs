@@ -19,6 +19,6 @@ pub use codec::{MAX_MANIFEST_BYTES, ManifestError, SignedManifest};
 pub use diff::{Diff, diff};
 pub use model::{
     BadChunkParams, ChunkInfo, ChunkParams, Entry, EntryKind, FORMAT_VERSION, InvalidManifest,
-    Manifest,
+    Manifest, is_valid_name,
 };
 pub use verify::{VerifiedChunk, VerifyError, verify};

@@ -141,12 +141,17 @@ pub enum InvalidManifest {
     UnusedChunk { index: usize },
 }
 
-pub(crate) fn check_name(field: &'static str, value: &str) -> Result<(), InvalidManifest> {
-    let ok = (1..=64).contains(&value.len())
+/// The rule for product, channel and version names: 1 to 64 ASCII letters,
+/// digits, `.`, `_` or `-` (safe in paths, URLs and file names).
+pub fn is_valid_name(value: &str) -> bool {
+    (1..=64).contains(&value.len())
         && value
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+pub(crate) fn check_name(field: &'static str, value: &str) -> Result<(), InvalidManifest> {
+    if is_valid_name(value) {
         Ok(())
     } else {
         Err(InvalidManifest::Name {

@@ -7,7 +7,9 @@
 mod bitfield;
 mod bytes;
 mod keys;
+mod rng;
 
 pub use bitfield::Bitfield;
 pub use bytes::{Hash, ParseHexError};
 pub use keys::{KeyFileError, PublicKey, SecretKey, Signature, SignatureError};
+pub use rng::Rng;

@@ -21,11 +21,7 @@ fn check_name(field: &str, value: &str, max: usize) -> ApiResult<()> {
 
 /// Product and channel ids: the manifest's name rule.
 fn check_id(field: &str, value: &str) -> ApiResult<()> {
-    let ok = (1..=64).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
+    if shoal_manifest::is_valid_name(value) {
         Ok(())
     } else {
         Err(ApiError::bad_request(
