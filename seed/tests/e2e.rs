@@ -244,7 +244,8 @@ async fn publish_seed_and_download_through_the_tracker() {
         swarm: release_id,
         token: &token,
         sources: &sources,
-        store: &store,
+        store: &*store,
+        scheduler: Default::default(),
         stall: Duration::from_secs(60),
     };
     let report = download(&me, &mut events, job).await.unwrap();

@@ -10,9 +10,15 @@ use shoal_token::Token;
 use shoal_types::{Bitfield, Hash};
 use shoal_wire::{ChunkResponse, HaveMessage, HaveUpdate};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+/// Where a download puts verified chunks; it also serves them to others.
+pub trait ChunkStore: ChunkSource {
+    /// Stores a chunk; only verified bytes can be passed.
+    fn put(&self, chunk: VerifiedChunk<'_>) -> std::io::Result<()>;
+}
 
 /// Verified chunks of one release, in memory, served to other peers.
 #[derive(Debug)]
@@ -44,6 +50,13 @@ impl MemoryChunks {
             .get(index as usize)
             .cloned()
             .flatten()
+    }
+}
+
+impl ChunkStore for MemoryChunks {
+    fn put(&self, chunk: VerifiedChunk<'_>) -> std::io::Result<()> {
+        MemoryChunks::put(self, chunk);
+        Ok(())
     }
 }
 
@@ -94,6 +107,8 @@ pub enum DownloadError {
     NoSources,
     #[error("stalled: no progress for {0:?}")]
     Stalled(Duration),
+    #[error("storing a chunk: {0}")]
+    Store(#[from] std::io::Error),
 }
 
 enum Done {
@@ -105,15 +120,24 @@ enum Done {
 }
 
 /// What to download, from where, into what.
-#[derive(Debug)]
 pub struct Job<'a> {
     pub manifest: &'a Manifest,
     pub swarm: Hash,
     pub token: &'a Token,
     pub sources: &'a [Source],
-    pub store: &'a Arc<MemoryChunks>,
+    pub store: &'a dyn ChunkStore,
+    pub scheduler: shoal_scheduler::Config,
     /// Give up after this long without a verified chunk.
     pub stall: Duration,
+}
+
+impl std::fmt::Debug for Job<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("swarm", &self.swarm)
+            .field("sources", &self.sources)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Downloads every chunk of the job's manifest into its store, answering the
@@ -129,6 +153,7 @@ pub async fn download(
         token,
         sources,
         store,
+        scheduler,
         stall,
     } = job;
     let start = Instant::now();
@@ -137,7 +162,7 @@ pub async fn download(
         .bitfield(&swarm)
         .unwrap_or_else(|| Bitfield::new(lens.len() as u32));
     let mut sched = Download::new(
-        shoal_scheduler::Config::default(),
+        scheduler,
         lens,
         have,
         u64::from(start.elapsed().subsec_nanos()),
@@ -224,7 +249,7 @@ pub async fn download(
                     Ok(ChunkResponse::Data(bytes)) => match verify(manifest, index, &bytes) {
                         Ok(chunk) => {
                             let fresh = !sched.have().get(index);
-                            store.put(chunk);
+                            store.put(chunk)?;
                             sched.handle_chunk(t, peer, index, true);
                             last_progress = Instant::now();
                             if fresh {

@@ -186,7 +186,8 @@ async fn downloaders_share_chunks_with_each_other() {
                 swarm,
                 token: &tok,
                 sources: &sources,
-                store: &store,
+                store: &*store,
+                scheduler: Default::default(),
                 stall: Duration::from_secs(60),
             };
             let report = download(&client, &mut events, job).await;
@@ -258,7 +259,8 @@ async fn corrupt_peer_is_banned_and_download_completes() {
         swarm,
         token: &tok,
         sources: &sources,
-        store: &store,
+        store: &*store,
+        scheduler: Default::default(),
         stall: Duration::from_secs(60),
     };
     let report = download(&me, &mut events, job).await.unwrap();
