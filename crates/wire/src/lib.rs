@@ -65,10 +65,39 @@ pub fn check_frame_len(prefix: [u8; 4], max: usize) -> Result<usize, WireError> 
     }
 }
 
+/// Byte buffers as one length-prefixed run (`serialize_bytes`), not as a
+/// sequence of `u8` (serde's default for `Vec<u8>`, one call per byte): the
+/// difference between copying a 1 MiB chunk and a million function calls.
+mod raw {
+    use serde::{Deserializer, Serializer, de};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_byte_buf(Visitor)
+    }
+}
+
 /// `/shoal/auth/1` request: the swarm token for `swarm`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthRequest {
     pub swarm: Hash,
+    #[serde(with = "raw")]
     pub token: Vec<u8>,
 }
 
@@ -133,7 +162,7 @@ impl Message for ChunkRequest {
 /// `/shoal/chunk/1` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChunkResponse {
-    Data(Vec<u8>),
+    Data(#[serde(with = "raw")] Vec<u8>),
     /// Queue full: try later or elsewhere.
     Busy,
     /// Super-seeding: just sent to another peer; get it there.
