@@ -40,17 +40,17 @@ fn hwm_kib() -> u64 {
 }
 
 fn net_config(keypair: shoal_net::Keypair) -> shoal_net::Config {
-    shoal_net::Config {
+    let listen = vec![
+        "/ip4/127.0.0.1/udp/0/quic-v1"
+            .parse()
+            .expect("valid multiaddr"),
+    ];
+    shoal_net::Config::new(
         keypair,
-        listen: vec![
-            "/ip4/127.0.0.1/udp/0/quic-v1"
-                .parse()
-                .expect("valid multiaddr"),
-        ],
-        tracker_key: SecretKey::from_seed(TRACKER_SEED).public(),
-        request_timeout: Duration::from_secs(60),
-        clock: Arc::new(|| NOW),
-    }
+        listen,
+        SecretKey::from_seed(TRACKER_SEED).public(),
+        Arc::new(|| NOW),
+    )
 }
 
 struct BundleSource(Hash, Bundle);
@@ -185,6 +185,7 @@ async fn role_fetch() -> anyhow::Result<()> {
         sources: &sources,
         store: &*store,
         scheduler,
+        download_rate: None,
         stall: Duration::from_secs(60),
     };
     let report = download(&client, &mut events, job).await?;

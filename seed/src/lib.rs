@@ -264,17 +264,14 @@ pub async fn run(
         .iter()
         .map(|a| a.parse().with_context(|| format!("listen address {a}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let net_config = shoal_net::Config {
-        keypair,
-        listen,
-        tracker_key,
-        request_timeout: Duration::from_secs(60),
-        clock: Arc::new(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-        }),
-    };
+    let clock = Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    let mut net_config = shoal_net::Config::new(keypair, listen, tracker_key, clock);
+    // Never upload faster than the capacity the tracker is told about.
+    net_config.upload_rate = Some(config.capacity_mbit * 1_000_000 / 8);
     let (client, mut events) = shoal_net::spawn(net_config, releases.clone())
         .map_err(|e| anyhow::anyhow!("starting the node: {e}"))?;
     let mut addrs = Vec::new();

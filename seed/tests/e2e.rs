@@ -191,18 +191,14 @@ async fn publish_seed_and_download_through_the_tracker() {
 
     // the player: node, token for its PeerId, bootstrap from the tracker
     let store = Arc::new(MemoryChunks::new(release_id, manifest.chunks.len()));
-    let net = shoal_net::Config {
-        keypair: shoal_net::generate_keypair(),
-        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
-        tracker_key,
-        request_timeout: Duration::from_secs(20),
-        clock: Arc::new(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-        }),
-    };
+    let clock = Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    });
+    let listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()];
+    let net = shoal_net::Config::new(shoal_net::generate_keypair(), listen, tracker_key, clock);
     let (me, mut events) = shoal_net::spawn(net, store.clone()).unwrap();
     let answer = post(
         &http,
@@ -246,6 +242,7 @@ async fn publish_seed_and_download_through_the_tracker() {
         sources: &sources,
         store: &*store,
         scheduler: Default::default(),
+        download_rate: None,
         stall: Duration::from_secs(60),
     };
     let report = download(&me, &mut events, job).await.unwrap();

@@ -127,6 +127,8 @@ pub struct Job<'a> {
     pub sources: &'a [Source],
     pub store: &'a dyn ChunkStore,
     pub scheduler: shoal_scheduler::Config,
+    /// Download cap in bytes per second (requests wait for their bytes' worth).
+    pub download_rate: Option<u64>,
     /// Give up after this long without a verified chunk.
     pub stall: Duration,
 }
@@ -154,8 +156,10 @@ pub async fn download(
         sources,
         store,
         scheduler,
+        download_rate,
         stall,
     } = job;
+    let mut bucket = download_rate.map(|r| shoal_scheduler::TokenBucket::new(r, r));
     let start = Instant::now();
     let lens: Vec<u32> = manifest.chunks.iter().map(|c| c.len).collect();
     let have = store
@@ -208,7 +212,12 @@ pub async fn download(
                     let client = client.clone();
                     let tx = done_tx.clone();
                     let target = peers[peer.0 as usize];
+                    let len = u64::from(manifest.chunks[chunk as usize].len);
+                    let wait = bucket
+                        .as_mut()
+                        .map_or(Duration::ZERO, |b| b.reserve(start.elapsed(), len));
                     tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
                         let result = client.chunk(target, swarm, chunk).await;
                         let _ = tx
                             .send(Done::Chunk {

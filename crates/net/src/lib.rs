@@ -49,6 +49,33 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Seconds since the Unix epoch, for token expiry.
     pub clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// Upload cap in bytes per second (token bucket, one second of burst).
+    pub upload_rate: Option<u64>,
+    /// Most peers connected at once; further connections are closed.
+    pub max_connections: usize,
+    /// Most concurrent streams per protocol and connection.
+    pub max_concurrent_streams: usize,
+}
+
+impl Config {
+    /// Defaults for everything but identity, addresses and trust.
+    pub fn new(
+        keypair: Keypair,
+        listen: Vec<Multiaddr>,
+        tracker_key: PublicKey,
+        clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+    ) -> Config {
+        Config {
+            keypair,
+            listen,
+            tracker_key,
+            request_timeout: Duration::from_secs(60),
+            clock,
+            upload_rate: None,
+            max_connections: 200,
+            max_concurrent_streams: 64,
+        }
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -182,8 +209,14 @@ const EVENT_QUEUE: usize = 1024;
 /// Most authenticated swarms remembered per peer.
 const MAX_SWARMS_PER_PEER: usize = 16;
 
+/// A chunk response held back by the upload cap.
+type Delayed = (rr::ResponseChannel<ChunkResponse>, ChunkResponse);
+
 struct Loop {
     swarm: libp2p::Swarm<Behaviour>,
+    upload: Option<shoal_scheduler::TokenBucket>,
+    delayed_tx: mpsc::Sender<Delayed>,
+    started: std::time::Instant,
     config: Config,
     source: Arc<dyn ChunkSource>,
     events: mpsc::Sender<Event>,
@@ -200,7 +233,9 @@ pub fn spawn(
     config: Config,
     source: Arc<dyn ChunkSource>,
 ) -> Result<(Client, mpsc::Receiver<Event>), Box<dyn std::error::Error + Send + Sync>> {
-    let rr_config = rr::Config::default().with_request_timeout(config.request_timeout);
+    let rr_config = rr::Config::default()
+        .with_request_timeout(config.request_timeout)
+        .with_max_concurrent_streams(config.max_concurrent_streams);
     let protocol = |p: &'static str| [(StreamProtocol::new(p), ProtocolSupport::Full)];
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
@@ -218,7 +253,14 @@ pub fn spawn(
     let peer_id = *swarm.local_peer_id();
     let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
     let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let (delayed_tx, delayed) = mpsc::channel(COMMAND_QUEUE);
+    let upload = config
+        .upload_rate
+        .map(|r| shoal_scheduler::TokenBucket::new(r, r));
     let node = Loop {
+        upload,
+        delayed_tx,
+        started: std::time::Instant::now(),
         swarm,
         config,
         source,
@@ -229,7 +271,7 @@ pub fn spawn(
         chunk_pending: HashMap::new(),
         have_pending: HashMap::new(),
     };
-    tokio::spawn(node.run(rx));
+    tokio::spawn(node.run(rx, delayed));
     Ok((Client { peer_id, commands }, events_rx))
 }
 
@@ -245,13 +287,20 @@ pub fn keypair_from_seed(seed: [u8; 32]) -> Keypair {
 }
 
 impl Loop {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut delayed: mpsc::Receiver<Delayed>,
+    ) {
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(c) => self.command(c),
                     None => break,
                 },
+                Some((channel, response)) = delayed.recv() => {
+                    let _ = self.swarm.behaviour_mut().chunk.send_response(channel, response);
+                }
                 event = self.swarm.select_next_some() => self.swarm_event(event),
             }
         }
@@ -302,7 +351,15 @@ impl Loop {
 
     fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                ..
+            } => {
+                if self.swarm.connected_peers().count() > self.config.max_connections {
+                    tracing::debug!(%peer_id, "connection limit reached; closing");
+                    self.swarm.close_connection(connection_id);
+                }
                 for reply in self.dials.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Ok(()));
                 }
@@ -481,11 +538,26 @@ impl Loop {
                         None => ChunkResponse::NotFound,
                     }
                 };
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .chunk
-                    .send_response(channel, response);
+                // The upload cap delays the answer by what its bytes cost.
+                let wait = match (&mut self.upload, &response) {
+                    (Some(bucket), ChunkResponse::Data(d)) => {
+                        bucket.reserve(self.started.elapsed(), d.len() as u64)
+                    }
+                    _ => Duration::ZERO,
+                };
+                if wait.is_zero() {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .chunk
+                        .send_response(channel, response);
+                } else {
+                    let tx = self.delayed_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        let _ = tx.send((channel, response)).await;
+                    });
+                }
             }
             rr::Event::Message {
                 message:

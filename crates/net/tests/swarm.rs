@@ -51,13 +51,13 @@ impl ChunkSource for Corrupt {
 }
 
 fn config(tracker: &SecretKey) -> Config {
-    Config {
-        keypair: generate_keypair(),
-        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
-        tracker_key: tracker.public(),
-        request_timeout: Duration::from_secs(20),
-        clock: Arc::new(|| NOW),
-    }
+    let listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()];
+    Config::new(
+        generate_keypair(),
+        listen,
+        tracker.public(),
+        Arc::new(|| NOW),
+    )
 }
 
 fn token(tracker: &SecretKey, swarm: Hash, peer: &Client) -> Token {
@@ -188,6 +188,7 @@ async fn downloaders_share_chunks_with_each_other() {
                 sources: &sources,
                 store: &*store,
                 scheduler: Default::default(),
+                download_rate: None,
                 stall: Duration::from_secs(60),
             };
             let report = download(&client, &mut events, job).await;
@@ -261,6 +262,7 @@ async fn corrupt_peer_is_banned_and_download_completes() {
         sources: &sources,
         store: &*store,
         scheduler: Default::default(),
+        download_rate: None,
         stall: Duration::from_secs(60),
     };
     let report = download(&me, &mut events, job).await.unwrap();
@@ -309,4 +311,56 @@ async fn seed_with_corrupted_store_refuses_the_bad_chunk() {
         me.chunk(seed.peer_id(), swarm, 0).await.unwrap(),
         ChunkResponse::Data(_)
     ));
+}
+
+/// Rate caps bind: a capped seed, or a capped downloader, cannot move the
+/// release faster than the cap allows (after one second of burst). These are
+/// lower bounds on time, so a slow machine cannot make them fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_and_download_caps_hold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (build, out, manifest) = publish(tmp.path());
+    let swarm = Hash::of(b"release");
+    let tracker = SecretKey::from_seed([1; 32]);
+    let payload = manifest.unique_size() as f64;
+    for (upload, download_rate) in [(Some(1_000_000u64), None), (None, Some(1_500_000u64))] {
+        let mut seed_config = config(&tracker);
+        seed_config.upload_rate = upload;
+        let (seed, _) = spawn(
+            seed_config,
+            Arc::new(BundleSource {
+                swarm,
+                bundle: Bundle::open(&out).unwrap(),
+            }),
+        )
+        .unwrap();
+        let store = Arc::new(MemoryChunks::new(swarm, manifest.chunks.len()));
+        let (me, mut events) = spawn(config(&tracker), store.clone()).unwrap();
+        let sources = [Source {
+            peer: seed.peer_id(),
+            addr: addr(&seed).await,
+            kind: PeerKind::Seed,
+        }];
+        let tok = token(&tracker, swarm, &me);
+        let start = std::time::Instant::now();
+        let job = Job {
+            manifest: &manifest,
+            swarm,
+            token: &tok,
+            sources: &sources,
+            store: &*store,
+            scheduler: Default::default(),
+            download_rate,
+            stall: Duration::from_secs(60),
+        };
+        download(&me, &mut events, job).await.unwrap();
+        let rate = upload.or(download_rate).unwrap() as f64;
+        let floor = (payload - rate) / rate * 0.9;
+        let took = start.elapsed().as_secs_f64();
+        assert!(
+            took >= floor,
+            "{took:.2}s is faster than the cap allows ({floor:.2}s)"
+        );
+        assert_same_as_build(&build, &manifest, &store);
+    }
 }

@@ -44,13 +44,13 @@ impl ChunkSource for Empty {
 }
 
 fn config(tracker: &SecretKey) -> Config {
-    Config {
-        keypair: generate_keypair(),
-        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
-        tracker_key: tracker.public(),
-        request_timeout: Duration::from_secs(20),
-        clock: Arc::new(|| NOW),
-    }
+    let listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()];
+    Config::new(
+        generate_keypair(),
+        listen,
+        tracker.public(),
+        Arc::new(|| NOW),
+    )
 }
 
 fn token(tracker: &SecretKey, swarm: Hash, peer: &Client, expires_at: u64) -> Token {

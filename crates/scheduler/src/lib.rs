@@ -6,10 +6,12 @@
 //! [`Download::poll`] for actions, and re-arm one timer at
 //! [`Download::poll_timeout`]. Nothing here reads a clock or touches a socket.
 
+mod bucket;
 mod download;
 pub mod sim;
 mod upload;
 
+pub use bucket::TokenBucket;
 pub use download::{Action, Config, Download, PeerKind, Stats};
 pub use upload::{Decline, Upload};
 
