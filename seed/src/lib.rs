@@ -44,6 +44,24 @@ pub struct Config {
     /// Upload capacity reported to the tracker, megabits per second.
     #[serde(default = "default_capacity")]
     pub capacity_mbit: u64,
+    /// Upload cap, megabits per second (default: the capacity).
+    #[serde(default)]
+    pub upload_cap_mbit: Option<u64>,
+    /// Most peers connected at once.
+    #[serde(default = "default_max_peers")]
+    pub max_peers: usize,
+    /// Super-seeding window, seconds: a chunk sent within it is refused so
+    /// peers relay it (0 turns super-seeding off).
+    #[serde(default = "default_super_seed")]
+    pub super_seed_secs: u64,
+}
+
+fn default_max_peers() -> usize {
+    500
+}
+
+fn default_super_seed() -> u64 {
+    10
 }
 
 fn default_listen() -> Vec<String> {
@@ -270,8 +288,15 @@ pub async fn run(
             .map_or(0, |d| d.as_secs())
     });
     let mut net_config = shoal_net::Config::new(keypair, listen, tracker_key, clock);
-    // Never upload faster than the capacity the tracker is told about.
-    net_config.upload_rate = Some(config.capacity_mbit * 1_000_000 / 8);
+    // Never upload faster than the cap, nor than the capacity the tracker is told about.
+    let cap_mbit = config
+        .upload_cap_mbit
+        .unwrap_or(config.capacity_mbit)
+        .min(config.capacity_mbit);
+    net_config.upload_rate = Some(cap_mbit * 1_000_000 / 8);
+    net_config.max_connections = config.max_peers;
+    net_config.super_seed =
+        (config.super_seed_secs > 0).then(|| Duration::from_secs(config.super_seed_secs));
     let (client, mut events) = shoal_net::spawn(net_config, releases.clone())
         .map_err(|e| anyhow::anyhow!("starting the node: {e}"))?;
     let mut addrs = Vec::new();

@@ -89,6 +89,9 @@ async fn main() -> anyhow::Result<()> {
                     tracker_key: None,
                     seed_id: "seed-1".into(),
                     capacity_mbit: 1000,
+                    upload_cap_mbit: None,
+                    max_peers: 500,
+                    super_seed_secs: 10,
                 },
             };
             c.data = data.unwrap_or(c.data);

@@ -164,6 +164,9 @@ async fn publish_seed_and_download_through_the_tracker() {
         tracker_key: Some(tracker_key),
         seed_id: "seed-test".into(),
         capacity_mbit: 500,
+        upload_cap_mbit: None,
+        max_peers: 50,
+        super_seed_secs: 10,
     };
     tokio::spawn(shoal_seed::run(config, std::future::pending()));
 

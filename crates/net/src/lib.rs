@@ -55,6 +55,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Most concurrent streams per protocol and connection.
     pub max_concurrent_streams: usize,
+    /// Super-seeding (seeds): refuse a chunk sent within this window with
+    /// `SentElsewhere`, so peers relay it and it leaves the origin about once.
+    pub super_seed: Option<Duration>,
 }
 
 impl Config {
@@ -74,6 +77,7 @@ impl Config {
             upload_rate: None,
             max_connections: 200,
             max_concurrent_streams: 64,
+            super_seed: None,
         }
     }
 }
@@ -212,8 +216,13 @@ const MAX_SWARMS_PER_PEER: usize = 16;
 /// A chunk response held back by the upload cap.
 type Delayed = (rr::ResponseChannel<ChunkResponse>, ChunkResponse);
 
+/// Chunks remembered for super-seeding before the map is reset.
+const MAX_SENT_REMEMBERED: usize = 1 << 20;
+
 struct Loop {
     swarm: libp2p::Swarm<Behaviour>,
+    /// When each chunk was last sent (super-seeding only).
+    sent: HashMap<(Hash, u32), Duration>,
     upload: Option<shoal_scheduler::TokenBucket>,
     delayed_tx: mpsc::Sender<Delayed>,
     started: std::time::Instant,
@@ -258,6 +267,7 @@ pub fn spawn(
         .upload_rate
         .map(|r| shoal_scheduler::TokenBucket::new(r, r));
     let node = Loop {
+        sent: HashMap::new(),
         upload,
         delayed_tx,
         started: std::time::Instant::now(),
@@ -530,14 +540,28 @@ impl Loop {
                     },
                 ..
             } => {
+                let now = self.started.elapsed();
+                let key = (request.swarm, request.index);
+                let recently_sent = self
+                    .config
+                    .super_seed
+                    .is_some_and(|w| self.sent.get(&key).is_some_and(|&t| now < t + w));
                 let response = if !self.is_authorised(&peer, &request.swarm) {
                     ChunkResponse::Unauthorized
+                } else if recently_sent {
+                    ChunkResponse::SentElsewhere
                 } else {
                     match self.source.chunk(&request.swarm, request.index) {
                         Some(data) => ChunkResponse::Data(data),
                         None => ChunkResponse::NotFound,
                     }
                 };
+                if self.config.super_seed.is_some() && matches!(response, ChunkResponse::Data(_)) {
+                    if self.sent.len() >= MAX_SENT_REMEMBERED {
+                        self.sent.clear();
+                    }
+                    self.sent.insert(key, now);
+                }
                 // The upload cap delays the answer by what its bytes cost.
                 let wait = match (&mut self.upload, &response) {
                     (Some(bucket), ChunkResponse::Data(d)) => {

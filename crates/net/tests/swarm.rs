@@ -139,8 +139,10 @@ async fn downloaders_share_chunks_with_each_other() {
     let (build, out, manifest) = publish(tmp.path());
     let swarm = Hash::of(b"release");
     let tracker = SecretKey::from_seed([1; 32]);
+    let mut seed_config = config(&tracker);
+    seed_config.super_seed = Some(Duration::from_secs(10));
     let (seed, _) = spawn(
-        config(&tracker),
+        seed_config,
         Arc::new(BundleSource {
             swarm,
             bundle: Bundle::open(&out).unwrap(),
@@ -363,4 +365,46 @@ async fn upload_and_download_caps_hold() {
         );
         assert_same_as_build(&build, &manifest, &store);
     }
+}
+
+/// A super-seeding seed sends a chunk once within its window; a second asker
+/// is told to get it elsewhere, and other chunks are still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn super_seeding_refuses_repeats() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, out, _) = publish(tmp.path());
+    let swarm = Hash::of(b"release");
+    let tracker = SecretKey::from_seed([1; 32]);
+    let mut seed_config = config(&tracker);
+    seed_config.super_seed = Some(Duration::from_secs(30));
+    let (seed, _) = spawn(
+        seed_config,
+        Arc::new(BundleSource {
+            swarm,
+            bundle: Bundle::open(&out).unwrap(),
+        }),
+    )
+    .unwrap();
+    let seed_addr = addr(&seed).await;
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let (c, _) = spawn(config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
+        c.dial(seed.peer_id(), seed_addr.clone()).await.unwrap();
+        c.authenticate(seed.peer_id(), swarm, &token(&tracker, swarm, &c))
+            .await
+            .unwrap();
+        clients.push(c);
+    }
+    assert!(matches!(
+        clients[0].chunk(seed.peer_id(), swarm, 0).await.unwrap(),
+        ChunkResponse::Data(_)
+    ));
+    assert_eq!(
+        clients[1].chunk(seed.peer_id(), swarm, 0).await.unwrap(),
+        ChunkResponse::SentElsewhere
+    );
+    assert!(matches!(
+        clients[1].chunk(seed.peer_id(), swarm, 1).await.unwrap(),
+        ChunkResponse::Data(_)
+    ));
 }
