@@ -173,8 +173,13 @@ async fn role_fetch() -> anyhow::Result<()> {
         addr,
         kind: shoal_scheduler::PeerKind::Seed,
     }];
+    // Requests in flight to the lone seed (SHOAL_BENCH_DEPTH, default 8).
+    let depth = std::env::var("SHOAL_BENCH_DEPTH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     let scheduler = shoal_scheduler::Config {
-        seed_in_flight: 8,
+        seed_in_flight: depth,
         ..Default::default()
     };
     let start = Instant::now();
