@@ -81,7 +81,6 @@ impl std::fmt::Display for Table {
 pub trait Store: Send + Sync + 'static {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
     fn put(&self, table: Table, key: &[u8], value: &[u8]) -> Result<()>;
-    fn delete(&self, table: Table, key: &[u8]) -> Result<()>;
     /// Entries whose key starts with `prefix`, in key order, from the end
     /// when `reverse`, at most `limit`.
     fn scan(
@@ -155,11 +154,6 @@ impl Store for SledStore {
 
     fn put(&self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
         self.tree(table).insert(key, value).map_err(backend)?;
-        Ok(())
-    }
-
-    fn delete(&self, table: Table, key: &[u8]) -> Result<()> {
-        self.tree(table).remove(key).map_err(backend)?;
         Ok(())
     }
 
@@ -438,8 +432,6 @@ mod tests {
         );
         assert_eq!(store.increment(Table::Meta, b"n").unwrap(), 1);
         assert_eq!(store.increment(Table::Meta, b"n").unwrap(), 2);
-        store.delete(Table::Meta, b"a/1").unwrap();
-        assert!(store.get(Table::Meta, b"a/1").unwrap().is_none());
         // tables are separate
         assert!(store.get(Table::Accounts, b"a/2").unwrap().is_none());
         store.flush().unwrap();

@@ -237,6 +237,24 @@ struct Loop {
     have_pending: HashMap<OutboundRequestId, oneshot::Sender<Result<HaveAck, NetError>>>,
 }
 
+/// Answers the caller waiting on outbound request `id`, if it still waits.
+fn settle<T>(
+    pending: &mut HashMap<OutboundRequestId, oneshot::Sender<Result<T, NetError>>>,
+    id: OutboundRequestId,
+    result: Result<T, NetError>,
+) {
+    if let Some(reply) = pending.remove(&id) {
+        let _ = reply.send(result);
+    }
+}
+
+fn request_failed(peer: PeerId, error: &rr::OutboundFailure) -> NetError {
+    NetError::Request {
+        peer: peer.to_string(),
+        detail: error.to_string(),
+    }
+}
+
 /// Starts a node. Returns the client handle and the stream of events.
 pub fn spawn(
     config: Config,
@@ -469,12 +487,11 @@ impl Loop {
                 error,
                 ..
             } => {
-                if let Some(reply) = self.auth_pending.remove(&request_id) {
-                    let _ = reply.send(Err(NetError::Request {
-                        peer: peer.to_string(),
-                        detail: error.to_string(),
-                    }));
-                }
+                settle(
+                    &mut self.auth_pending,
+                    request_id,
+                    Err(request_failed(peer, &error)),
+                );
             }
             _ => {}
         }
@@ -509,9 +526,7 @@ impl Loop {
                     },
                 ..
             } => {
-                if let Some(reply) = self.have_pending.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
-                }
+                settle(&mut self.have_pending, request_id, Ok(response));
             }
             rr::Event::OutboundFailure {
                 peer,
@@ -519,12 +534,11 @@ impl Loop {
                 error,
                 ..
             } => {
-                if let Some(reply) = self.have_pending.remove(&request_id) {
-                    let _ = reply.send(Err(NetError::Request {
-                        peer: peer.to_string(),
-                        detail: error.to_string(),
-                    }));
-                }
+                settle(
+                    &mut self.have_pending,
+                    request_id,
+                    Err(request_failed(peer, &error)),
+                );
             }
             _ => {}
         }
@@ -591,9 +605,7 @@ impl Loop {
                     },
                 ..
             } => {
-                if let Some(reply) = self.chunk_pending.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
-                }
+                settle(&mut self.chunk_pending, request_id, Ok(response));
             }
             rr::Event::OutboundFailure {
                 peer,
@@ -601,12 +613,11 @@ impl Loop {
                 error,
                 ..
             } => {
-                if let Some(reply) = self.chunk_pending.remove(&request_id) {
-                    let _ = reply.send(Err(NetError::Request {
-                        peer: peer.to_string(),
-                        detail: error.to_string(),
-                    }));
-                }
+                settle(
+                    &mut self.chunk_pending,
+                    request_id,
+                    Err(request_failed(peer, &error)),
+                );
             }
             _ => {}
         }

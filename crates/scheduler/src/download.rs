@@ -210,14 +210,6 @@ impl Download {
         &self.have
     }
 
-    /// What this download believes about `chunk`: peers holding it, requests
-    /// out, and whether peers failed to deliver it (for diagnostics).
-    pub fn chunk_view(&self, chunk: u32) -> Option<(u32, u8, bool)> {
-        self.chunks
-            .get(chunk as usize)
-            .map(|c| (c.avail, c.requested, c.slow))
-    }
-
     pub fn stats(&self) -> Stats {
         Stats {
             in_flight: self.peers.values().map(|p| p.in_flight.len()).sum(),
