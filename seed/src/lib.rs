@@ -350,3 +350,20 @@ pub async fn run(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let config: Config = toml::from_str(include_str!("../seed.example.toml")).unwrap();
+        assert_eq!(config.seed_id, "seed-1");
+        assert_eq!(config.max_peers, 500);
+        assert_eq!(config.super_seed_secs, 10);
+        assert!(
+            toml::from_str::<Config>("data = \"x\"\ntracker = \"y\"\napi_key = \"z\"\ntypo = 1")
+                .is_err()
+        );
+    }
+}
