@@ -231,24 +231,6 @@ impl ChunkSource for Releases {
     }
 }
 
-/// Free bytes on the file system holding `path`.
-pub fn free_disk(path: &Path) -> u64 {
-    use std::os::unix::ffi::OsStrExt as _;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return 0;
-    };
-    // SAFETY: statvfs writes into the zeroed struct we own; `c` is a valid C string.
-    #[allow(unsafe_code)]
-    unsafe {
-        let mut s: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(c.as_ptr(), &mut s) == 0 {
-            s.f_bavail as u64 * s.f_frsize as u64
-        } else {
-            0
-        }
-    }
-}
-
 /// Serves until `shutdown` resolves, heartbeating to the tracker.
 pub async fn run(
     config: Config,
@@ -326,7 +308,7 @@ pub async fn run(
             "capacity_bps": config.capacity_mbit * 1_000_000,
             "egress_bps": ((served - served0) as f64 * 8.0 / dt) as u64,
             "peers": 0,
-            "free_disk": free_disk(&config.data),
+            "free_disk": shoal_store::free_disk(&config.data),
             "releases": releases.ids(),
         });
         match http

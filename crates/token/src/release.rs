@@ -19,6 +19,9 @@ pub struct Release {
     pub manifest_hash: Hash,
     /// Bytes of unique chunks (what a fresh install downloads).
     pub total_size: u64,
+    /// The publisher key that signed the manifest, which the tracker checked
+    /// is authorised for the product when the release was registered.
+    pub publisher: PublicKey,
     pub published_at: u64,
     /// After this time a client must refuse the metadata (freeze protection).
     pub expires_at: u64,
@@ -147,6 +150,7 @@ mod tests {
             version,
             manifest_hash: Hash::of(b"m"),
             total_size: 10,
+            publisher: SecretKey::from_seed([9; 32]).public(),
             published_at: 100,
             expires_at: 10_000,
         }

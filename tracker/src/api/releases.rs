@@ -54,6 +54,7 @@ fn add_release(
         version,
         manifest_hash,
         total_size,
+        publisher,
         published_at: now,
         expires_at: 0,
     };

@@ -199,6 +199,7 @@ pub async fn token(
             version: release.version,
             manifest_hash: release.manifest_hash,
             total_size: release.total_size,
+            publisher: release.publisher,
             published_at: release.published_at,
             expires_at: now + state.config.release_metadata_ttl_secs,
         },

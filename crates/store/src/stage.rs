@@ -1,0 +1,335 @@
+//! The build being downloaded: chunks land in a staging tree as they are
+//! verified, progress is recorded durably in batches, chunks already
+//! installed are copied instead of fetched, and `commit` swaps the finished
+//! build in atomically.
+
+use crate::disk::{self, sync_dir};
+use crate::tree::Tree;
+use crate::{Build, Install, Record, StoreError, describe, load_described};
+use shoal_manifest::{Manifest, VerifiedChunk, verify};
+use shoal_types::Bitfield;
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Progress is committed after this many chunks or this long, whichever first.
+const BATCH_CHUNKS: usize = 64;
+const BATCH_TIME: Duration = Duration::from_millis(500);
+
+/// A build being staged. Shared between the download (writes) and the
+/// node (serves what is already here to other peers).
+#[derive(Debug)]
+pub struct Staging {
+    install: Install,
+    record: Record,
+    tree: Tree,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    have: Bitfield,
+    /// Durable progress: chunks whose bytes and record are on disk.
+    recorded: u64,
+    /// Written but not yet recorded.
+    pending: Vec<u32>,
+    pending_files: BTreeSet<u32>,
+    last_commit: Instant,
+    /// Chunks resumed from an earlier run (bytes).
+    resumed_bytes: u64,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Staging {
+    pub(crate) fn open(
+        install: Install,
+        record: Record,
+        manifest: Arc<Manifest>,
+        dir: PathBuf,
+    ) -> Result<Staging, StoreError> {
+        let resuming = dir.exists();
+        let tree = Tree::new(dir, manifest.clone());
+        tree.create_skeleton()?;
+        let n = manifest.chunks.len() as u32;
+        let mut have = Bitfield::new(n);
+        let prefix = record.release_id.as_bytes().to_vec();
+        let mut recorded = 0u64;
+        for kv in install.progress.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            if let Some(idx) = k
+                .get(prefix.len()..)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                && idx < n
+            {
+                have.set(idx);
+                recorded += 1;
+            }
+        }
+        let staging = Staging {
+            install,
+            record,
+            tree,
+            state: Mutex::new(State {
+                have,
+                recorded,
+                pending: Vec::new(),
+                pending_files: BTreeSet::new(),
+                last_commit: Instant::now(),
+                resumed_bytes: 0,
+            }),
+        };
+        // Chunks written but not yet recorded when the last run was killed
+        // are still in the files: verify and keep them.
+        if resuming {
+            let mut found = Vec::new();
+            let have = lock(&staging.state).have.clone();
+            for i in (0..n).filter(|&i| !have.get(i)) {
+                if staging.tree.read_chunk(i).is_some() {
+                    found.push(i);
+                }
+            }
+            let mut s = lock(&staging.state);
+            for &i in &found {
+                s.have.set(i);
+                s.pending.push(i);
+            }
+            s.resumed_bytes = s
+                .have
+                .ones()
+                .map(|i| u64::from(manifest.chunks[i as usize].len))
+                .sum();
+            staging.commit_progress(&mut s)?;
+        }
+        Ok(staging)
+    }
+
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        self.tree.manifest()
+    }
+
+    /// Which chunks are staged.
+    pub fn have(&self) -> Bitfield {
+        lock(&self.state).have.clone()
+    }
+
+    /// Whether every chunk is staged.
+    pub fn is_complete(&self) -> bool {
+        lock(&self.state).have.is_full()
+    }
+
+    /// Bytes of unique chunks staged by an earlier, interrupted run.
+    pub fn resumed_bytes(&self) -> u64 {
+        lock(&self.state).resumed_bytes
+    }
+
+    /// Bytes of unique chunks still missing.
+    pub fn missing_bytes(&self) -> u64 {
+        let s = lock(&self.state);
+        self.manifest()
+            .chunks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !s.have.get(*i as u32))
+            .map(|(_, c)| u64::from(c.len))
+            .sum()
+    }
+
+    /// Bytes the staging tree still has to write to disk (every occurrence
+    /// of every missing chunk): what free space must cover.
+    pub fn bytes_to_write(&self) -> u64 {
+        let s = lock(&self.state);
+        self.manifest()
+            .files()
+            .flat_map(|(_, _, chunks)| chunks)
+            .filter(|&&c| !s.have.get(c))
+            .map(|&c| u64::from(self.manifest().chunks[c as usize].len))
+            .sum()
+    }
+
+    /// Copies every missing chunk the installed build already holds (found
+    /// through the chunk index, verified on read). Returns bytes reused.
+    pub fn reuse(&self, installed: Option<&Build>) -> Result<u64, StoreError> {
+        let Some(old) = installed else {
+            return Ok(0);
+        };
+        let name = old.record.name();
+        let have = self.have();
+        let mut reused = 0;
+        for (i, info) in self.manifest().chunks.iter().enumerate() {
+            let i = i as u32;
+            if have.get(i) {
+                continue;
+            }
+            let Some((build, path, offset)) = self.install.locate(&info.hash)? else {
+                continue;
+            };
+            if build != name {
+                continue;
+            }
+            let Ok(data) = disk::read_at(&old.dir().join(&path), offset, info.len as usize) else {
+                continue;
+            };
+            if let Ok(chunk) = verify(self.manifest(), i, &data) {
+                self.put(chunk).map_err(StoreError::io(self.tree.dir()))?;
+                reused += u64::from(info.len);
+            }
+        }
+        self.sync()?;
+        Ok(reused)
+    }
+
+    /// Stores a verified chunk (at every place it occurs). Progress becomes
+    /// durable in batches; [`Staging::sync`] forces it.
+    pub fn put(&self, chunk: VerifiedChunk<'_>) -> io::Result<()> {
+        if lock(&self.state).have.get(chunk.index()) {
+            return Ok(());
+        }
+        let occurrences = self.tree.write_len(chunk.index());
+        self.install.charge(occurrences)?;
+        let files = self.tree.write_chunk(chunk)?;
+        let mut s = lock(&self.state);
+        if s.have.get(chunk.index()) {
+            return Ok(());
+        }
+        s.have.set(chunk.index());
+        s.pending.push(chunk.index());
+        s.pending_files.extend(files);
+        if s.pending.len() >= BATCH_CHUNKS || s.last_commit.elapsed() >= BATCH_TIME {
+            self.commit_progress(&mut s)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Chunk `index` if staged, verified on read.
+    pub fn read_chunk(&self, index: u32) -> Option<Vec<u8>> {
+        if !lock(&self.state).have.get(index) {
+            return None;
+        }
+        self.tree.read_chunk(index)
+    }
+
+    /// Makes all progress so far durable.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let mut s = lock(&self.state);
+        self.commit_progress(&mut s)
+    }
+
+    /// Syncs the files written since the last commit, then records their
+    /// chunks: a record never counts bytes that could still be lost.
+    fn commit_progress(&self, s: &mut State) -> Result<(), StoreError> {
+        if s.pending.is_empty() {
+            s.last_commit = Instant::now();
+            return Ok(());
+        }
+        self.tree.sync_files(std::mem::take(&mut s.pending_files))?;
+        let mut batch = sled::Batch::default();
+        for &i in &s.pending {
+            let mut k = self.record.release_id.as_bytes().to_vec();
+            k.extend_from_slice(&i.to_be_bytes());
+            batch.insert(k, &[][..]);
+        }
+        self.install.progress.apply_batch(batch)?;
+        self.install.db.flush()?;
+        s.recorded += s.pending.len() as u64;
+        s.pending.clear();
+        s.last_commit = Instant::now();
+        Ok(())
+    }
+
+    /// Finishes the build (links, modes, fsync) and swaps it in atomically.
+    /// Until the swap the old build is untouched; after it, the old build
+    /// is removed.
+    pub fn commit(self) -> Result<Build, StoreError> {
+        if !self.is_complete() {
+            return Err(StoreError::Corrupt(format!(
+                "staged build {} is incomplete",
+                self.record.name()
+            )));
+        }
+        self.sync()?;
+        self.tree.finish()?;
+        let name = self.record.name();
+        let state = &self.install.state;
+        let staging = state.join("staging");
+        let builds = state.join("builds");
+        let signed = {
+            let path = staging.join(format!("{name}.manifest"));
+            let bytes = fs::read(&path).map_err(StoreError::io(&path))?;
+            shoal_manifest::SignedManifest::from_bytes(&bytes)
+                .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?
+        };
+        // 1. The description first, then the tree, into builds/.
+        describe(&builds, &name, &self.record, &signed)?;
+        let target = builds.join(&name);
+        disk::remove_all(&target)?;
+        fs::rename(self.tree.dir(), &target).map_err(StoreError::io(&target))?;
+        sync_dir(&builds)?;
+        sync_dir(&staging)?;
+        // 2. The swap: a new link renamed over the old one.
+        let root = self.install.root();
+        let tmp_link = root.join(".current.tmp");
+        let _ = fs::remove_file(&tmp_link);
+        std::os::unix::fs::symlink(PathBuf::from(".shoal/builds").join(&name), &tmp_link)
+            .map_err(StoreError::io(&tmp_link))?;
+        let current = self.install.current_path();
+        fs::rename(&tmp_link, &current).map_err(StoreError::io(&current))?;
+        sync_dir(root)?;
+        tracing::info!(build = %name, "swapped in the new build");
+        // 3. Bookkeeping and cleanup; a crash here leaves garbage, not damage.
+        let (record, manifest) = load_described(&builds, &name)?;
+        let tree = Tree::new(target, Arc::new(manifest));
+        self.install.index_build(&name, &tree)?;
+        let mut stale = Vec::new();
+        for kv in self
+            .install
+            .progress
+            .scan_prefix(self.record.release_id.as_bytes())
+        {
+            stale.push(kv?.0);
+        }
+        for k in stale {
+            self.install.progress.remove(k)?;
+        }
+        self.install.db.flush()?;
+        for ext in ["json", "manifest"] {
+            disk::remove_all(&staging.join(format!("{name}.{ext}")))?;
+        }
+        for entry in fs::read_dir(&builds).map_err(StoreError::io(&builds))? {
+            let entry = entry.map_err(StoreError::io(&builds))?;
+            let file_name = entry.file_name();
+            let stem = file_name.to_string_lossy();
+            if stem.split('.').next() != Some(name.as_str()) {
+                make_writable(&entry.path());
+                disk::remove_all(&entry.path())?;
+            }
+        }
+        Ok(Build { record, tree })
+    }
+}
+
+/// Read-only directories of an old build would refuse their removal.
+fn make_writable(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(m) = fs::symlink_metadata(path)
+        && m.is_dir()
+    {
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o755));
+        if let Ok(entries) = fs::read_dir(path) {
+            for e in entries.flatten() {
+                make_writable(&e.path());
+            }
+        }
+    }
+}
