@@ -192,6 +192,8 @@ async fn role_fetch() -> anyhow::Result<()> {
         scheduler,
         download_rate: None,
         stall: Duration::from_secs(60),
+        more_sources: None,
+        counters: Default::default(),
     };
     let report = download(&client, &mut events, job).await?;
     store.file.sync_data()?;

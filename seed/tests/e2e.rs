@@ -247,6 +247,8 @@ async fn publish_seed_and_download_through_the_tracker() {
         scheduler: Default::default(),
         download_rate: None,
         stall: Duration::from_secs(60),
+        more_sources: None,
+        counters: Default::default(),
     };
     let report = download(&me, &mut events, job).await.unwrap();
     assert_eq!(report.from_seeds, manifest.unique_size());

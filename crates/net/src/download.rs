@@ -9,8 +9,9 @@ use shoal_scheduler::{Action, Download, PeerIdx, PeerKind};
 use shoal_token::Token;
 use shoal_types::{Bitfield, Hash};
 use shoal_wire::{ChunkResponse, HaveMessage, HaveUpdate};
-use std::collections::HashMap;
-use std::sync::RwLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -98,6 +99,25 @@ pub struct Report {
     pub elapsed: Duration,
 }
 
+/// Live counters of a download, for progress bars and metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Verified bytes received from peers and from seeds.
+    pub from_peers: AtomicU64,
+    pub from_seeds: AtomicU64,
+    /// Chunks that failed verification.
+    pub failed: AtomicU64,
+    /// Sources connected and authenticated.
+    pub connected: AtomicU64,
+    pub banned: AtomicU64,
+}
+
+impl Counters {
+    pub fn received(&self) -> u64 {
+        self.from_peers.load(Ordering::Relaxed) + self.from_seeds.load(Ordering::Relaxed)
+    }
+}
+
 /// Why a download stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
@@ -131,6 +151,10 @@ pub struct Job<'a> {
     pub download_rate: Option<u64>,
     /// Give up after this long without a verified chunk.
     pub stall: Duration,
+    /// Sources found later (announces); they are dialled as they come.
+    pub more_sources: Option<mpsc::Receiver<Source>>,
+    /// Updated as chunks arrive.
+    pub counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Job<'_> {
@@ -141,6 +165,59 @@ impl std::fmt::Debug for Job<'_> {
             .finish_non_exhaustive()
     }
 }
+
+/// A source dialled (when it has an address) and authenticated off the
+/// loop; the outcome comes back on `joined`.
+struct Joiner<'a> {
+    client: &'a Client,
+    swarm: Hash,
+    token: &'a Token,
+    tx: mpsc::Sender<(Peer, PeerKind, bool)>,
+    /// Sources being dialled or joined, so none is dialled twice at once.
+    busy: HashSet<Peer>,
+}
+
+impl Joiner<'_> {
+    fn join(&mut self, peer: Peer, addr: Option<crate::Addr>, kind: PeerKind) {
+        if !self.busy.insert(peer) {
+            return;
+        }
+        let client = self.client.clone();
+        let token = self.token.clone();
+        let tx = self.tx.clone();
+        let swarm = self.swarm;
+        tokio::spawn(async move {
+            let ready = async {
+                if let Some(addr) = addr {
+                    client.dial(peer, addr).await?;
+                }
+                client.authenticate(peer, swarm, &token).await
+            };
+            let ok = match ready.await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "source unavailable");
+                    false
+                }
+            };
+            let _ = tx.send((peer, kind, ok)).await;
+        });
+    }
+}
+
+/// The download's view of its sources.
+#[derive(Default)]
+struct Sources {
+    index_of: HashMap<Peer, PeerIdx>,
+    peers: Vec<Peer>,
+    kinds: Vec<PeerKind>,
+    banned: HashSet<Peer>,
+    /// What peers announced before they finished joining (replayed on join).
+    early: HashMap<Peer, Bitfield>,
+}
+
+/// Most peers whose early announcements are kept.
+const MAX_EARLY: usize = 1024;
 
 /// Downloads every chunk of the job's manifest into its store, answering the
 /// node's events as they come.
@@ -158,6 +235,8 @@ pub async fn download(
         scheduler,
         download_rate,
         stall,
+        mut more_sources,
+        counters,
     } = job;
     let mut bucket = download_rate.map(|r| shoal_scheduler::TokenBucket::new(r, r));
     let start = Instant::now();
@@ -171,37 +250,21 @@ pub async fn download(
         have,
         u64::from(start.elapsed().subsec_nanos()),
     );
-    let mut index_of: HashMap<Peer, PeerIdx> = HashMap::new();
-    let mut peers: Vec<Peer> = Vec::new();
     let now = || start.elapsed();
-
-    // Connect and authenticate; a source that fails is skipped.
+    let mut known = Sources::default();
+    let (joined_tx, mut joined_rx) = mpsc::channel(256);
+    let mut joiner = Joiner {
+        client,
+        swarm,
+        token,
+        tx: joined_tx,
+        busy: HashSet::new(),
+    };
     for s in sources {
-        let ready = async {
-            client.dial(s.peer, s.addr.clone()).await?;
-            client.authenticate(s.peer, swarm, token).await
-        };
-        match ready.await {
-            Ok(()) => {
-                let idx = PeerIdx(peers.len() as u32);
-                peers.push(s.peer);
-                index_of.insert(s.peer, idx);
-                sched.handle_peer(now(), idx, s.kind);
-                if s.kind == PeerKind::Peer {
-                    let mine = HaveMessage {
-                        swarm,
-                        update: HaveUpdate::Bitfield(sched.have().clone()),
-                    };
-                    let _ = client.have(s.peer, mine).await;
-                }
-            }
-            Err(e) => tracing::debug!(peer = %s.peer, error = %e, "source unavailable"),
-        }
+        joiner.join(s.peer, Some(s.addr.clone()), s.kind);
     }
-    if peers.is_empty() {
-        return Err(DownloadError::NoSources);
-    }
-
+    // Without later sources, the first ones must do.
+    let mut waiting = sources.len();
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(1024);
     let mut report = Report::default();
     let mut last_progress = Instant::now();
@@ -211,7 +274,7 @@ pub async fn download(
                 Action::Request { peer, chunk } => {
                     let client = client.clone();
                     let tx = done_tx.clone();
-                    let target = peers[peer.0 as usize];
+                    let target = known.peers[peer.0 as usize];
                     let len = u64::from(manifest.chunks[chunk as usize].len);
                     let wait = bucket
                         .as_mut()
@@ -231,9 +294,11 @@ pub async fn download(
                 // A request-response cannot be withdrawn: a late copy is ignored.
                 Action::Cancel { .. } => {}
                 Action::Ban { peer } => {
-                    let p = peers[peer.0 as usize];
+                    let p = known.peers[peer.0 as usize];
                     tracing::warn!(peer = %p, "banned: sent chunks that failed verification");
                     report.banned.push(p);
+                    known.banned.insert(p);
+                    counters.banned.fetch_add(1, Ordering::Relaxed);
                 }
                 Action::Complete => {
                     let stats = sched.stats();
@@ -245,12 +310,20 @@ pub async fn download(
                 }
             }
         }
+        if known.peers.is_empty() && waiting == 0 && more_sources.is_none() {
+            return Err(DownloadError::NoSources);
+        }
         if last_progress.elapsed() > stall {
-            return Err(DownloadError::Stalled(stall));
+            return Err(if known.peers.is_empty() {
+                DownloadError::NoSources
+            } else {
+                DownloadError::Stalled(stall)
+            });
         }
         let timer = sched
             .poll_timeout()
-            .map_or(Duration::from_secs(1), |t| t.saturating_sub(now()));
+            .map_or(Duration::from_secs(1), |t| t.saturating_sub(now()))
+            .min(Duration::from_secs(1));
         tokio::select! {
             Some(Done::Chunk { peer, index, result }) = done_rx.recv() => {
                 let t = now();
@@ -262,11 +335,15 @@ pub async fn download(
                             sched.handle_chunk(t, peer, index, true);
                             last_progress = Instant::now();
                             if fresh {
-                                announce(client, &peers, &report.banned, swarm, index);
+                                let by_seed = known.kinds[peer.0 as usize] == PeerKind::Seed;
+                                let counter = if by_seed { &counters.from_seeds } else { &counters.from_peers };
+                                counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                                announce(client, &known, swarm, index);
                             }
                         }
                         Err(e) => {
-                            tracing::debug!(peer = %peers[peer.0 as usize], error = %e, "bad chunk");
+                            tracing::debug!(peer = %known.peers[peer.0 as usize], error = %e, "bad chunk");
+                            counters.failed.fetch_add(1, Ordering::Relaxed);
                             sched.handle_chunk(t, peer, index, false);
                         }
                     },
@@ -276,24 +353,79 @@ pub async fn download(
                     }
                 }
             }
+            Some((peer, kind, ok)) = joined_rx.recv() => {
+                waiting = waiting.saturating_sub(1);
+                joiner.busy.remove(&peer);
+                if ok && !known.index_of.contains_key(&peer) && !known.banned.contains(&peer) {
+                    let idx = PeerIdx(known.peers.len() as u32);
+                    known.peers.push(peer);
+                    known.kinds.push(kind);
+                    known.index_of.insert(peer, idx);
+                    sched.handle_peer(now(), idx, kind);
+                    if let Some(b) = known.early.remove(&peer) {
+                        sched.handle_bitfield(now(), idx, &b);
+                    }
+                    counters.connected.fetch_add(1, Ordering::Relaxed);
+                    if kind == PeerKind::Peer {
+                        let mine = HaveMessage {
+                            swarm,
+                            update: HaveUpdate::Bitfield(sched.have().clone()),
+                        };
+                        let client = client.clone();
+                        tokio::spawn(async move {
+                            let _ = client.have(peer, mine).await;
+                        });
+                    }
+                }
+            }
+            source = async { more_sources.as_mut()?.recv().await }, if more_sources.is_some() => {
+                match source {
+                    Some(s) if !known.index_of.contains_key(&s.peer) && !known.banned.contains(&s.peer) => {
+                        joiner.join(s.peer, Some(s.addr), s.kind);
+                    }
+                    Some(_) => {}
+                    None => more_sources = None,
+                }
+            }
             Some(event) = events.recv() => {
                 let t = now();
                 match event {
                     Event::Have { peer, message } if message.swarm == swarm => {
-                        if let Some(&idx) = index_of.get(&peer) {
+                        let n = manifest.chunks.len();
+                        if let Some(&idx) = known.index_of.get(&peer) {
                             match message.update {
                                 HaveUpdate::Bitfield(b) => sched.handle_bitfield(t, idx, &b),
                                 HaveUpdate::Have(list) => {
-                                    for c in list.into_iter().take(manifest.chunks.len()) {
+                                    for c in list.into_iter().take(n) {
                                         sched.handle_have(t, idx, c);
+                                    }
+                                }
+                            }
+                        } else if known.early.len() < MAX_EARLY || known.early.contains_key(&peer) {
+                            let held = known.early.entry(peer).or_insert_with(|| Bitfield::new(n as u32));
+                            match message.update {
+                                HaveUpdate::Bitfield(b) if b.len() == n as u32 => *held = b,
+                                HaveUpdate::Bitfield(_) => {}
+                                HaveUpdate::Have(list) => {
+                                    for c in list.into_iter().take(n).filter(|&c| (c as usize) < n) {
+                                        held.set(c);
                                     }
                                 }
                             }
                         }
                     }
+                    // A peer that found us: fetch from it too.
+                    Event::Authenticated { peer, swarm: s }
+                        if s == swarm
+                            && !known.index_of.contains_key(&peer)
+                            && !known.banned.contains(&peer) =>
+                    {
+                        joiner.join(peer, None, PeerKind::Peer);
+                    }
                     Event::Disconnected { peer } => {
-                        if let Some(&idx) = index_of.get(&peer) {
+                        if let Some(idx) = known.index_of.remove(&peer) {
                             sched.handle_disconnect(t, idx);
+                            counters.connected.fetch_sub(1, Ordering::Relaxed);
                         }
                     }
                     _ => {}
@@ -304,9 +436,12 @@ pub async fn download(
     }
 }
 
-/// Tells every (non-banned) peer about a new chunk, without waiting.
-fn announce(client: &Client, peers: &[Peer], banned: &[Peer], swarm: Hash, index: u32) {
-    for &p in peers.iter().filter(|p| !banned.contains(p)) {
+/// Tells every connected, non-banned peer about a new chunk, without waiting.
+fn announce(client: &Client, known: &Sources, swarm: Hash, index: u32) {
+    for (&p, &idx) in &known.index_of {
+        if known.kinds[idx.0 as usize] == PeerKind::Seed || known.banned.contains(&p) {
+            continue;
+        }
         let client = client.clone();
         tokio::spawn(async move {
             let _ = client

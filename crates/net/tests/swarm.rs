@@ -192,6 +192,8 @@ async fn downloaders_share_chunks_with_each_other() {
                 scheduler: Default::default(),
                 download_rate: None,
                 stall: Duration::from_secs(60),
+                more_sources: None,
+                counters: Default::default(),
             };
             let report = download(&client, &mut events, job).await;
             // keep serving a little so slower peers can finish from us
@@ -266,6 +268,8 @@ async fn corrupt_peer_is_banned_and_download_completes() {
         scheduler: Default::default(),
         download_rate: None,
         stall: Duration::from_secs(60),
+        more_sources: None,
+        counters: Default::default(),
     };
     let report = download(&me, &mut events, job).await.unwrap();
     assert_eq!(report.banned, vec![evil.peer_id()], "{report:?}");
@@ -354,6 +358,8 @@ async fn upload_and_download_caps_hold() {
             scheduler: Default::default(),
             download_rate,
             stall: Duration::from_secs(60),
+            more_sources: None,
+            counters: Default::default(),
         };
         download(&me, &mut events, job).await.unwrap();
         let rate = upload.or(download_rate).unwrap() as f64;
