@@ -38,6 +38,24 @@ pub enum Command {
     /// Inspect and compare manifests.
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// Install a product through the swarm, then keep seeding for a while.
+    ///
+    /// Gets a swarm token and signed release metadata from the tracker,
+    /// checks them (tracker signature, expiry, no rollback) and the
+    /// publisher-signed manifest, checks free disk space, downloads from
+    /// peers (seeds only as fallback), verifies every chunk, and swaps the
+    /// build in atomically: the game lives in DIR/current. Interrupted runs
+    /// resume where they stopped.
+    Install(InstallArgs),
+    /// Update an installed product to the newest release of its channel,
+    /// fetching only the chunks the installed version lacks.
+    Update(UpdateArgs),
+    /// Rehash an install against its manifest and list damaged or missing files.
+    Verify(DirArgs),
+    /// Fetch exactly the damaged chunks of an install from the swarm.
+    Repair(RepairArgs),
+    /// Show what is installed in a directory, and whether it is seeding.
+    Status(DirArgs),
     /// Operate a tracker: accounts, seats, API keys, products, channels,
     /// publisher keys, entitlements, releases, the audit log and ops views.
     Admin(AdminArgs),
@@ -399,4 +417,90 @@ mod tests {
         use clap::CommandFactory as _;
         Cli::command().debug_assert();
     }
+}
+
+/// Launcher settings: each overrides `config.toml` in the config directory
+/// ($SHOAL_CONFIG_DIR, else ~/.config/shoal).
+#[derive(Debug, Clone, Args)]
+pub struct LauncherArgs {
+    /// Tracker base URL.
+    #[arg(long, env = "SHOAL_TRACKER")]
+    pub tracker: Option<String>,
+    /// The player's API key.
+    #[arg(long, env = "SHOAL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// The tracker's public key (hex), pinned.
+    #[arg(long, env = "SHOAL_TRACKER_KEY")]
+    pub tracker_key: Option<String>,
+    /// Download cap, e.g. `100Mbit` or `10MB/s`.
+    #[arg(long, env = "SHOAL_MAX_DOWNLOAD")]
+    pub max_download: Option<String>,
+    /// Upload cap while downloading and seeding, e.g. `20Mbit`.
+    #[arg(long, env = "SHOAL_MAX_UPLOAD")]
+    pub max_upload: Option<String>,
+    /// QUIC multiaddr to listen on for peers (repeatable).
+    #[arg(long = "listen")]
+    pub listen: Vec<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The product id.
+    pub product: String,
+    /// The channel (default: stable, or the installed build's).
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// The install directory (default: install_root/PRODUCT from the config).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Keep serving the release to other players this long afterwards (e.g. 5m, 0).
+    #[arg(long, default_value = "3m")]
+    pub seed_for: String,
+    /// Do not seed after installing.
+    #[arg(long, conflicts_with = "seed_for")]
+    pub no_seed: bool,
+    #[command(flatten)]
+    pub launcher: LauncherArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The product id.
+    pub product: String,
+    /// The install directory (default: install_root/PRODUCT from the config).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Switch to another channel.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Keep serving the release to other players this long afterwards (e.g. 5m, 0).
+    #[arg(long, default_value = "3m")]
+    pub seed_for: String,
+    /// Do not seed after updating.
+    #[arg(long, conflicts_with = "seed_for")]
+    pub no_seed: bool,
+    #[command(flatten)]
+    pub launcher: LauncherArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DirArgs {
+    /// The install directory.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// The install directory.
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub launcher: LauncherArgs,
 }

@@ -50,6 +50,57 @@ pub fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{} {}", count(n), if n == 1 { one } else { many })
 }
 
+/// Parses a rate: `20Mbit` (bits per second, SI), `5MB/s`, `2MiB/s`, `800KiB/s`,
+/// or a plain number of bytes per second. Returns bytes per second.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a rate (try 20Mbit, 5MB/s or 2MiB/s)"))?;
+    let unit = unit.trim().trim_end_matches("/s").trim_end_matches("ps");
+    let per_sec = match unit {
+        "" | "B" => value,
+        "kbit" | "Kbit" => value * 1e3 / 8.0,
+        "Mbit" | "mbit" => value * 1e6 / 8.0,
+        "Gbit" | "gbit" => value * 1e9 / 8.0,
+        "kB" | "KB" => value * 1e3,
+        "MB" => value * 1e6,
+        "GB" => value * 1e9,
+        "KiB" => value * 1024.0,
+        "MiB" => value * 1024.0 * 1024.0,
+        "GiB" => value * 1024.0 * 1024.0 * 1024.0,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use kbit, Mbit, Gbit, kB, MB, GB, KiB, MiB or GiB, optionally with /s)"
+            ));
+        }
+    };
+    if !per_sec.is_finite() || per_sec < 1.0 {
+        return Err(format!("{text:?} is too small a rate"));
+    }
+    Ok(per_sec as u64)
+}
+
+/// Parses a duration: `90s`, `5m`, `2h`, `0` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, mult) = match t.char_indices().last() {
+        Some((i, 's')) => (&t[..i], 1),
+        Some((i, 'm')) => (&t[..i], 60),
+        Some((i, 'h')) => (&t[..i], 3600),
+        _ => (t, 1),
+    };
+    let n: u64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (try 90s, 5m or 2h)"))?;
+    Ok(Duration::from_secs(n * mult))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +114,21 @@ mod tests {
         assert_eq!(count(12), "12");
         assert_eq!(duration(Duration::from_secs(75)), "1m15s");
         assert_eq!(duration(Duration::from_millis(1500)), "1.5s");
+    }
+
+    #[test]
+    fn rates_and_durations() {
+        assert_eq!(parse_rate("20Mbit"), Ok(2_500_000));
+        assert_eq!(parse_rate("100Mbit/s"), Ok(12_500_000));
+        assert_eq!(parse_rate("5MB/s"), Ok(5_000_000));
+        assert_eq!(parse_rate("2MiB/s"), Ok(2 << 20));
+        assert_eq!(parse_rate("1000"), Ok(1000));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("20Mbits/fortnight").is_err());
+        assert!(parse_rate("0").is_err());
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("soon").is_err());
     }
 }

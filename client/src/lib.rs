@@ -1,10 +1,15 @@
 //! The `shoal` command's logic, kept out of `main.rs` so tests drive it
-//! directly: key generation, publishing, and manifest inspection.
+//! directly: key generation, publishing, manifest inspection, the player's
+//! launcher and the admin commands.
 
 mod admin;
 pub mod cli;
+pub mod config;
 pub mod human;
 mod keygen;
+pub mod lab;
+mod launch_cmd;
+pub mod launcher;
 mod manifest_cmd;
 pub mod progress;
 mod publish;
@@ -20,6 +25,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Publish(args) => publish::run(&args),
         Command::Manifest(cmd) => manifest_cmd::run(&cmd),
         Command::Admin(args) => admin::run(&args),
+        Command::Install(args) => launch_cmd::install(&args),
+        Command::Update(args) => launch_cmd::update(&args),
+        Command::Verify(args) => launch_cmd::verify(&args),
+        Command::Repair(args) => launch_cmd::repair(&args),
+        Command::Status(args) => launch_cmd::status(&args),
     }
 }
 
@@ -61,6 +71,22 @@ pub enum Exit {
     TrackerRefused = 6,
     /// The tracker failed (5xx).
     TrackerFailed = 7,
+    /// The account is not entitled to the product (the tracker's reason is printed).
+    NotEntitled = 8,
+    /// Refused by export screening (embargoed country or denied party).
+    ExportRefused = 9,
+    /// No peer or seed could be reached, or the swarm stopped delivering.
+    NoSources = 10,
+    /// Not enough disk space (the bytes needed and free are printed).
+    DiskFull = 11,
+    /// The release is older than one this install already accepted.
+    Rollback = 12,
+    /// A signature or hash did not check out: release metadata, token or manifest.
+    SignatureInvalid = 13,
+    /// The release metadata has expired (a stale or frozen tracker answer).
+    MetadataExpired = 14,
+    /// `shoal verify` found damaged or missing files.
+    Damaged = 15,
 }
 
 /// Wraps `err` so that the process exits with `code`, keeping its message.
@@ -85,4 +111,8 @@ impl fmt::Display for Coded {
     }
 }
 
-impl std::error::Error for Coded {}
+impl std::error::Error for Coded {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}

@@ -29,6 +29,10 @@ impl Tracker {
         Ok(Tracker { base, key, http })
     }
 
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }

@@ -168,8 +168,10 @@ fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// The releases a seed serves, with an egress counter.
 #[derive(Debug, Default)]
 pub struct Releases {
-    bundles: HashMap<Hash, Bundle>,
+    bundles: std::sync::RwLock<HashMap<Hash, Arc<Bundle>>>,
     served: AtomicU64,
+    /// Woken when a release is added, so the tracker hears of it at once.
+    changed: tokio::sync::Notify,
 }
 
 impl Releases {
@@ -188,17 +190,39 @@ impl Releases {
                 }; // skips partial imports
                 let b = Bundle::open(&entry.path())
                     .with_context(|| format!("opening {}", entry.path().display()))?;
-                bundles.insert(id, b);
+                bundles.insert(id, Arc::new(b));
             }
         }
         Ok(Releases {
-            bundles,
+            bundles: std::sync::RwLock::new(bundles),
             served: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
+    /// Imports a bundle (see [`import`]) and serves it at once.
+    pub fn import(&self, data: &Path, bundle_dir: &Path, release: Hash) -> anyhow::Result<()> {
+        let dir = import(data, bundle_dir, release)?;
+        let bundle = Bundle::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+        self.bundles
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(release, Arc::new(bundle));
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    fn bundle(&self, id: &Hash) -> Option<Arc<Bundle>> {
+        self.bundles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
     pub fn ids(&self) -> Vec<Hash> {
-        let mut ids: Vec<Hash> = self.bundles.keys().copied().collect();
+        let bundles = self.bundles.read().unwrap_or_else(|p| p.into_inner());
+        let mut ids: Vec<Hash> = bundles.keys().copied().collect();
         ids.sort();
         ids
     }
@@ -211,7 +235,7 @@ impl Releases {
 
 impl ChunkSource for Releases {
     fn chunk(&self, swarm: &Hash, index: u32) -> Option<Vec<u8>> {
-        let bundle = self.bundles.get(swarm)?;
+        let bundle = self.bundle(swarm)?;
         match bundle.read_chunk(index) {
             Ok(bytes) => {
                 self.served.fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -225,8 +249,7 @@ impl ChunkSource for Releases {
     }
 
     fn bitfield(&self, swarm: &Hash) -> Option<Bitfield> {
-        self.bundles
-            .get(swarm)
+        self.bundle(swarm)
             .map(|b| Bitfield::full(b.manifest().chunks.len() as u32))
     }
 }
@@ -236,8 +259,18 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let keypair = identity(&config.data)?;
     let releases = Arc::new(Releases::open(&config.data)?);
+    run_with(config, releases, shutdown).await
+}
+
+/// [`run`] with the releases already open, so the caller can add more
+/// while it serves ([`Releases::import`]).
+pub async fn run_with(
+    config: Config,
+    releases: Arc<Releases>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let keypair = identity(&config.data)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
@@ -328,6 +361,7 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tokio::time::sleep(interval) => {}
+            _ = releases.changed.notified() => {}
         }
     }
     Ok(())

@@ -221,8 +221,8 @@ const MAX_SENT_REMEMBERED: usize = 1 << 20;
 
 struct Loop {
     swarm: libp2p::Swarm<Behaviour>,
-    /// When each chunk was last sent (super-seeding only).
-    sent: HashMap<(Hash, u32), Duration>,
+    /// When each chunk was last sent, and to whom (super-seeding only).
+    sent: HashMap<(Hash, u32), (Duration, PeerId)>,
     upload: Option<shoal_scheduler::TokenBucket>,
     delayed_tx: mpsc::Sender<Delayed>,
     started: std::time::Instant,
@@ -556,10 +556,13 @@ impl Loop {
             } => {
                 let now = self.started.elapsed();
                 let key = (request.swarm, request.index);
-                let recently_sent = self
-                    .config
-                    .super_seed
-                    .is_some_and(|w| self.sent.get(&key).is_some_and(|&t| now < t + w));
+                // A peer asking again for what it was sent lost it (a repair,
+                // a restart): it gets the chunk; others are sent elsewhere.
+                let recently_sent = self.config.super_seed.is_some_and(|w| {
+                    self.sent
+                        .get(&key)
+                        .is_some_and(|&(t, to)| now < t + w && to != peer)
+                });
                 let response = if !self.is_authorised(&peer, &request.swarm) {
                     ChunkResponse::Unauthorized
                 } else if recently_sent {
@@ -574,7 +577,7 @@ impl Loop {
                     if self.sent.len() >= MAX_SENT_REMEMBERED {
                         self.sent.clear();
                     }
-                    self.sent.insert(key, now);
+                    self.sent.insert(key, (now, peer));
                 }
                 // The upload cap delays the answer by what its bytes cost.
                 let wait = match (&mut self.upload, &response) {

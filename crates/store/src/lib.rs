@@ -48,6 +48,9 @@ pub enum StoreError {
     /// Something in the install directory is not what the store wrote.
     #[error("{0}")]
     Corrupt(String),
+    /// Another process (a launcher still seeding?) has the install open.
+    #[error("{0} is in use by another shoal process (one still seeding?); wait for it or stop it")]
+    Busy(PathBuf),
     /// `DIR/current` exists but is not a link this store made.
     #[error("{0} exists and is not a Shoal install link; choose another --dir")]
     NotOurs(PathBuf),
@@ -133,7 +136,13 @@ impl Install {
         let db = sled::Config::new()
             .path(state.join("index"))
             .cache_capacity(8 << 20)
-            .open()?;
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == io::ErrorKind::WouldBlock => {
+                    StoreError::Busy(root.to_owned())
+                }
+                e => StoreError::Index(e),
+            })?;
         Ok(Install {
             root: root.to_owned(),
             meta: db.open_tree("meta")?,
@@ -162,23 +171,7 @@ impl Install {
 
     /// The installed build, if any.
     pub fn installed(&self) -> Result<Option<Build>, StoreError> {
-        let current = self.current_path();
-        let target = match fs::read_link(&current) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::io(&current)(e)),
-        };
-        let name = target
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| StoreError::Corrupt(format!("{} points nowhere", current.display())))?
-            .to_owned();
-        let builds = self.state.join("builds");
-        let (record, manifest) = load_described(&builds, &name)?;
-        Ok(Some(Build {
-            record,
-            tree: Tree::new(builds.join(&name), Arc::new(manifest)),
-        }))
+        installed(&self.root)
     }
 
     /// The highest release version accepted for (product, channel).
@@ -285,6 +278,31 @@ impl Install {
         self.write_budget.fetch_sub(len, Ordering::SeqCst);
         Ok(())
     }
+}
+
+/// The build installed in `root`, read without opening the index (so it
+/// works while a launcher holds the install open).
+pub fn installed(root: &Path) -> Result<Option<Build>, StoreError> {
+    let current = root.join(CURRENT);
+    let target = match fs::read_link(&current) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            return Err(StoreError::NotOurs(current));
+        }
+        Err(e) => return Err(StoreError::io(&current)(e)),
+    };
+    let name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| StoreError::Corrupt(format!("{} points nowhere", current.display())))?
+        .to_owned();
+    let builds = root.join(STATE).join("builds");
+    let (record, manifest) = load_described(&builds, &name)?;
+    Ok(Some(Build {
+        record,
+        tree: Tree::new(builds.join(&name), Arc::new(manifest)),
+    }))
 }
 
 fn bad_index(hash: &Hash) -> StoreError {

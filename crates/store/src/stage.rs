@@ -250,8 +250,8 @@ impl Staging {
 
     /// Finishes the build (links, modes, fsync) and swaps it in atomically.
     /// Until the swap the old build is untouched; after it, the old build
-    /// is removed.
-    pub fn commit(self) -> Result<Build, StoreError> {
+    /// is removed. The staging is spent afterwards: use the returned build.
+    pub fn commit(&self) -> Result<Build, StoreError> {
         if !self.is_complete() {
             return Err(StoreError::Corrupt(format!(
                 "staged build {} is incomplete",

@@ -1,0 +1,272 @@
+//! `shoal install | update | verify | repair | status`: settings from the
+//! config file, environment and flags; a runtime; and the printed result.
+
+use crate::cli::{DirArgs, InstallArgs, LauncherArgs, RepairArgs, UpdateArgs};
+use crate::config::{self, Settings};
+use crate::launcher::{self, Outcome, Request};
+use crate::{Exit, human, with_exit};
+use std::path::PathBuf;
+
+/// Resolves settings: config file, then environment and flags (clap reads
+/// both), checked once.
+pub fn settings(args: &LauncherArgs) -> anyhow::Result<Settings> {
+    let dir = config::config_dir();
+    let mut file = config::File::load(&dir)?;
+    let set = |slot: &mut Option<String>, v: &Option<String>| {
+        if let Some(v) = v.clone().filter(|v| !v.is_empty()) {
+            *slot = Some(v);
+        }
+    };
+    set(&mut file.tracker, &args.tracker);
+    set(&mut file.api_key, &args.api_key);
+    set(&mut file.tracker_key, &args.tracker_key);
+    set(&mut file.max_download, &args.max_download);
+    set(&mut file.max_upload, &args.max_upload);
+    if !args.listen.is_empty() {
+        file.listen = Some(args.listen.clone());
+    }
+    let file = file.with_env(|k| match k {
+        "SHOAL_INSTALL_ROOT" => std::env::var(k).ok(),
+        _ => None,
+    });
+    let mut settings = file.resolve(&dir)?;
+    settings.progress = !args.json;
+    Ok(settings)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn seed_for(text: &str, no_seed: bool) -> anyhow::Result<std::time::Duration> {
+    if no_seed {
+        return Ok(std::time::Duration::ZERO);
+    }
+    human::parse_duration(text)
+        .map_err(|e| with_exit(anyhow::anyhow!("--seed-for: {e}"), Exit::BadInput))
+}
+
+/// Runs `work`, or stops at Ctrl-C with a note on how to resume.
+fn interruptible<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    runtime()?.block_on(async {
+        tokio::select! {
+            r = work => r,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("\ninterrupted: run the same command again to resume where it stopped");
+                std::process::exit(130);
+            }
+        }
+    })
+}
+
+fn install_dir(settings: &Settings, dir: &Option<PathBuf>, product: &str) -> PathBuf {
+    dir.clone()
+        .unwrap_or_else(|| settings.install_root.join(product))
+}
+
+pub(crate) fn install(args: &InstallArgs) -> anyhow::Result<()> {
+    let settings = settings(&args.launcher)?;
+    let req = Request {
+        product: args.product.clone(),
+        channel: args.channel.clone(),
+        dir: install_dir(&settings, &args.dir, &args.product),
+        seed_for: seed_for(&args.seed_for, args.no_seed)?,
+        update: false,
+    };
+    run_install(&settings, &req, args.launcher.json)
+}
+
+pub(crate) fn update(args: &UpdateArgs) -> anyhow::Result<()> {
+    let settings = settings(&args.launcher)?;
+    let req = Request {
+        product: args.product.clone(),
+        channel: args.channel.clone(),
+        dir: install_dir(&settings, &args.dir, &args.product),
+        seed_for: seed_for(&args.seed_for, args.no_seed)?,
+        update: true,
+    };
+    run_install(&settings, &req, args.launcher.json)
+}
+
+fn run_install(settings: &Settings, req: &Request, json: bool) -> anyhow::Result<()> {
+    if !json && !req.seed_for.is_zero() {
+        eprintln!(
+            "after installing, shoal keeps serving other players for {} (--no-seed to skip, Ctrl-C to stop)",
+            human::duration(req.seed_for)
+        );
+    }
+    let outcome = interruptible(launcher::install(
+        settings,
+        req,
+        None,
+        std::future::pending(),
+    ))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        print_outcome(&outcome);
+    }
+    Ok(())
+}
+
+fn print_outcome(o: &Outcome) {
+    if o.up_to_date {
+        println!(
+            "{} {} (v{}, {}) is up to date in {}",
+            o.product,
+            o.label,
+            o.version,
+            o.channel,
+            o.dir.display()
+        );
+        return;
+    }
+    let fetched = o.from_peers + o.from_seeds;
+    let share = if fetched > 0 {
+        o.from_peers as f64 * 100.0 / fetched as f64
+    } else {
+        0.0
+    };
+    let verb = match o.previous_version {
+        Some(v) => format!("updated from v{v} to"),
+        None => "installed".into(),
+    };
+    println!(
+        "{} {verb} {} (v{}, {}) in {}",
+        o.product,
+        o.label,
+        o.version,
+        o.channel,
+        o.dir.join("current").display()
+    );
+    println!(
+        "  {} fetched in {} ({share:.0}% from peers), {} reused from the installed build, {} resumed",
+        human::bytes(fetched),
+        human::duration(std::time::Duration::from_secs_f64(o.download_secs)),
+        human::bytes(o.reused_bytes),
+        human::bytes(o.resumed_bytes),
+    );
+    if o.seeded_secs > 0.0 || o.uploaded > 0 {
+        println!(
+            "  {} uploaded to other players, seeded for {}",
+            human::bytes(o.uploaded),
+            human::duration(std::time::Duration::from_secs_f64(o.seeded_secs))
+        );
+    }
+}
+
+pub(crate) fn verify(args: &DirArgs) -> anyhow::Result<()> {
+    let mut settings = settings(&LauncherArgs::offline())?;
+    settings.progress = !args.json;
+    let v = runtime()?.block_on(launcher::verify(&settings, &args.dir))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if v.damage.is_empty() {
+        println!(
+            "{} v{}: all {} files ({}) match the manifest",
+            v.product,
+            v.version,
+            v.files,
+            human::bytes(v.bytes)
+        );
+    } else {
+        for d in &v.damage {
+            let what = match &d.problem {
+                shoal_store::Problem::Missing => "missing".to_owned(),
+                shoal_store::Problem::WrongSize { expected, actual } => {
+                    format!("wrong size ({actual} bytes, expected {expected})")
+                }
+                shoal_store::Problem::BadChunks => {
+                    format!(
+                        "{} damaged",
+                        human::plural(d.chunks.len() as u64, "chunk", "chunks")
+                    )
+                }
+                shoal_store::Problem::WrongKind => "missing or of the wrong kind".to_owned(),
+            };
+            println!("{}: {what}", d.path);
+        }
+    }
+    if v.damage.is_empty() {
+        Ok(())
+    } else {
+        Err(with_exit(
+            anyhow::anyhow!(
+                "{} damaged; `shoal repair --dir {}` fetches only what is broken",
+                human::plural(v.damage.len() as u64, "file is", "files are"),
+                args.dir.display()
+            ),
+            Exit::Damaged,
+        ))
+    }
+}
+
+pub(crate) fn repair(args: &RepairArgs) -> anyhow::Result<()> {
+    let settings = settings(&args.launcher)?;
+    let r = interruptible(launcher::repair(&settings, &args.dir))?;
+    if args.launcher.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else if r.damaged_files == 0 {
+        println!("{} v{}: nothing to repair", r.product, r.version);
+    } else {
+        println!(
+            "{} v{}: repaired {} by fetching {} ({})",
+            r.product,
+            r.version,
+            human::plural(r.damaged_files as u64, "file", "files"),
+            human::plural(u64::from(r.chunks_fetched), "chunk", "chunks"),
+            human::bytes(r.bytes_fetched)
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn status(args: &DirArgs) -> anyhow::Result<()> {
+    let s = launcher::status(&args.dir)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    match &s.installed {
+        Some(b) => println!(
+            "{} {} (v{}, channel {}): {} in {} files at {}",
+            b.product,
+            b.label,
+            b.version,
+            b.channel,
+            human::bytes(b.size),
+            b.files,
+            b.path.display()
+        ),
+        None => println!("nothing installed in {}", s.dir.display()),
+    }
+    if let Some(name) = &s.staging {
+        println!(
+            "download in progress or interrupted: {name} (run install or update again to resume)"
+        );
+    }
+    match &s.seeding {
+        Some(v) => println!("seeding: launcher pid {} until {}", v["pid"], v["until"]),
+        None => println!("not seeding"),
+    }
+    Ok(())
+}
+
+impl LauncherArgs {
+    /// No flags: the config file and environment only.
+    fn offline() -> LauncherArgs {
+        LauncherArgs {
+            tracker: None,
+            api_key: None,
+            tracker_key: None,
+            max_download: None,
+            max_upload: None,
+            listen: Vec::new(),
+            json: false,
+        }
+    }
+}

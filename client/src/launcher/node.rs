@@ -1,0 +1,228 @@
+//! The launcher's side of the swarm: what its node serves (the staged build
+//! while downloading, the installed build afterwards), and the announce loop
+//! that reports progress to the tracker and feeds new peers to the download.
+
+use crate::tracker::Tracker;
+use serde::Deserialize;
+use shoal_manifest::VerifiedChunk;
+use shoal_net::download::{ChunkStore, Counters, Source};
+use shoal_net::{ChunkSource, Client, Peer};
+use shoal_scheduler::PeerKind;
+use shoal_store::{Build, Staging};
+use shoal_types::{Bitfield, Hash};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What the node holds of one swarm.
+#[derive(Debug, Clone)]
+pub enum Held {
+    /// Downloading: serve what is staged.
+    Staging(Arc<Staging>),
+    /// Installed: serve everything.
+    Build(Arc<Build>),
+    /// Repairing: serve the chunks not known to be damaged.
+    Repair(Arc<Build>, Arc<RwLock<Bitfield>>),
+}
+
+/// The node's chunk source and the download's store.
+#[derive(Debug)]
+pub struct Serving {
+    swarm: Hash,
+    held: RwLock<Held>,
+    /// Verified bytes sent to other peers.
+    pub uploaded: AtomicU64,
+}
+
+impl Serving {
+    pub fn new(swarm: Hash, held: Held) -> Serving {
+        Serving {
+            swarm,
+            held: RwLock::new(held),
+            uploaded: AtomicU64::new(0),
+        }
+    }
+
+    pub fn set(&self, held: Held) {
+        *self.held.write().unwrap_or_else(|p| p.into_inner()) = held;
+    }
+
+    fn held(&self) -> Held {
+        self.held.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl ChunkSource for Serving {
+    fn chunk(&self, swarm: &Hash, index: u32) -> Option<Vec<u8>> {
+        if *swarm != self.swarm {
+            return None;
+        }
+        let data = match self.held() {
+            Held::Staging(s) => s.read_chunk(index),
+            Held::Build(b) => b.read_chunk(index),
+            Held::Repair(b, good) => good
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(index)
+                .then(|| b.read_chunk(index))
+                .flatten(),
+        }?;
+        self.uploaded
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        Some(data)
+    }
+
+    fn bitfield(&self, swarm: &Hash) -> Option<Bitfield> {
+        if *swarm != self.swarm {
+            return None;
+        }
+        Some(match self.held() {
+            Held::Staging(s) => s.have(),
+            Held::Build(b) => Bitfield::full(b.manifest().chunks.len() as u32),
+            Held::Repair(_, good) => good.read().unwrap_or_else(|p| p.into_inner()).clone(),
+        })
+    }
+}
+
+impl ChunkStore for Serving {
+    fn put(&self, chunk: VerifiedChunk<'_>) -> std::io::Result<()> {
+        match self.held() {
+            Held::Staging(s) => s.put(chunk),
+            Held::Repair(b, good) => {
+                b.repair_chunk(chunk)?;
+                good.write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .set(chunk.index());
+                Ok(())
+            }
+            Held::Build(_) => Ok(()),
+        }
+    }
+}
+
+/// A peer as the tracker lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    #[serde(default)]
+    pub seed: bool,
+}
+
+impl PeerInfo {
+    /// A dialable source, unless it is us or unusable.
+    pub fn source(&self, me: &Peer) -> Option<Source> {
+        let peer: Peer = self.peer_id.parse().ok()?;
+        if peer == *me {
+            return None;
+        }
+        let addr = self.addrs.iter().find_map(|a| a.parse().ok())?;
+        Some(Source {
+            peer,
+            addr,
+            kind: if self.seed {
+                PeerKind::Seed
+            } else {
+                PeerKind::Peer
+            },
+        })
+    }
+}
+
+/// What the announce loop reports and where it sends peers.
+#[derive(Debug)]
+pub struct Announcer {
+    pub tracker: Tracker,
+    pub token: RwLock<String>,
+    pub listen: Vec<String>,
+    pub me: Peer,
+    pub counters: Arc<Counters>,
+    pub serving: Arc<Serving>,
+    pub complete: AtomicBool,
+    /// Ask for seeds too.
+    pub starving: AtomicBool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Answer {
+    interval: u64,
+    #[serde(default)]
+    peers: Vec<PeerInfo>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+impl Announcer {
+    async fn announce_once(&self, stopped: bool) -> anyhow::Result<Answer> {
+        let have = self
+            .serving
+            .bitfield(&self.serving.swarm)
+            .map_or(0, |b| u64::from(b.count()));
+        let body = serde_json::json!({
+            "token": *self.token.read().unwrap_or_else(|p| p.into_inner()),
+            "listen_addrs": self.listen,
+            "have": have,
+            "complete": self.complete.load(Ordering::Relaxed),
+            "uploaded": self.serving.uploaded.load(Ordering::Relaxed),
+            "downloaded": self.counters.received(),
+            "downloaded_from_seeds": self.counters.from_seeds.load(Ordering::Relaxed),
+            "starving": self.starving.load(Ordering::Relaxed),
+            "stopped": stopped,
+        });
+        let v = self
+            .tracker
+            .call(reqwest::Method::POST, "/v1/announce", Some(&body))
+            .await?;
+        let answer: Answer = serde_json::from_value(v)?;
+        if let Some(t) = &answer.token {
+            *self.token.write().unwrap_or_else(|p| p.into_inner()) = t.clone();
+        }
+        Ok(answer)
+    }
+
+    /// Announces now and then every interval, sending new peers to `more`
+    /// (while anyone listens). Runs until aborted.
+    pub async fn run(self: Arc<Self>, more: mpsc::Sender<Source>) {
+        let mut interval = Duration::from_secs(5);
+        loop {
+            match self.announce_once(false).await {
+                Ok(answer) => {
+                    interval = Duration::from_secs(answer.interval.clamp(1, 600));
+                    for p in &answer.peers {
+                        if let Some(s) = p.source(&self.me) {
+                            let _ = more.try_send(s);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %crate::one_line(&e), "announce failed; retrying"),
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// Tells the tracker we are leaving the swarm.
+    pub async fn leave(&self) {
+        if let Err(e) = self.announce_once(true).await {
+            tracing::debug!(error = %crate::one_line(&e), "leaving announce failed");
+        }
+    }
+}
+
+/// The node's addresses worth telling others (no unspecified addresses).
+pub async fn listen_addrs(client: &Client) -> anyhow::Result<Vec<String>> {
+    for _ in 0..300 {
+        let addrs: Vec<String> = client
+            .listen_addrs()
+            .await?
+            .iter()
+            .map(ToString::to_string)
+            .filter(|a| !a.contains("/0.0.0.0/") && !a.contains("/::/"))
+            .collect();
+        if !addrs.is_empty() {
+            return Ok(addrs);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    anyhow::bail!("the peer node did not start listening")
+}

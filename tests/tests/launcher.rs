@@ -1,0 +1,524 @@
+//! The launcher end to end: a real tracker, seed and launchers on loopback
+//! (HTTP, QUIC, sled and files on disk), driven through the library the
+//! `shoal` binary runs.
+
+use shoal_client::config::Settings;
+use shoal_client::lab::{Lab, Options, Published, sample};
+use shoal_client::launcher::{self, Outcome, Request};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const MIB: u64 = 1 << 20;
+
+fn small_chunks() -> shoal_manifest::ChunkParams {
+    shoal_manifest::ChunkParams {
+        min: 64 << 10,
+        avg: 256 << 10,
+        max: 1 << 20,
+    }
+}
+
+async fn lab(root: &Path, seed_upload: Option<u64>) -> anyhow::Result<Lab> {
+    Lab::start(
+        root,
+        Options {
+            seed_upload,
+            chunking: small_chunks(),
+            announce_interval_secs: 1,
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+fn request(lab: &Lab, dir: PathBuf, update: bool, seed_for: Duration) -> Request {
+    Request {
+        product: lab.options.product.clone(),
+        channel: None,
+        dir,
+        seed_for,
+        update,
+    }
+}
+
+async fn install(
+    settings: &Settings,
+    req: &Request,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Outcome> {
+    let mut stop = stop;
+    launcher::install(settings, req, None, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await
+}
+
+fn assert_installed(dir: &Path, build: &Path) -> anyhow::Result<()> {
+    sample::same(build, &dir.join("current"))?
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))
+}
+
+/// Six players install at once; then v2 comes out and they all update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn six_players_install_then_update_through_the_swarm() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    // The seed is capped so that peers matter.
+    let lab = lab(tmp.path(), Some(8 * MIB)).await?;
+    let v1_dir = tmp.path().join("build-v1");
+    sample::build(&v1_dir, 24 * MIB, 1)?;
+    let v1 = lab.publish(&v1_dir, "1.0").await?;
+
+    let mut players = Vec::new();
+    for i in 0..6 {
+        players.push(lab.player(&format!("player{i}")).await?.0);
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let run = |update: bool| {
+        let mut tasks = Vec::new();
+        for (i, s) in players.iter().enumerate() {
+            let s = s.clone();
+            let req = request(
+                &lab,
+                tmp.path().join(format!("install{i}")),
+                update,
+                Duration::from_secs(120),
+            );
+            let stop = stop_rx.clone();
+            tasks.push(tokio::spawn(async move { install(&s, &req, stop).await }));
+        }
+        tasks
+    };
+    // Everyone seeds until everyone is done, like players who keep the launcher open.
+    let tasks = run(false);
+    let done = wait_all_installed(&lab, &tmp, 6, &v1).await;
+    stop_tx.send(true)?;
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await??);
+    }
+    done?;
+    for i in 0..6 {
+        assert_installed(&tmp.path().join(format!("install{i}")), &v1_dir)?;
+    }
+    let from_peers: u64 = outcomes.iter().map(|o| o.from_peers).sum();
+    let from_seeds: u64 = outcomes.iter().map(|o| o.from_seeds).sum();
+    let payload = v1.manifest.unique_size();
+    eprintln!("v1: {from_peers} bytes from peers, {from_seeds} from the seed, payload {payload}");
+    assert_eq!(from_peers + from_seeds, 6 * payload, "{outcomes:#?}");
+    assert!(from_peers > 0, "bytes came from peers too: {outcomes:#?}");
+    assert!(
+        from_seeds < 3 * payload,
+        "the seed sent less than half of all bytes: {from_seeds} of {}",
+        6 * payload
+    );
+
+    // v2: only chunks v1 lacks are transferred.
+    let v2_dir = tmp.path().join("build-v2");
+    sample::patch(&v1_dir, &v2_dir, 2)?;
+    let v2 = lab.publish(&v2_dir, "2.0").await?;
+    let fresh: u64 = v2
+        .manifest
+        .chunks
+        .iter()
+        .filter(|c| !v1.manifest.chunks.iter().any(|o| o.hash == c.hash))
+        .map(|c| u64::from(c.len))
+        .sum();
+    let (stop_tx, stop_rx2) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for (i, s) in players.iter().enumerate() {
+        let s = s.clone();
+        let req = request(
+            &lab,
+            tmp.path().join(format!("install{i}")),
+            true,
+            Duration::from_secs(120),
+        );
+        let stop = stop_rx2.clone();
+        tasks.push(tokio::spawn(async move { install(&s, &req, stop).await }));
+    }
+    let done = wait_all_installed(&lab, &tmp, 6, &v2).await;
+    stop_tx.send(true)?;
+    for t in tasks {
+        let o = t.await??;
+        assert_eq!(o.previous_version, Some(v1.version));
+        assert_eq!(o.version, v2.version);
+        assert_eq!(
+            o.from_peers + o.from_seeds,
+            fresh,
+            "an update fetches exactly the chunks v1 lacks: {o:#?}"
+        );
+        assert_eq!(o.reused_bytes + fresh, v2.manifest.unique_size());
+    }
+    done?;
+    for i in 0..6 {
+        assert_installed(&tmp.path().join(format!("install{i}")), &v2_dir)?;
+    }
+    lab.stop().await
+}
+
+/// Polls the installs until all hold `release` (or a minute passes).
+async fn wait_all_installed(
+    _lab: &Lab,
+    tmp: &tempfile::TempDir,
+    n: usize,
+    release: &Published,
+) -> anyhow::Result<()> {
+    for _ in 0..1200 {
+        let mut done = 0;
+        for i in 0..n {
+            let s = launcher::status(&tmp.path().join(format!("install{i}")))?;
+            if s.installed.is_some_and(|b| b.version == release.version) {
+                done += 1;
+            }
+        }
+        if done == n {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("not every install finished within a minute")
+}
+
+/// The `shoal` binary built beside this test (cargo builds the workspace's
+/// binaries with its tests; build it if this run did not).
+fn shoal_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow::anyhow!("unexpected test binary path {}", exe.display()))?;
+    let bin = dir.join("shoal");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "shoal-client", "--bin", "shoal"])
+            .status()?;
+        anyhow::ensure!(status.success(), "building the shoal binary failed");
+    }
+    Ok(bin)
+}
+
+fn exit_code(err: &anyhow::Error) -> u8 {
+    shoal_client::exit_code(err)
+}
+
+/// A launcher process killed with SIGKILL mid-download: the same command
+/// again resumes without fetching any verified chunk twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_launcher_resumes_without_refetching() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let lab = lab(tmp.path(), None).await?;
+    let build = tmp.path().join("build");
+    sample::build(&build, 24 * MIB, 3)?;
+    let v1 = lab.publish(&build, "1.0").await?;
+    let (settings, _) = lab.player("killed").await?;
+    let dir = tmp.path().join("install");
+    let config_dir = tmp.path().join("players/killed/config");
+
+    let mut child = std::process::Command::new(shoal_bin()?)
+        .args([
+            "install",
+            &lab.options.product,
+            "--no-seed",
+            "--max-download",
+            "6MB/s",
+            "--dir",
+        ])
+        .arg(&dir)
+        .env("SHOAL_CONFIG_DIR", &config_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    // Kill it once part of the release is staged.
+    let staged = || -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir.join(".shoal/staging")) else {
+            return 0;
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .map(|e| du(&e.path()))
+            .sum()
+    };
+    let mut waited = 0;
+    while staged() < 4 * MIB && waited < 600 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    child.kill()?; // SIGKILL
+    child.wait()?;
+    assert!(
+        launcher::status(&dir)?.installed.is_none(),
+        "killed before the swap"
+    );
+
+    let (_, never) = tokio::sync::watch::channel(false);
+    let req = request(&lab, dir.clone(), false, Duration::ZERO);
+    let o = install(&settings, &req, never).await?;
+    let payload = v1.manifest.unique_size();
+    assert!(o.resumed_bytes > 0 && o.resumed_bytes < payload, "{o:#?}");
+    assert_eq!(
+        o.from_peers + o.from_seeds,
+        payload - o.resumed_bytes,
+        "nothing verified before the kill is fetched again: {o:#?}"
+    );
+    assert_installed(&dir, &build)?;
+    lab.stop().await
+}
+
+/// Bytes of data actually held by the files under `dir` (sparse files count
+/// only what was written).
+fn du(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => total += du(&p),
+            Ok(m) => total += m.blocks() * 512,
+            Err(_) => {}
+        }
+    }
+    total
+}
+
+/// The disk fills up during an update: a clear error with its own exit
+/// code, and the old install stays intact and usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_disk_during_update_keeps_the_old_install() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let lab = lab(tmp.path(), None).await?;
+    let v1_dir = tmp.path().join("build-v1");
+    sample::build(&v1_dir, 8 * MIB, 4)?;
+    lab.publish(&v1_dir, "1.0").await?;
+    let (mut settings, _) = lab.player("full").await?;
+    let dir = tmp.path().join("install");
+    let (_, never) = tokio::sync::watch::channel(false);
+    install(
+        &settings,
+        &request(&lab, dir.clone(), false, Duration::ZERO),
+        never.clone(),
+    )
+    .await?;
+
+    let v2_dir = tmp.path().join("build-v2");
+    sample::patch(&v1_dir, &v2_dir, 5)?;
+    lab.publish(&v2_dir, "2.0").await?;
+    settings.fail_writes_after = Some(MIB);
+    let err = install(
+        &settings,
+        &request(&lab, dir.clone(), true, Duration::ZERO),
+        never.clone(),
+    )
+    .await
+    .expect_err("the disk is full");
+    assert_eq!(exit_code(&err), 11, "{err:#}");
+    let line = shoal_client::one_line(&err);
+    assert!(line.contains("disk is full"), "{line}");
+    assert_eq!(
+        launcher::status(&dir)?.installed.map(|b| b.label),
+        Some("1.0".into())
+    );
+    assert_installed(&dir, &v1_dir)?;
+
+    // With room again, the update completes.
+    settings.fail_writes_after = None;
+    install(
+        &settings,
+        &request(&lab, dir.clone(), true, Duration::ZERO),
+        never,
+    )
+    .await?;
+    assert_installed(&dir, &v2_dir)?;
+    lab.stop().await
+}
+
+#[test]
+fn the_space_check_names_both_figures() {
+    let err = launcher::check_space(5 << 30, 1 << 30, Path::new("/games/x")).unwrap_err();
+    assert_eq!(exit_code(&err), 11);
+    assert_eq!(
+        err.to_string(),
+        "not enough disk space in /games/x: 5.00 GiB needed, 1.00 GiB free"
+    );
+    assert!(launcher::check_space(1, 1, Path::new("/")).is_ok());
+}
+
+/// An install that accepted a higher version refuses an older one; a
+/// tracker replaying stale metadata is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_and_expired_metadata_are_refused() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let lab = lab(tmp.path(), None).await?;
+    let build = tmp.path().join("build");
+    sample::build(&build, 2 * MIB, 6)?;
+    lab.publish(&build, "1.0").await?;
+    let (settings, _) = lab.player("careful").await?;
+    let dir = tmp.path().join("install");
+    // This install once accepted version 7 of the channel.
+    shoal_store::Install::open(&dir)?.accept(&lab.options.product, "stable", 7)?;
+    let (_, never) = tokio::sync::watch::channel(false);
+    let err = install(
+        &settings,
+        &request(&lab, dir.clone(), false, Duration::ZERO),
+        never.clone(),
+    )
+    .await
+    .expect_err("rollback");
+    assert_eq!(exit_code(&err), 12, "{err:#}");
+    assert!(shoal_client::one_line(&err).contains("rollback refused"));
+    assert!(launcher::status(&dir)?.installed.is_none());
+    lab.stop().await?;
+
+    // A tracker whose clock is eight days behind signs metadata that
+    // expired a day ago (the TTL is seven days).
+    let tmp = tempfile::tempdir()?;
+    let stale = Lab::start(
+        tmp.path(),
+        Options {
+            chunking: small_chunks(),
+            tracker_clock_offset_secs: -8 * 24 * 3600,
+            ..Options::default()
+        },
+    )
+    .await?;
+    stale.publish(&build, "1.0").await?;
+    let (settings, _) = stale.player("frozen").await?;
+    let err = install(
+        &settings,
+        &request(&stale, tmp.path().join("install"), false, Duration::ZERO),
+        never,
+    )
+    .await
+    .expect_err("expired");
+    assert_eq!(exit_code(&err), 14, "{err:#}");
+    assert!(shoal_client::one_line(&err).contains("expired"));
+    stale.stop().await
+}
+
+/// Damage an install; `verify` finds exactly what is broken and `repair`
+/// fetches only those chunks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verify_finds_damage_and_repair_fetches_only_it() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let lab = lab(tmp.path(), None).await?;
+    let build = tmp.path().join("build");
+    sample::build(&build, 8 * MIB, 7)?;
+    let v1 = lab.publish(&build, "1.0").await?;
+    let (settings, _) = lab.player("fixer").await?;
+    let dir = tmp.path().join("install");
+    let (_, never) = tokio::sync::watch::channel(false);
+    install(
+        &settings,
+        &request(&lab, dir.clone(), false, Duration::ZERO),
+        never,
+    )
+    .await?;
+    assert!(launcher::verify(&settings, &dir).await?.damage.is_empty());
+
+    let pak = dir.join("current/paks/data1.pak");
+    let mut bytes = std::fs::read(&pak)?;
+    bytes[1000] ^= 0x55;
+    std::fs::write(&pak, &bytes)?;
+    let victim = std::fs::read_dir(dir.join("current/config"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no small files"))??
+        .path();
+    std::fs::remove_file(&victim)?;
+
+    let found = launcher::verify(&settings, &dir).await?;
+    let paths: Vec<_> = found.damage.iter().map(|d| d.path.as_str()).collect();
+    assert_eq!(found.damage.len(), 2, "{paths:?}");
+    assert!(paths.contains(&"paks/data1.pak"));
+    let damaged: u64 = found
+        .damage
+        .iter()
+        .flat_map(|d| &d.chunks)
+        .map(|&c| u64::from(v1.manifest.chunks[c as usize].len))
+        .sum();
+
+    let repaired = launcher::repair(&settings, &dir).await?;
+    assert_eq!(repaired.damaged_files, 2);
+    assert_eq!(repaired.bytes_fetched, damaged, "{repaired:?}");
+    assert!(damaged < v1.manifest.unique_size() / 4);
+    assert!(launcher::verify(&settings, &dir).await?.damage.is_empty());
+    assert_installed(&dir, &build)?;
+    lab.stop().await
+}
+
+/// Refusals name the tracker's reason and exit with their own codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_have_clear_errors_and_exit_codes() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let lab = Lab::start(
+        tmp.path(),
+        Options {
+            chunking: small_chunks(),
+            paid: true,
+            ..Options::default()
+        },
+    )
+    .await?;
+    let build = tmp.path().join("build");
+    sample::build(&build, MIB, 8)?;
+    lab.publish(&build, "1.0").await?;
+    let (settings, account) = lab.player("buyer").await?;
+    let (_, never) = tokio::sync::watch::channel(false);
+    let req = request(&lab, tmp.path().join("install"), false, Duration::ZERO);
+
+    // A paid product before and after buying it.
+    let err = install(&settings, &req, never.clone())
+        .await
+        .expect_err("not entitled");
+    assert_eq!(exit_code(&err), 8, "{err:#}");
+    assert!(
+        shoal_client::one_line(&err).contains("not_entitled"),
+        "{err:#}"
+    );
+    lab.operator
+        .call(
+            reqwest::Method::POST,
+            "/v1/entitlements",
+            Some(&serde_json::json!({"account": account, "product": lab.options.product})),
+        )
+        .await?;
+    install(&settings, &req, never.clone()).await?;
+    assert_installed(&req.dir, &build)?;
+
+    // An account in an embargoed country.
+    let (embargoed, id) = lab.player_in("far-away", "KP").await?;
+    lab.operator
+        .call(
+            reqwest::Method::POST,
+            "/v1/entitlements",
+            Some(&serde_json::json!({"account": id, "product": lab.options.product})),
+        )
+        .await?;
+    let elsewhere = request(&lab, tmp.path().join("install-kp"), false, Duration::ZERO);
+    let err = install(&embargoed, &elsewhere, never.clone())
+        .await
+        .expect_err("screened");
+    assert_eq!(exit_code(&err), 9, "{err:#}");
+    assert!(
+        shoal_client::one_line(&err).contains("export screening"),
+        "{err:#}"
+    );
+
+    // Unreachable tracker.
+    let mut offline = settings.clone();
+    offline.tracker = "http://127.0.0.1:9".into();
+    let err = install(&offline, &req, never.clone())
+        .await
+        .expect_err("unreachable");
+    assert_eq!(exit_code(&err), 5, "{err:#}");
+
+    // Wrong pinned tracker key: the signatures do not check out.
+    let mut wrong = settings.clone();
+    wrong.tracker_key = Some(shoal_types::SecretKey::from_seed([42; 32]).public());
+    let err = install(&wrong, &req, never)
+        .await
+        .expect_err("bad signature");
+    assert_eq!(exit_code(&err), 13, "{err:#}");
+    lab.stop().await
+}
