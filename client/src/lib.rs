@@ -5,6 +5,7 @@
 mod admin;
 pub mod cli;
 pub mod config;
+mod demo;
 pub mod human;
 mod keygen;
 pub mod lab;
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Publish(args) => publish::run(&args),
         Command::Manifest(cmd) => manifest_cmd::run(&cmd),
         Command::Admin(args) => admin::run(&args),
+        Command::Demo(args) => demo::run(&args),
         Command::Install(args) => launch_cmd::install(&args),
         Command::Update(args) => launch_cmd::update(&args),
         Command::Verify(args) => launch_cmd::verify(&args),

@@ -179,25 +179,6 @@ async fn wait_all_installed(
     anyhow::bail!("not every install finished within a minute")
 }
 
-/// The `shoal` binary built beside this test (cargo builds the workspace's
-/// binaries with its tests; build it if this run did not).
-fn shoal_bin() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow::anyhow!("unexpected test binary path {}", exe.display()))?;
-    let bin = dir.join("shoal");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "shoal-client", "--bin", "shoal"])
-            .status()?;
-        anyhow::ensure!(status.success(), "building the shoal binary failed");
-    }
-    Ok(bin)
-}
-
 fn exit_code(err: &anyhow::Error) -> u8 {
     shoal_client::exit_code(err)
 }
@@ -215,7 +196,7 @@ async fn killed_launcher_resumes_without_refetching() -> anyhow::Result<()> {
     let dir = tmp.path().join("install");
     let config_dir = tmp.path().join("players/killed/config");
 
-    let mut child = std::process::Command::new(shoal_bin()?)
+    let mut child = std::process::Command::new(shoal_tests::shoal_bin()?)
         .args([
             "install",
             &lab.options.product,
