@@ -317,7 +317,7 @@ impl Swarm {
             .collect();
         let view = settings
             .progress
-            .then(|| tokio::spawn(view::show(label, self.counters.clone(), total)));
+            .then(|| tokio::spawn(view::show(label, self.counters.clone(), total, true)));
         let job = Job {
             manifest,
             swarm: ticket.swarm,
@@ -594,9 +594,14 @@ pub async fn verify(settings: &Settings, dir: &Path) -> anyhow::Result<Verified>
     let build = Arc::new(installed_build(&install)?);
     let counters: Arc<Counters> = Default::default();
     let total = build.record.size;
-    let view = settings
-        .progress
-        .then(|| tokio::spawn(view::show("verifying".into(), counters.clone(), total)));
+    let view = settings.progress.then(|| {
+        tokio::spawn(view::show(
+            "verifying".into(),
+            counters.clone(),
+            total,
+            false,
+        ))
+    });
     let damage = {
         let build = build.clone();
         let counters = counters.clone();

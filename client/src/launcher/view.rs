@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// Draws progress until aborted; `total` is what this run must fetch.
-pub async fn show(label: String, counters: Arc<Counters>, total: u64) {
+/// Draws progress until aborted; `total` is what this run must fetch (or,
+/// for `download: false`, read: only bytes, rate and ETA are shown).
+pub async fn show(label: String, counters: Arc<Counters>, total: u64, download: bool) {
     let terminal = std::io::stderr().is_terminal();
     let tick = if terminal {
         Duration::from_millis(200)
@@ -49,10 +50,15 @@ pub async fn show(label: String, counters: Arc<Counters>, total: u64) {
             } else {
                 100.0
             };
+            let swarm = if download {
+                format!("  {from_peers:.0}% from peers  {connected} connected")
+            } else {
+                String::new()
+            };
             let mut err = std::io::stderr().lock();
             let _ = write!(
                 err,
-                "\r\x1b[2K{label} {pct:5.1}%  {} / {}  {}  {from_peers:.0}% from peers  {connected} connected  ETA {eta}",
+                "\r\x1b[2K{label} {pct:5.1}%  {} / {}  {}{swarm}  ETA {eta}",
                 human::bytes(done),
                 human::bytes(total),
                 human::rate(rate),
