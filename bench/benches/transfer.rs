@@ -194,6 +194,7 @@ async fn role_fetch() -> anyhow::Result<()> {
         stall: Duration::from_secs(60),
         more_sources: None,
         counters: Default::default(),
+        renewed: None,
     };
     let report = download(&client, &mut events, job).await?;
     store.file.sync_data()?;

@@ -249,6 +249,7 @@ async fn publish_seed_and_download_through_the_tracker() {
         stall: Duration::from_secs(60),
         more_sources: None,
         counters: Default::default(),
+        renewed: None,
     };
     let report = download(&me, &mut events, job).await.unwrap();
     assert_eq!(report.from_seeds, manifest.unique_size());

@@ -286,6 +286,7 @@ impl Swarm {
             serving,
             complete: Default::default(),
             starving: Default::default(),
+            renewed: tokio::sync::watch::channel(ticket.token.clone()).0,
         });
         let (more_tx, more_rx) = mpsc::channel(256);
         let announcing = tokio::spawn(announcer.clone().run(more_tx));
@@ -329,6 +330,7 @@ impl Swarm {
             stall: settings.stall,
             more_sources: self.more.take(),
             counters: self.counters.clone(),
+            renewed: Some(self.announcer.renewed.subscribe()),
         };
         let result = shoal_net::download::download(&self.client, &mut self.events, job).await;
         if let Some(v) = view {

@@ -142,6 +142,8 @@ pub struct Announcer {
     pub complete: AtomicBool,
     /// Ask for seeds too.
     pub starving: AtomicBool,
+    /// Tokens the tracker renewed, for the download to re-authenticate with.
+    pub renewed: tokio::sync::watch::Sender<shoal_token::Token>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +179,12 @@ impl Announcer {
         let answer: Answer = serde_json::from_value(v)?;
         if let Some(t) = &answer.token {
             *self.token.write().unwrap_or_else(|p| p.into_inner()) = t.clone();
+            match shoal_token::Token::from_text(t) {
+                Ok(token) => {
+                    let _ = self.renewed.send(token);
+                }
+                Err(e) => tracing::warn!(error = %e, "the tracker renewed our token with garbage"),
+            }
         }
         Ok(answer)
     }

@@ -155,6 +155,9 @@ pub struct Job<'a> {
     pub more_sources: Option<mpsc::Receiver<Source>>,
     /// Updated as chunks arrive.
     pub counters: Arc<Counters>,
+    /// Renewed tokens (from announces): every connected source is
+    /// re-authenticated with each, so a download outlives one token.
+    pub renewed: Option<tokio::sync::watch::Receiver<Token>>,
 }
 
 impl std::fmt::Debug for Job<'_> {
@@ -171,7 +174,7 @@ impl std::fmt::Debug for Job<'_> {
 struct Joiner<'a> {
     client: &'a Client,
     swarm: Hash,
-    token: &'a Token,
+    token: Token,
     tx: mpsc::Sender<(Peer, PeerKind, bool)>,
     /// Sources being dialled or joined, so none is dialled twice at once.
     busy: HashSet<Peer>,
@@ -237,6 +240,7 @@ pub async fn download(
         stall,
         mut more_sources,
         counters,
+        mut renewed,
     } = job;
     let mut bucket = download_rate.map(|r| shoal_scheduler::TokenBucket::new(r, r));
     let start = Instant::now();
@@ -256,7 +260,7 @@ pub async fn download(
     let mut joiner = Joiner {
         client,
         swarm,
-        token,
+        token: token.clone(),
         tx: joined_tx,
         busy: HashSet::new(),
     };
@@ -376,6 +380,25 @@ pub async fn download(
                             let _ = client.have(peer, mine).await;
                         });
                     }
+                }
+            }
+            changed = async { renewed.as_mut()?.changed().await.ok() }, if renewed.is_some() => {
+                match changed {
+                    Some(()) => {
+                        let fresh = renewed.as_mut().map(|r| r.borrow_and_update().clone());
+                        if let Some(t) = fresh {
+                            joiner.token = t.clone();
+                            for &peer in known.index_of.keys() {
+                                let (client, t) = (client.clone(), t.clone());
+                                tokio::spawn(async move {
+                                    if let Err(e) = client.authenticate(peer, swarm, &t).await {
+                                        tracing::debug!(%peer, error = %e, "re-authentication failed");
+                                    }
+                                });
+                            }
+                        }
+                    }
+                    None => renewed = None,
                 }
             }
             source = async { more_sources.as_mut()?.recv().await }, if more_sources.is_some() => {

@@ -194,6 +194,7 @@ async fn downloaders_share_chunks_with_each_other() {
                 stall: Duration::from_secs(60),
                 more_sources: None,
                 counters: Default::default(),
+                renewed: None,
             };
             let report = download(&client, &mut events, job).await;
             // keep serving a little so slower peers can finish from us
@@ -270,6 +271,7 @@ async fn corrupt_peer_is_banned_and_download_completes() {
         stall: Duration::from_secs(60),
         more_sources: None,
         counters: Default::default(),
+        renewed: None,
     };
     let report = download(&me, &mut events, job).await.unwrap();
     assert_eq!(report.banned, vec![evil.peer_id()], "{report:?}");
@@ -360,6 +362,7 @@ async fn upload_and_download_caps_hold() {
             stall: Duration::from_secs(60),
             more_sources: None,
             counters: Default::default(),
+            renewed: None,
         };
         download(&me, &mut events, job).await.unwrap();
         let rate = upload.or(download_rate).unwrap() as f64;
@@ -413,4 +416,81 @@ async fn super_seeding_refuses_repeats() {
         clients[1].chunk(seed.peer_id(), swarm, 1).await.unwrap(),
         ChunkResponse::Data(_)
     ));
+}
+
+/// A download outlives its token: when the seed's clock passes the first
+/// token's expiry, requests are refused until the renewed token arrives;
+/// then every source is re-authenticated and the download completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_tokens_keep_a_long_download_going() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let (build, out, manifest) = publish(tmp.path());
+    let swarm = Hash::of(b"release");
+    let tracker = SecretKey::from_seed([1; 32]);
+    let seed_clock = Arc::new(AtomicU64::new(NOW));
+    let mut seed_config = config(&tracker);
+    let c = seed_clock.clone();
+    seed_config.clock = Arc::new(move || c.load(Ordering::Relaxed));
+    let (seed, _) = spawn(
+        seed_config,
+        Arc::new(BundleSource {
+            swarm,
+            bundle: Bundle::open(&out).unwrap(),
+        }),
+    )
+    .unwrap();
+    let store = Arc::new(MemoryChunks::new(swarm, manifest.chunks.len()));
+    let (me, mut events) = spawn(config(&tracker), store.clone()).unwrap();
+    let first = token(&tracker, swarm, &me);
+    let (renew_tx, renew_rx) = tokio::sync::watch::channel(first.clone());
+    let sources = vec![Source {
+        peer: seed.peer_id(),
+        addr: addr(&seed).await,
+        kind: PeerKind::Seed,
+    }];
+    // About 4 MB at 1 MB/s: the first token "expires" after one second.
+    let expire = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        seed_clock.store(
+            NOW + 600 + shoal_token::CLOCK_SKEW_SECS + 1,
+            Ordering::Relaxed,
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let later = Claims {
+            version: shoal_token::token_version(),
+            swarm,
+            product: "game".into(),
+            account: "acc".into(),
+            peer_id: me_peer(&renew_tx),
+            role: Role::Client,
+            issued_at: NOW + 600,
+            expires_at: NOW + 1200,
+        };
+        renew_tx.send(Token::issue(&later, &tracker)).unwrap();
+    });
+    let job = Job {
+        manifest: &manifest,
+        swarm,
+        token: &first,
+        sources: &sources,
+        store: &*store,
+        scheduler: Default::default(),
+        download_rate: Some(1_000_000),
+        stall: Duration::from_secs(30),
+        more_sources: None,
+        counters: Default::default(),
+        renewed: Some(renew_rx),
+    };
+    download(&me, &mut events, job).await.unwrap();
+    expire.await.unwrap();
+    assert_same_as_build(&build, &manifest, &store);
+}
+
+/// The peer id a watched token is bound to.
+fn me_peer(tx: &tokio::sync::watch::Sender<Token>) -> String {
+    tx.borrow()
+        .verify_signature(&SecretKey::from_seed([1; 32]).public())
+        .unwrap()
+        .peer_id
 }
