@@ -6,6 +6,8 @@ use crate::config::{self, Settings};
 use crate::launcher::{self, Outcome, Request};
 use crate::{Exit, human, with_exit};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Resolves settings: config file, then environment and flags (clap reads
 /// both), checked once.
@@ -48,14 +50,33 @@ fn seed_for(text: &str, no_seed: bool) -> anyhow::Result<std::time::Duration> {
         .map_err(|e| with_exit(anyhow::anyhow!("--seed-for: {e}"), Exit::BadInput))
 }
 
-/// Runs `work`, or stops at Ctrl-C with a note on how to resume.
+/// Runs `work`, or stops at Ctrl-C (or SIGTERM) with a note on how to
+/// resume. Once `seeding` is set, a signal instead notifies `stop`, and the
+/// work ends gracefully (leaving the swarm and printing its result).
 fn interruptible<T>(
     work: impl std::future::Future<Output = anyhow::Result<T>>,
+    seeding: Arc<AtomicBool>,
+    stop: Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<T> {
     runtime()?.block_on(async {
+        let signals = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            loop {
+                tokio::select! {
+                    r = tokio::signal::ctrl_c() => r?,
+                    _ = term.recv() => {}
+                }
+                if seeding.load(Ordering::SeqCst) {
+                    stop.notify_one();
+                } else {
+                    return Ok::<(), std::io::Error>(());
+                }
+            }
+        };
         tokio::select! {
             r = work => r,
-            _ = tokio::signal::ctrl_c() => {
+            _ = signals => {
                 eprintln!("\ninterrupted: run the same command again to resume where it stopped");
                 std::process::exit(130);
             }
@@ -76,6 +97,7 @@ pub(crate) fn install(args: &InstallArgs) -> anyhow::Result<()> {
         dir: install_dir(&settings, &args.dir, &args.product),
         seed_for: seed_for(&args.seed_for, args.no_seed)?,
         update: false,
+        seeding: Arc::default(),
     };
     run_install(&settings, &req, args.launcher.json)
 }
@@ -88,6 +110,7 @@ pub(crate) fn update(args: &UpdateArgs) -> anyhow::Result<()> {
         dir: install_dir(&settings, &args.dir, &args.product),
         seed_for: seed_for(&args.seed_for, args.no_seed)?,
         update: true,
+        seeding: Arc::default(),
     };
     run_install(&settings, &req, args.launcher.json)
 }
@@ -99,12 +122,13 @@ fn run_install(settings: &Settings, req: &Request, json: bool) -> anyhow::Result
             human::duration(req.seed_for)
         );
     }
-    let outcome = interruptible(launcher::install(
-        settings,
-        req,
-        None,
-        std::future::pending(),
-    ))?;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopped = stop.clone();
+    let outcome = interruptible(
+        launcher::install(settings, req, None, async move { stopped.notified().await }),
+        req.seeding.clone(),
+        stop,
+    )?;
     if json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {
@@ -207,7 +231,11 @@ pub(crate) fn verify(args: &DirArgs) -> anyhow::Result<()> {
 
 pub(crate) fn repair(args: &RepairArgs) -> anyhow::Result<()> {
     let settings = settings(&args.launcher)?;
-    let r = interruptible(launcher::repair(&settings, &args.dir))?;
+    let r = interruptible(
+        launcher::repair(&settings, &args.dir),
+        Arc::default(),
+        Arc::default(),
+    )?;
     if args.launcher.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else if r.damaged_files == 0 {

@@ -5,21 +5,27 @@ pub mod layering;
 
 use std::path::{Path, PathBuf};
 
-/// The `shoal` binary beside the running test (cargo builds the workspace's
-/// binaries with its tests; it is built here if this run did not).
+/// The `shoal` binary beside the running test, brought up to date once per
+/// test process (a no-op when `cargo nextest run --workspace` just built it;
+/// it matters when only this package's tests were built).
 pub fn shoal_bin() -> anyhow::Result<PathBuf> {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .ok_or_else(|| anyhow::anyhow!("unexpected test binary path {}", exe.display()))?;
-    let bin = dir.join("shoal");
-    if !bin.exists() {
+    let built = BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "shoal-client", "--bin", "shoal"])
-            .status()?;
-        anyhow::ensure!(status.success(), "building the shoal binary failed");
-    }
-    Ok(bin)
+        match std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "shoal-client", "--bin", "shoal"])
+            .status()
+        {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(format!("building the shoal binary failed: {s}")),
+            Err(e) => Err(format!("running cargo: {e}")),
+        }
+    });
+    built.clone().map_err(anyhow::Error::msg)?;
+    Ok(dir.join("shoal"))
 }

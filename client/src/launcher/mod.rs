@@ -38,6 +38,9 @@ pub struct Request {
     pub seed_for: Duration,
     /// Only update an existing install (refuse an empty directory).
     pub update: bool,
+    /// Set once the build is swapped in and seeding starts (so a Ctrl-C
+    /// handler can end seeding gracefully instead of interrupting).
+    pub seeding: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How an install or update went (printed with `--json`).
@@ -565,6 +568,7 @@ pub async fn install(
     tracing::info!(product = %req.product, version = outcome.version, "installed");
 
     // Step 7: give back.
+    req.seeding.store(true, Ordering::SeqCst);
     outcome.seeded_secs = swarm.give_back(&req.dir, req.seed_for, stop).await?;
     outcome.uploaded = serving.uploaded.load(Ordering::Relaxed);
     Ok(outcome)
