@@ -283,7 +283,7 @@ pub fn spawn(
     let (delayed_tx, delayed) = mpsc::channel(COMMAND_QUEUE);
     let upload = config
         .upload_rate
-        .map(|r| shoal_scheduler::TokenBucket::new(r, r));
+        .map(|r| shoal_scheduler::TokenBucket::capped(r));
     let node = Loop {
         sent: HashMap::new(),
         upload,

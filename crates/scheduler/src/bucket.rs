@@ -26,6 +26,12 @@ impl TokenBucket {
         }
     }
 
+    /// A cap of `rate` bytes/s with a burst of 50 ms (at least 64 KiB): tight
+    /// enough that a capped node cannot outrun its rate on short transfers.
+    pub fn capped(rate: u64) -> TokenBucket {
+        TokenBucket::new(rate, (rate / 20).max(64 << 10))
+    }
+
     fn refill(&mut self, now: Duration) {
         if now > self.at {
             self.tokens = (self.tokens + (now - self.at).as_secs_f64() * self.rate).min(self.burst);
