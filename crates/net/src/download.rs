@@ -242,7 +242,7 @@ pub async fn download(
         counters,
         mut renewed,
     } = job;
-    let mut bucket = download_rate.map(|r| shoal_scheduler::TokenBucket::capped(r));
+    let mut bucket = download_rate.map(shoal_scheduler::TokenBucket::capped);
     let start = Instant::now();
     let lens: Vec<u32> = manifest.chunks.iter().map(|c| c.len).collect();
     let have = store

@@ -281,9 +281,7 @@ pub fn spawn(
     let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
     let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (delayed_tx, delayed) = mpsc::channel(COMMAND_QUEUE);
-    let upload = config
-        .upload_rate
-        .map(|r| shoal_scheduler::TokenBucket::capped(r));
+    let upload = config.upload_rate.map(shoal_scheduler::TokenBucket::capped);
     let node = Loop {
         sent: HashMap::new(),
         upload,
