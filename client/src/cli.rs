@@ -545,4 +545,8 @@ pub struct DemoArgs {
     /// Print the summary as JSON (and no live view).
     #[arg(long)]
     pub json: bool,
+    /// Only write the sample build into this directory and exit (the swarm
+    /// lab publishes it itself).
+    #[arg(long, hide = true)]
+    pub write_build: Option<PathBuf>,
 }

@@ -98,6 +98,10 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
         ));
     }
     let build_bytes = size(&args.size)?;
+    if let Some(dir) = &args.write_build {
+        return sample::build(dir, build_bytes, args.seed)
+            .with_context(|| format!("writing a sample build into {}", dir.display()));
+    }
     let caps = (
         rate(&args.seed_up, "--seed-up")?,
         rate(&args.peer_up, "--peer-up")?,
