@@ -452,6 +452,9 @@ pub struct LauncherArgs {
     /// QUIC multiaddr to listen on for peers (repeatable).
     #[arg(long = "listen")]
     pub listen: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics while downloading and seeding.
+    #[arg(long)]
+    pub metrics: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

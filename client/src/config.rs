@@ -50,6 +50,8 @@ pub struct Settings {
     pub progress: bool,
     /// Fault injection for tests: writes fail as "disk full" after this many bytes.
     pub fail_writes_after: Option<u64>,
+    /// Serve Prometheus metrics here while downloading and seeding.
+    pub metrics: Option<String>,
 }
 
 /// Where the config and the peer key live: `$SHOAL_CONFIG_DIR`, else
@@ -133,6 +135,7 @@ impl File {
             stall: Duration::from_secs(120),
             progress: true,
             fail_writes_after: None,
+            metrics: None,
         })
     }
 }

@@ -188,6 +188,7 @@ impl Lab {
             upload_cap_mbit: Some(mbit),
             max_peers: 500,
             super_seed_secs: options.super_seed_secs,
+            metrics: None,
         };
         tasks.push(tokio::spawn(shoal_seed::run_with(
             seed_config,

@@ -33,6 +33,7 @@ pub fn settings(args: &LauncherArgs) -> anyhow::Result<Settings> {
     });
     let mut settings = file.resolve(&dir)?;
     settings.progress = !args.json;
+    settings.metrics = args.metrics.clone();
     Ok(settings)
 }
 
@@ -294,6 +295,7 @@ impl LauncherArgs {
             max_download: None,
             max_upload: None,
             listen: Vec::new(),
+            metrics: None,
             json: false,
         }
     }

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod metrics;
+
 pub const KEY_FILE: &str = "seed.key";
 pub const RELEASES_DIR: &str = "releases";
 
@@ -54,6 +56,9 @@ pub struct Config {
     /// peers relay it (0 turns super-seeding off).
     #[serde(default = "default_super_seed")]
     pub super_seed_secs: u64,
+    /// Address for `GET /metrics` (Prometheus), e.g. `127.0.0.1:9101`.
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 fn default_max_peers() -> usize {
@@ -170,6 +175,9 @@ fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 pub struct Releases {
     bundles: std::sync::RwLock<HashMap<Hash, Arc<Bundle>>>,
     served: AtomicU64,
+    chunks_served: AtomicU64,
+    /// Chunks that failed verification on read (a damaged disk).
+    failed_reads: AtomicU64,
     /// Woken when a release is added, so the tracker hears of it at once.
     changed: tokio::sync::Notify,
 }
@@ -196,6 +204,8 @@ impl Releases {
         Ok(Releases {
             bundles: std::sync::RwLock::new(bundles),
             served: AtomicU64::new(0),
+            chunks_served: AtomicU64::new(0),
+            failed_reads: AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
         })
     }
@@ -239,9 +249,11 @@ impl ChunkSource for Releases {
         match bundle.read_chunk(index) {
             Ok(bytes) => {
                 self.served.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                self.chunks_served.fetch_add(1, Ordering::Relaxed);
                 Some(bytes)
             }
             Err(e) => {
+                self.failed_reads.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%swarm, index, error = %e, "refusing to serve a chunk that fails verification");
                 None
             }
@@ -323,6 +335,49 @@ pub async fn run_with(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tracing::info!(peer_id = %client.peer_id(), ?addrs, releases = releases.ids().len(), "seed serving");
+    if let Some(addr) = &config.metrics {
+        let (releases, client, data) = (releases.clone(), client.clone(), config.data.clone());
+        let capacity = config.capacity_mbit * 1_000_000;
+        let cap = cap_mbit * 1_000_000;
+        let render: metrics::Render = Arc::new(move || {
+            metrics::Scrape::new("shoal_seed")
+                .counter(
+                    "egress_bytes",
+                    "Chunk bytes sent to peers",
+                    releases.served(),
+                )
+                .counter(
+                    "chunks_served",
+                    "Chunks sent to peers",
+                    releases.chunks_served.load(Ordering::Relaxed),
+                )
+                .counter(
+                    "chunks_failed_verification",
+                    "Stored chunks that failed verification on read and were not sent",
+                    releases.failed_reads.load(Ordering::Relaxed),
+                )
+                .gauge(
+                    "capacity_bps",
+                    "Upload capacity, bits per second",
+                    capacity as f64,
+                )
+                .gauge("upload_cap_bps", "Upload cap, bits per second", cap as f64)
+                .gauge(
+                    "peers_connected",
+                    "Peers connected",
+                    client.connected_peers() as f64,
+                )
+                .gauge(
+                    "free_disk_bytes",
+                    "Free disk under the data directory",
+                    shoal_store::free_disk(&data) as f64,
+                )
+                .gauge("releases", "Releases held", releases.ids().len() as f64)
+                .render()
+        });
+        let bound = metrics::spawn(addr, render).await?;
+        tracing::info!(%bound, "metrics at /metrics");
+    }
     // Events are not needed by a seed; drain them so the node never blocks.
     tokio::spawn(async move { while events.recv().await.is_some() {} });
 
@@ -340,7 +395,7 @@ pub async fn run_with(
             "addrs": addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "capacity_bps": config.capacity_mbit * 1_000_000,
             "egress_bps": ((served - served0) as f64 * 8.0 / dt) as u64,
-            "peers": 0,
+            "peers": client.connected_peers(),
             "free_disk": shoal_store::free_disk(&config.data),
             "releases": releases.ids(),
         });
@@ -377,6 +432,7 @@ mod tests {
         assert_eq!(config.seed_id, "seed-1");
         assert_eq!(config.max_peers, 500);
         assert_eq!(config.super_seed_secs, 10);
+        assert_eq!(config.metrics.as_deref(), Some("127.0.0.1:9101"));
         assert!(
             toml::from_str::<Config>("data = \"x\"\ntracker = \"y\"\napi_key = \"z\"\ntypo = 1")
                 .is_err()

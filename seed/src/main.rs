@@ -41,6 +41,9 @@ enum Command {
         seed_id: Option<String>,
         #[arg(long)]
         capacity_mbit: Option<u64>,
+        /// Serve Prometheus metrics at http://ADDR/metrics.
+        #[arg(long)]
+        metrics: Option<String>,
     },
 }
 
@@ -72,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
             tracker_key,
             seed_id,
             capacity_mbit,
+            metrics,
         } => {
             let mut c = match config {
                 Some(path) => shoal_seed::Config::load(&path)?,
@@ -92,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
                     upload_cap_mbit: None,
                     max_peers: 500,
                     super_seed_secs: 10,
+                    metrics: None,
                 },
             };
             c.data = data.unwrap_or(c.data);
@@ -103,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
             c.tracker_key = tracker_key.or(c.tracker_key);
             c.seed_id = seed_id.unwrap_or(c.seed_id);
             c.capacity_mbit = capacity_mbit.unwrap_or(c.capacity_mbit);
+            c.metrics = metrics.or(c.metrics);
             shoal_seed::run(c, async {
                 let _ = tokio::signal::ctrl_c().await;
             })

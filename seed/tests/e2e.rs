@@ -167,6 +167,7 @@ async fn publish_seed_and_download_through_the_tracker() {
         upload_cap_mbit: None,
         max_peers: 50,
         super_seed_secs: 10,
+        metrics: Some("127.0.0.1:0".into()),
     };
     tokio::spawn(shoal_seed::run(config, std::future::pending()));
 

@@ -8,7 +8,9 @@
 pub mod api;
 pub mod config;
 pub mod keys;
+pub mod metrics;
 pub mod model;
+pub mod ops;
 pub mod policy;
 pub mod store;
 pub mod swarm;
@@ -81,6 +83,13 @@ pub struct State {
     pub tokens: Mutex<TokenCache>,
     /// Serialises read-modify-write admin operations (seats, versions).
     pub admin_lock: tokio::sync::Mutex<()>,
+    /// History, rates and recent refusals for the ops views and dashboard.
+    pub ops: Mutex<ops::Ops>,
+    /// Token decisions by (outcome, reason), and announces, since start.
+    pub decisions: Mutex<HashMap<(model::Outcome, &'static str), u64>>,
+    pub announces: AtomicU64,
+    /// Chunk counts of releases (for ETAs), read from their manifests once.
+    chunk_counts: Mutex<HashMap<Hash, u64>>,
     rng_counter: AtomicU64,
     rng_seed: u64,
 }
@@ -111,6 +120,10 @@ impl State {
             seeds: Mutex::new(swarm::Seeds::default()),
             tokens: Mutex::new(TokenCache::default()),
             admin_lock: tokio::sync::Mutex::new(()),
+            ops: Mutex::new(ops::Ops::default()),
+            decisions: Mutex::new(HashMap::new()),
+            announces: AtomicU64::new(0),
+            chunk_counts: Mutex::new(HashMap::new()),
             rng_counter: AtomicU64::new(0),
             rng_seed: u64::from_le_bytes(seed),
         }
@@ -146,6 +159,89 @@ impl State {
             }
             shard.retain(|_, s| !s.is_empty());
         }
+    }
+
+    /// Records a token decision for metrics and the dashboard.
+    pub fn count_decision(&self, outcome: model::Outcome, reason: &'static str) {
+        *lock(&self.decisions).entry((outcome, reason)).or_default() += 1;
+        if outcome == model::Outcome::Refused {
+            lock(&self.ops).refused(self.now(), reason);
+        }
+    }
+
+    /// Chunks in release `id` (0 if its manifest cannot be read).
+    fn chunk_count(&self, id: &Hash, manifest: &Hash) -> u64 {
+        if let Some(&n) = lock(&self.chunk_counts).get(id) {
+            return n;
+        }
+        let n = self
+            .db
+            .manifest(manifest)
+            .ok()
+            .flatten()
+            .and_then(|b| shoal_manifest::SignedManifest::from_bytes(&b).ok())
+            .and_then(|m| m.open().ok())
+            .map_or(0, |m| m.chunks.len() as u64);
+        lock(&self.chunk_counts).insert(*id, n);
+        n
+    }
+
+    /// The swarm and seed views, sorted (busiest swarm first, seeds by id).
+    pub fn views(&self) -> Result<(Vec<ops::SwarmView>, Vec<ops::SeedView>), store::StoreError> {
+        let now = self.now();
+        let timeout = self.config.seed_timeout_secs;
+        let mut found = Vec::new();
+        self.each_swarm(|id, s| found.push((*id, s.stats())));
+        let mut swarms = Vec::with_capacity(found.len());
+        for (id, stats) in found {
+            let release = self.db.release(&id)?;
+            let (seeds, with_capacity) = {
+                let registry = lock(&self.seeds);
+                let fresh = registry.for_release(&id, now, timeout, usize::MAX);
+                (
+                    fresh.len(),
+                    fresh.iter().filter(|s| ops::has_capacity(s)).count(),
+                )
+            };
+            let eta_secs = release.as_ref().and_then(|r| {
+                let left = ops::remaining_bytes(
+                    &stats,
+                    self.chunk_count(&id, &r.manifest_hash),
+                    r.total_size,
+                );
+                if left == 0 {
+                    return Some(0.0);
+                }
+                let rate = lock(&self.ops).rate(&id)?;
+                (rate > 0.0).then(|| left as f64 / rate)
+            });
+            swarms.push(ops::SwarmView {
+                swarm: id,
+                product: release.as_ref().map(|r| r.product.clone()),
+                channel: release.as_ref().map(|r| r.channel.clone()),
+                version: release.as_ref().map(|r| r.version),
+                seeds,
+                seeds_with_capacity: with_capacity,
+                bytes_from_peers: stats.downloaded.saturating_sub(stats.downloaded_from_seeds),
+                bytes_from_seeds: stats.downloaded_from_seeds,
+                offload: (stats.downloaded > 0)
+                    .then(|| 1.0 - stats.downloaded_from_seeds as f64 / stats.downloaded as f64),
+                eta_secs,
+                stats,
+            });
+        }
+        swarms.sort_by(|a, b| {
+            b.stats
+                .peers
+                .cmp(&a.stats.peers)
+                .then(a.swarm.cmp(&b.swarm))
+        });
+        let mut seeds: Vec<ops::SeedView> = lock(&self.seeds)
+            .all()
+            .map(|s| ops::seed_view(s, now, timeout))
+            .collect();
+        seeds.sort_by(|a, b| a.seed.report.seed_id.cmp(&b.seed.report.seed_id));
+        Ok((swarms, seeds))
     }
 
     /// Drops peers that missed two announce intervals.
@@ -259,10 +355,24 @@ pub async fn serve(
             }
         })
     };
+    let sampler = {
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(ops::SAMPLE_SECS));
+            loop {
+                tick.tick().await;
+                match state.views() {
+                    Ok((swarms, seeds)) => lock(&state.ops).sample(state.now(), &swarms, &seeds),
+                    Err(e) => tracing::warn!(error = %e, "sampling the ops views failed"),
+                }
+            }
+        })
+    };
     let app = api::router(state);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     expiry.abort();
+    sampler.abort();
     result.context("serving HTTP")
 }

@@ -62,6 +62,8 @@ pub struct PeerInfo {
 pub struct SwarmStats {
     pub peers: usize,
     pub complete: usize,
+    /// Chunks held, summed over members.
+    pub have_chunks: u64,
     pub uploaded: u64,
     pub downloaded: u64,
     pub downloaded_from_seeds: u64,
@@ -71,6 +73,7 @@ impl SwarmStats {
     fn add(&mut self, r: &PeerReport) {
         self.peers += 1;
         self.complete += usize::from(r.complete);
+        self.have_chunks = self.have_chunks.saturating_add(r.have);
         self.uploaded = self.uploaded.saturating_add(r.uploaded);
         self.downloaded = self.downloaded.saturating_add(r.downloaded);
         self.downloaded_from_seeds = self
@@ -81,6 +84,7 @@ impl SwarmStats {
     fn sub(&mut self, r: &PeerReport) {
         self.peers -= 1;
         self.complete -= usize::from(r.complete);
+        self.have_chunks = self.have_chunks.saturating_sub(r.have);
         self.uploaded = self.uploaded.saturating_sub(r.uploaded);
         self.downloaded = self.downloaded.saturating_sub(r.downloaded);
         self.downloaded_from_seeds = self

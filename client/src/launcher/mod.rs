@@ -280,6 +280,11 @@ impl Swarm {
         let (client, events) = shoal_net::spawn(config, serving.clone())
             .map_err(|e| anyhow::anyhow!("starting the peer node: {e}"))?;
         let addrs = node::listen_addrs(&client).await?;
+        if let Some(addr) = &settings.metrics {
+            let render = node::metrics(client.clone(), serving.clone(), counters.clone());
+            let bound = shoal_seed::metrics::spawn(addr, render).await?;
+            tracing::info!(%bound, "metrics at /metrics");
+        }
         let announcer = Arc::new(Announcer {
             tracker: tracker.clone(),
             token: RwLock::new(ticket.token.to_text()),

@@ -234,3 +234,59 @@ pub async fn listen_addrs(client: &Client) -> anyhow::Result<Vec<String>> {
     }
     anyhow::bail!("the peer node did not start listening")
 }
+
+/// The launcher's metrics, read at scrape time.
+pub fn metrics(
+    client: Client,
+    serving: Arc<Serving>,
+    counters: Arc<Counters>,
+) -> shoal_seed::metrics::Render {
+    Arc::new(move || {
+        let have = serving.bitfield(&serving.swarm);
+        let (held, total) = have.map_or((0, 0), |b| (b.count(), b.len()));
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        shoal_seed::metrics::Scrape::new("shoal_client")
+            .counter(
+                "downloaded_from_peers_bytes",
+                "Verified bytes received from peers",
+                load(&counters.from_peers),
+            )
+            .counter(
+                "downloaded_from_seeds_bytes",
+                "Verified bytes received from seeds",
+                load(&counters.from_seeds),
+            )
+            .counter(
+                "uploaded_bytes",
+                "Verified bytes sent to other peers",
+                load(&serving.uploaded),
+            )
+            .counter(
+                "chunks_failed_verification",
+                "Chunks received that failed verification",
+                load(&counters.failed),
+            )
+            .counter(
+                "peers_banned",
+                "Peers banned for sending bad chunks",
+                load(&counters.banned),
+            )
+            .gauge(
+                "peers_connected",
+                "Peers connected",
+                client.connected_peers() as f64,
+            )
+            .gauge("chunks_held", "Chunks of the release held", f64::from(held))
+            .gauge("chunks_total", "Chunks in the release", f64::from(total))
+            .gauge(
+                "download_progress_ratio",
+                "Chunks held / chunks in the release",
+                if total > 0 {
+                    f64::from(held) / f64::from(total)
+                } else {
+                    0.0
+                },
+            )
+            .render()
+    })
+}

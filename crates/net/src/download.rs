@@ -272,6 +272,8 @@ pub async fn download(
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(1024);
     let mut report = Report::default();
     let mut last_progress = Instant::now();
+    let mut fresh_haves: Vec<u32> = Vec::new();
+    let mut last_have = Instant::now();
     loop {
         while let Some(action) = sched.poll() {
             match action {
@@ -324,10 +326,21 @@ pub async fn download(
                 DownloadError::Stalled(stall)
             });
         }
-        let timer = sched
+        // New chunks are announced in batches: one message per peer every
+        // few tens of milliseconds, not one per chunk and peer.
+        if !fresh_haves.is_empty()
+            && (fresh_haves.len() >= HAVE_BATCH || last_have.elapsed() >= HAVE_DELAY)
+        {
+            announce(client, &known, swarm, std::mem::take(&mut fresh_haves));
+            last_have = Instant::now();
+        }
+        let mut timer = sched
             .poll_timeout()
             .map_or(Duration::from_secs(1), |t| t.saturating_sub(now()))
             .min(Duration::from_secs(1));
+        if !fresh_haves.is_empty() {
+            timer = timer.min(HAVE_DELAY.saturating_sub(last_have.elapsed()));
+        }
         tokio::select! {
             Some(Done::Chunk { peer, index, result }) = done_rx.recv() => {
                 let t = now();
@@ -342,7 +355,7 @@ pub async fn download(
                                 let by_seed = known.kinds[peer.0 as usize] == PeerKind::Seed;
                                 let counter = if by_seed { &counters.from_seeds } else { &counters.from_peers };
                                 counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                                announce(client, &known, swarm, index);
+                                fresh_haves.push(index);
                             }
                         }
                         Err(e) => {
@@ -459,23 +472,23 @@ pub async fn download(
     }
 }
 
-/// Tells every connected, non-banned peer about a new chunk, without waiting.
-fn announce(client: &Client, known: &Sources, swarm: Hash, index: u32) {
+/// Most new chunks held back before they are announced, and how long.
+const HAVE_BATCH: usize = 32;
+const HAVE_DELAY: Duration = Duration::from_millis(50);
+
+/// Tells every connected, non-banned peer about new chunks, without waiting.
+fn announce(client: &Client, known: &Sources, swarm: Hash, indices: Vec<u32>) {
     for (&p, &idx) in &known.index_of {
         if known.kinds[idx.0 as usize] == PeerKind::Seed || known.banned.contains(&p) {
             continue;
         }
         let client = client.clone();
+        let message = HaveMessage {
+            swarm,
+            update: HaveUpdate::Have(indices.clone()),
+        };
         tokio::spawn(async move {
-            let _ = client
-                .have(
-                    p,
-                    HaveMessage {
-                        swarm,
-                        update: HaveUpdate::Have(vec![index]),
-                    },
-                )
-                .await;
+            let _ = client.have(p, message).await;
         });
     }
 }

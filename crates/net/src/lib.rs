@@ -142,6 +142,7 @@ enum Command {
 pub struct Client {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
+    connected: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Command {
@@ -162,6 +163,11 @@ async fn ask<T>(
 impl Client {
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// Peers connected right now.
+    pub fn connected_peers(&self) -> usize {
+        self.connected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The addresses the node listens on (after binding).
@@ -221,6 +227,7 @@ const MAX_SENT_REMEMBERED: usize = 1 << 20;
 
 struct Loop {
     swarm: libp2p::Swarm<Behaviour>,
+    connected: Arc<std::sync::atomic::AtomicUsize>,
     /// When each chunk was last sent, and to whom (super-seeding only).
     sent: HashMap<(Hash, u32), (Duration, PeerId)>,
     upload: Option<shoal_scheduler::TokenBucket>,
@@ -282,7 +289,9 @@ pub fn spawn(
     let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (delayed_tx, delayed) = mpsc::channel(COMMAND_QUEUE);
     let upload = config.upload_rate.map(shoal_scheduler::TokenBucket::capped);
+    let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let node = Loop {
+        connected: connected.clone(),
         sent: HashMap::new(),
         upload,
         delayed_tx,
@@ -298,7 +307,14 @@ pub fn spawn(
         have_pending: HashMap::new(),
     };
     tokio::spawn(node.run(rx, delayed));
-    Ok((Client { peer_id, commands }, events_rx))
+    Ok((
+        Client {
+            peer_id,
+            commands,
+            connected,
+        },
+        events_rx,
+    ))
 }
 
 /// A fresh ed25519 identity.
@@ -376,6 +392,15 @@ impl Loop {
     }
 
     fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        if matches!(
+            event,
+            SwarmEvent::ConnectionEstablished { .. } | SwarmEvent::ConnectionClosed { .. }
+        ) {
+            self.connected.store(
+                self.swarm.connected_peers().count(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         match event {
             SwarmEvent::ConnectionEstablished {
                 peer_id,

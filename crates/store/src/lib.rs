@@ -133,16 +133,26 @@ impl Install {
         {
             return Err(StoreError::NotOurs(current));
         }
-        let db = sled::Config::new()
-            .path(state.join("index"))
-            .cache_capacity(8 << 20)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == io::ErrorKind::WouldBlock => {
-                    StoreError::Busy(root.to_owned())
+        // A process that just closed the install (or this one, a moment ago)
+        // may still hold the index lock while its flusher stops: wait briefly.
+        let mut attempts = 0;
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(state.join("index"))
+                .cache_capacity(8 << 20)
+                .open();
+            match opened {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io)) if io.kind() == io::ErrorKind::WouldBlock => {
+                    attempts += 1;
+                    if attempts >= 30 {
+                        return Err(StoreError::Busy(root.to_owned()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
                 }
-                e => StoreError::Index(e),
-            })?;
+                Err(e) => return Err(StoreError::Index(e)),
+            }
+        };
         Ok(Install {
             root: root.to_owned(),
             meta: db.open_tree("meta")?,

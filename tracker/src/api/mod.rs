@@ -214,6 +214,26 @@ async fn health(axum::extract::State(state): St) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok", "public_key": state.key.public() }))
 }
 
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(axum::extract::State(state): St) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse as _;
+    let body = crate::metrics::render(&state)?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// `GET /`: the operators' dashboard (it signs in with an API key and polls
+/// `/v1/ops/overview`).
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("../dashboard.html"))
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint; the API lives under /v1/")
 }
@@ -289,6 +309,9 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/seeds/heartbeat", post(swarm::heartbeat))
         .route("/v1/ops/swarms", get(swarm::ops_swarms))
         .route("/v1/ops/seeds", get(swarm::ops_seeds))
+        .route("/v1/ops/overview", get(swarm::ops_overview))
+        .route("/metrics", get(metrics))
+        .route("/", get(dashboard))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .merge(releases_upload)
         .fallback(not_found)

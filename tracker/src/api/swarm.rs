@@ -106,6 +106,7 @@ fn decide_and_audit(
         Ok(grant) => (Outcome::Issued, grant.code()),
         Err(refusal) => (Outcome::Refused, refusal.code()),
     };
+    state.count_decision(outcome, reason);
     state.db.append_audit(AuditEntry {
         seq: 0,
         at: now,
@@ -146,16 +147,26 @@ fn issue(
     (token, expires_at)
 }
 
+/// The least-loaded fresh seeds holding `release` that have capacity left;
+/// when every one is full, the least loaded anyway (the swarm then raises
+/// the no-capacity alert). Stale seeds never.
 fn seeds_for(state: &State, release: &Hash) -> Vec<PeerInfo> {
     let now = state.now();
-    lock(&state.seeds)
-        .for_release(
-            release,
-            now,
-            state.config.seed_timeout_secs,
-            MAX_SEEDS_LISTED,
-        )
+    let registry = lock(&state.seeds);
+    let fresh = registry.for_release(release, now, state.config.seed_timeout_secs, usize::MAX);
+    let with_capacity: Vec<_> = fresh
+        .iter()
+        .copied()
+        .filter(|s| crate::ops::has_capacity(s))
+        .collect();
+    let chosen = if with_capacity.is_empty() {
+        fresh
+    } else {
+        with_capacity
+    };
+    chosen
         .into_iter()
+        .take(MAX_SEEDS_LISTED)
         .map(|s| PeerInfo {
             peer_id: s.report.peer_id.clone(),
             addrs: s.report.addrs.clone(),
@@ -329,6 +340,9 @@ pub async fn announce(
         ));
     }
     let claims = check_token(&state, &req.token, now)?;
+    state
+        .announces
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let interval = state.config.announce_interval_secs;
     if req.stopped {
         state.with_swarm(&claims.swarm, |s| s.remove(&claims.peer_id));
@@ -432,76 +446,52 @@ pub async fn heartbeat(
     }))
 }
 
-#[derive(Debug, Serialize)]
-pub struct SwarmView {
-    pub swarm: Hash,
-    pub product: Option<String>,
-    pub channel: Option<String>,
-    pub version: Option<u64>,
-    #[serde(flatten)]
-    pub stats: SwarmStats,
-    pub seeds: usize,
-    /// 1 − bytes from seeds / bytes downloaded, over current members' reports.
-    pub offload: Option<f64>,
-}
-
+/// `GET /v1/ops/swarms`: per-swarm aggregates.
 pub async fn ops_swarms(
     axum::extract::State(state): St,
     caller: super::Caller,
-) -> ApiResult<Json<Vec<SwarmView>>> {
+) -> ApiResult<Json<Vec<crate::ops::SwarmView>>> {
     caller.require(&[Role::Operator])?;
-    let mut found = Vec::new();
-    state.each_swarm(|id, s| found.push((*id, s.stats())));
-    let now = state.now();
-    let mut views = Vec::with_capacity(found.len());
-    for (id, stats) in found {
-        let release = state.db.release(&id)?;
-        let seeds = lock(&state.seeds)
-            .for_release(&id, now, state.config.seed_timeout_secs, usize::MAX)
-            .len();
-        let offload = (stats.downloaded > 0)
-            .then(|| 1.0 - stats.downloaded_from_seeds as f64 / stats.downloaded as f64);
-        views.push(SwarmView {
-            swarm: id,
-            product: release.as_ref().map(|r| r.product.clone()),
-            channel: release.as_ref().map(|r| r.channel.clone()),
-            version: release.as_ref().map(|r| r.version),
-            stats,
-            seeds,
-            offload,
-        });
-    }
-    views.sort_by(|a, b| {
-        b.stats
-            .peers
-            .cmp(&a.stats.peers)
-            .then(a.swarm.cmp(&b.swarm))
-    });
-    Ok(Json(views))
+    Ok(Json(state.views()?.0))
 }
 
-#[derive(Debug, Serialize)]
-pub struct SeedView {
-    #[serde(flatten)]
-    pub seed: crate::swarm::SeedState,
-    pub utilisation: f64,
-    pub stale: bool,
-}
-
+/// `GET /v1/ops/seeds`: per-seed capacity and load.
 pub async fn ops_seeds(
     axum::extract::State(state): St,
     caller: super::Caller,
-) -> ApiResult<Json<Vec<SeedView>>> {
+) -> ApiResult<Json<Vec<crate::ops::SeedView>>> {
     caller.require(&[Role::Operator])?;
+    Ok(Json(state.views()?.1))
+}
+
+/// Everything the dashboard and `shoal ops status` show.
+#[derive(Debug, Serialize)]
+pub struct Overview {
+    pub now: u64,
+    pub swarms: Vec<crate::ops::SwarmView>,
+    pub seeds: Vec<crate::ops::SeedView>,
+    pub alerts: Vec<crate::ops::Alert>,
+    /// Token refusals in the last hour: (reason, count).
+    pub refusals: Vec<(String, u64)>,
+    /// The last hour of offload and seed utilisation.
+    pub history: Vec<crate::ops::Sample>,
+}
+
+/// `GET /v1/ops/overview`: views, alerts, recent refusals and history.
+pub async fn ops_overview(
+    axum::extract::State(state): St,
+    caller: super::Caller,
+) -> ApiResult<Json<Overview>> {
+    caller.require(&[Role::Operator])?;
+    let (swarms, seeds) = state.views()?;
     let now = state.now();
-    let mut views: Vec<SeedView> = lock(&state.seeds)
-        .all()
-        .map(|s| SeedView {
-            utilisation: s.utilisation(),
-            stale: s.stale(now, state.config.seed_timeout_secs),
-            seed: s.clone(),
-        })
-        .collect();
-    views.sort_by(|a, b| a.seed.report.seed_id.cmp(&b.seed.report.seed_id));
-    Ok(Json(views))
+    let ops = lock(&state.ops);
+    Ok(Json(Overview {
+        now,
+        alerts: crate::ops::alerts(&swarms, &seeds),
+        refusals: ops.recent_refusals(now),
+        history: ops.samples.iter().cloned().collect(),
+        swarms,
+        seeds,
+    }))
 }
