@@ -12,18 +12,7 @@ use serde_json::{Value, json};
 use std::io::Write as _;
 
 pub(crate) fn run(args: &AdminArgs) -> anyhow::Result<()> {
-    let key = match (&args.api_key, &args.api_key_file) {
-        (Some(k), _) => Some(k.clone()),
-        (None, Some(path)) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading API key file {}", path.display()))
-                .map_err(|e| with_exit(e, Exit::BadInput))?
-                .trim()
-                .to_owned(),
-        ),
-        (None, None) => None,
-    };
-    let tracker = Tracker::new(&args.tracker, key)?;
+    let tracker = connect(&args.tracker, &args.api_key, &args.api_key_file)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -34,6 +23,26 @@ pub(crate) fn run(args: &AdminArgs) -> anyhow::Result<()> {
         None => {}
     }
     Ok(())
+}
+
+/// A tracker client with the API key from a flag, the environment or a file.
+pub(crate) fn connect(
+    url: &str,
+    api_key: &Option<String>,
+    api_key_file: &Option<std::path::PathBuf>,
+) -> anyhow::Result<Tracker> {
+    let key = match (api_key, api_key_file) {
+        (Some(k), _) => Some(k.clone()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading API key file {}", path.display()))
+                .map_err(|e| with_exit(e, Exit::BadInput))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    Tracker::new(url, key)
 }
 
 fn now() -> u64 {

@@ -67,6 +67,8 @@ pub enum Command {
     /// summary compares wall time with the fluid-model bound. Exits non-zero
     /// if any install differs from its build.
     Demo(DemoArgs),
+    /// Watch a tracker: swarms, seeds and alerts (operator key).
+    Ops(OpsArgs),
     /// Operate a tracker: accounts, seats, API keys, products, channels,
     /// publisher keys, entitlements, releases, the audit log and ops views.
     Admin(AdminArgs),
@@ -552,4 +554,36 @@ pub struct DemoArgs {
     /// lab publishes it itself).
     #[arg(long, hide = true)]
     pub write_build: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct OpsArgs {
+    /// Tracker base URL.
+    #[arg(
+        long,
+        env = "SHOAL_TRACKER",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    pub tracker: String,
+    /// Operator API key.
+    #[arg(long, env = "SHOAL_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+    /// Read the API key from a file (e.g. the tracker's operator.key).
+    #[arg(long, conflicts_with = "api_key", global = true)]
+    pub api_key_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: OpsTopCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OpsTopCommand {
+    /// Swarms (peers, completion, seeds, bytes from peers and seeds, offload,
+    /// ETA), seeds (capacity, egress, utilisation, peers, free disk,
+    /// heartbeat) and active alerts. Exits 16 while any alert is active.
+    Status {
+        /// Print the tracker's overview as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -33,6 +33,8 @@ pub struct Options {
     pub tracker_clock_offset_secs: i64,
     /// The product needs an entitlement.
     pub paid: bool,
+    /// Where the seed serves `/metrics`, if anywhere.
+    pub seed_metrics: Option<String>,
 }
 
 impl Default for Options {
@@ -46,6 +48,7 @@ impl Default for Options {
             chunking: ChunkParams::default(),
             tracker_clock_offset_secs: 0,
             paid: false,
+            seed_metrics: None,
         }
     }
 }
@@ -188,7 +191,7 @@ impl Lab {
             upload_cap_mbit: Some(mbit),
             max_peers: 500,
             super_seed_secs: options.super_seed_secs,
-            metrics: None,
+            metrics: options.seed_metrics.clone(),
         };
         tasks.push(tokio::spawn(shoal_seed::run_with(
             seed_config,

@@ -12,6 +12,7 @@ pub mod lab;
 mod launch_cmd;
 pub mod launcher;
 mod manifest_cmd;
+mod ops_cmd;
 pub mod progress;
 mod publish;
 pub mod tracker;
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Publish(args) => publish::run(&args),
         Command::Manifest(cmd) => manifest_cmd::run(&cmd),
         Command::Admin(args) => admin::run(&args),
+        Command::Ops(args) => ops_cmd::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Install(args) => launch_cmd::install(&args),
         Command::Update(args) => launch_cmd::update(&args),
@@ -89,6 +91,8 @@ pub enum Exit {
     MetadataExpired = 14,
     /// `shoal verify` found damaged or missing files.
     Damaged = 15,
+    /// `shoal ops status`: alerts are active.
+    Alerts = 16,
 }
 
 /// Wraps `err` so that the process exits with `code`, keeping its message.

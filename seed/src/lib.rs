@@ -427,6 +427,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn deploy_config_parses() {
+        let config: Config = toml::from_str(include_str!("../../deploy/seed.toml")).unwrap();
+        assert_eq!(config.metrics.as_deref(), Some("0.0.0.0:9101"));
+        assert_eq!(config.data, PathBuf::from("/var/lib/shoal-seed"));
+    }
+
+    #[test]
     fn example_config_parses() {
         let config: Config = toml::from_str(include_str!("../seed.example.toml")).unwrap();
         assert_eq!(config.seed_id, "seed-1");

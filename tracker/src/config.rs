@@ -102,6 +102,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn deploy_config_parses() {
+        let config: Config = toml::from_str(include_str!("../../deploy/tracker.toml")).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.listen, "0.0.0.0:7070");
+    }
+
+    #[test]
     fn example_config_parses() {
         let text = include_str!("../tracker.example.toml");
         let config: Config = toml::from_str(text).unwrap();
