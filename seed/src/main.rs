@@ -44,6 +44,9 @@ enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics.
         #[arg(long)]
         metrics: Option<String>,
+        /// Super-seeding window in seconds (0: off).
+        #[arg(long)]
+        super_seed_secs: Option<u64>,
     },
 }
 
@@ -76,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
             seed_id,
             capacity_mbit,
             metrics,
+            super_seed_secs,
         } => {
             let mut c = match config {
                 Some(path) => shoal_seed::Config::load(&path)?,
@@ -109,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
             c.seed_id = seed_id.unwrap_or(c.seed_id);
             c.capacity_mbit = capacity_mbit.unwrap_or(c.capacity_mbit);
             c.metrics = metrics.or(c.metrics);
+            c.super_seed_secs = super_seed_secs.unwrap_or(c.super_seed_secs);
             shoal_seed::run(c, async {
                 let _ = tokio::signal::ctrl_c().await;
             })
