@@ -91,29 +91,33 @@ fn install_dir(settings: &Settings, dir: &Option<PathBuf>, product: &str) -> Pat
 }
 
 pub(crate) fn install(args: &InstallArgs) -> anyhow::Result<()> {
-    let settings = settings(&args.launcher)?;
-    let req = Request {
-        product: args.product.clone(),
-        channel: args.channel.clone(),
-        dir: install_dir(&settings, &args.dir, &args.product),
-        seed_for: seed_for(&args.seed_for, args.no_seed)?,
-        update: false,
-        seeding: Arc::default(),
-    };
-    run_install(&settings, &req, args.launcher.json)
+    let a = (&args.product, &args.channel, &args.dir);
+    start(a, &args.seed_for, args.no_seed, &args.launcher, false)
 }
 
 pub(crate) fn update(args: &UpdateArgs) -> anyhow::Result<()> {
-    let settings = settings(&args.launcher)?;
+    let a = (&args.product, &args.channel, &args.dir);
+    start(a, &args.seed_for, args.no_seed, &args.launcher, true)
+}
+
+/// `install` and `update` differ only in whether an install must exist.
+fn start(
+    (product, channel, dir): (&String, &Option<String>, &Option<PathBuf>),
+    seed_for_text: &str,
+    no_seed: bool,
+    launcher: &LauncherArgs,
+    update: bool,
+) -> anyhow::Result<()> {
+    let settings = settings(launcher)?;
     let req = Request {
-        product: args.product.clone(),
-        channel: args.channel.clone(),
-        dir: install_dir(&settings, &args.dir, &args.product),
-        seed_for: seed_for(&args.seed_for, args.no_seed)?,
-        update: true,
+        product: product.clone(),
+        channel: channel.clone(),
+        dir: install_dir(&settings, dir, product),
+        seed_for: seed_for(seed_for_text, no_seed)?,
+        update,
         seeding: Arc::default(),
     };
-    run_install(&settings, &req, args.launcher.json)
+    run_install(&settings, &req, launcher.json)
 }
 
 fn run_install(settings: &Settings, req: &Request, json: bool) -> anyhow::Result<()> {

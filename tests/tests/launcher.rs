@@ -73,8 +73,8 @@ async fn six_players_install_then_update_through_the_swarm() -> anyhow::Result<(
     for i in 0..6 {
         players.push(lab.player(&format!("player{i}")).await?.0);
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let run = |update: bool| {
+    // Everyone seeds until everyone is done, like players who keep the launcher open.
+    let run = |update: bool, stop: &tokio::sync::watch::Receiver<bool>| {
         let mut tasks = Vec::new();
         for (i, s) in players.iter().enumerate() {
             let s = s.clone();
@@ -84,13 +84,13 @@ async fn six_players_install_then_update_through_the_swarm() -> anyhow::Result<(
                 update,
                 Duration::from_secs(120),
             );
-            let stop = stop_rx.clone();
+            let stop = stop.clone();
             tasks.push(tokio::spawn(async move { install(&s, &req, stop).await }));
         }
         tasks
     };
-    // Everyone seeds until everyone is done, like players who keep the launcher open.
-    let tasks = run(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = run(false, &stop_rx);
     let done = wait_all_installed(&lab, &tmp, 6, &v1).await;
     stop_tx.send(true)?;
     let mut outcomes = Vec::new();
@@ -124,19 +124,8 @@ async fn six_players_install_then_update_through_the_swarm() -> anyhow::Result<(
         .filter(|c| !v1.manifest.chunks.iter().any(|o| o.hash == c.hash))
         .map(|c| u64::from(c.len))
         .sum();
-    let (stop_tx, stop_rx2) = tokio::sync::watch::channel(false);
-    let mut tasks = Vec::new();
-    for (i, s) in players.iter().enumerate() {
-        let s = s.clone();
-        let req = request(
-            &lab,
-            tmp.path().join(format!("install{i}")),
-            true,
-            Duration::from_secs(120),
-        );
-        let stop = stop_rx2.clone();
-        tasks.push(tokio::spawn(async move { install(&s, &req, stop).await }));
-    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = run(true, &stop_rx);
     let done = wait_all_installed(&lab, &tmp, 6, &v2).await;
     stop_tx.send(true)?;
     for t in tasks {
