@@ -205,6 +205,10 @@ async fn metrics_views_alerts_and_ops_status() -> anyhow::Result<()> {
         .unwrap_or(0.0)
         + sample_value(&c, "shoal_client_downloaded_from_seeds_bytes_total", "").unwrap_or(0.0);
     assert!(received > 0.0, "{c}");
+    assert!(
+        sample_value(&c, "shoal_client_chunks_verified_total", "").is_some_and(|v| v > 0.0),
+        "{c}"
+    );
 
     // Every metric the Grafana dashboard in deploy/ plots is one we export.
     let grafana = std::fs::read_to_string(

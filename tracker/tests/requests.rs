@@ -426,3 +426,86 @@ async fn announce_renews_tokens_and_rechecks_entitlement() {
         (StatusCode::FORBIDDEN, Some("entitlement_revoked"))
     );
 }
+
+/// Bootstrap lists hand out the least-loaded fresh seeds with capacity left:
+/// never a stale seed, and a full one only when every seed is full.
+#[tokio::test]
+async fn bootstrap_prefers_seeds_with_capacity_and_never_stale_ones() {
+    let config = Config {
+        seed_timeout_secs: 90,
+        ..Config::default()
+    };
+    let t = start(config).await;
+    t.product("game", false, &["stable"]).await;
+    let player = t.account("P", "FR").await;
+    let key = t.key(&player, "player").await;
+    let (_, first) = t.token(&key, "game", "stable", &peer(1)).await;
+    let swarm = first["swarm"].as_str().unwrap().to_owned();
+    let heartbeat = |id: &str, n: u32, egress: u64| {
+        json!({
+            "seed_id": id, "peer_id": peer(100 + n), "addrs": [format!("/ip4/127.0.0.1/udp/{}/quic-v1", 9000 + n)],
+            "capacity_bps": 1_000_000_000u64, "egress_bps": egress, "peers": 1, "free_disk": 1u64 << 40,
+            "releases": [swarm],
+        })
+    };
+    let seed_account = t.account("seeds", "SE").await;
+    let seed_key = t.key(&seed_account, "seed").await;
+    let listed = |v: &Value| -> Vec<String> {
+        v["bootstrap"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["seed"] == true)
+            .map(|p| p["peer_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // "old" goes stale; "full" has no capacity left; "busy" and "idle" have some.
+    t.post("/v1/seeds/heartbeat", &seed_key, heartbeat("old", 0, 0))
+        .await;
+    t.advance(120);
+    for (id, n, egress) in [
+        ("full", 1, 995_000_000),
+        ("busy", 2, 600_000_000),
+        ("idle", 3, 100_000_000),
+    ] {
+        let (s, v) = t
+            .post("/v1/seeds/heartbeat", &seed_key, heartbeat(id, n, egress))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (_, v) = t.token(&key, "game", "stable", &peer(2)).await;
+    assert_eq!(
+        listed(&v),
+        [peer(103), peer(102)],
+        "idle first, then busy: {v}"
+    );
+
+    // Only full seeds left fresh: the least loaded still go out.
+    t.advance(60);
+    t.post(
+        "/v1/seeds/heartbeat",
+        &seed_key,
+        heartbeat("full", 1, 995_000_000),
+    )
+    .await;
+    t.post(
+        "/v1/seeds/heartbeat",
+        &seed_key,
+        heartbeat("fuller", 4, 999_000_000),
+    )
+    .await;
+    t.advance(40);
+    let (_, v) = t.token(&key, "game", "stable", &peer(3)).await;
+    assert_eq!(listed(&v), [peer(101), peer(104)], "{v}");
+    let (_, o) = t.get("/v1/ops/overview", &t.operator).await;
+    let kinds: Vec<&str> = o["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"seed_stale") && kinds.contains(&"seed_hot"),
+        "{o}"
+    );
+}

@@ -262,6 +262,11 @@ pub fn metrics(
                 load(&serving.uploaded),
             )
             .counter(
+                "chunks_verified",
+                "Chunks received that passed verification",
+                load(&counters.verified),
+            )
+            .counter(
                 "chunks_failed_verification",
                 "Chunks received that failed verification",
                 load(&counters.failed),

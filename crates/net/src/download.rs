@@ -105,6 +105,8 @@ pub struct Counters {
     /// Verified bytes received from peers and from seeds.
     pub from_peers: AtomicU64,
     pub from_seeds: AtomicU64,
+    /// Chunks that passed verification and were stored.
+    pub verified: AtomicU64,
     /// Chunks that failed verification.
     pub failed: AtomicU64,
     /// Sources connected and authenticated.
@@ -355,6 +357,7 @@ pub async fn download(
                                 let by_seed = known.kinds[peer.0 as usize] == PeerKind::Seed;
                                 let counter = if by_seed { &counters.from_seeds } else { &counters.from_peers };
                                 counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                                counters.verified.fetch_add(1, Ordering::Relaxed);
                                 fresh_haves.push(index);
                             }
                         }

@@ -238,6 +238,18 @@ impl Install {
         for k in stale {
             self.progress.remove(k)?;
         }
+        // A run killed between moving the finished tree to builds/ and the
+        // swap left it there: move it back, so its chunks count as staged.
+        let built = self.state.join("builds").join(&name);
+        let current = fs::read_link(self.current_path()).ok();
+        let is_current = current.as_deref().and_then(Path::file_name) == Some(name.as_ref());
+        if built.is_dir() && !is_current && !staging.join(&name).exists() {
+            fs::rename(&built, staging.join(&name)).map_err(StoreError::io(&built))?;
+            disk::sync_dir(&staging)?;
+            // Its final modes may be read-only; the commit applies them again.
+            owner_writable(&staging.join(&name));
+            tracing::info!(build = %name, "recovered a finished build that was not swapped in");
+        }
         describe(&staging, &name, &record, signed_manifest)?;
         Staging::open(
             self.clone(),
@@ -313,6 +325,29 @@ pub fn installed(root: &Path) -> Result<Option<Build>, StoreError> {
         record,
         tree: Tree::new(builds.join(&name), Arc::new(manifest)),
     }))
+}
+
+/// Adds owner write (and search, for directories) permission below `path`.
+fn owner_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.file_type().is_symlink() {
+        return;
+    }
+    let extra = if meta.is_dir() { 0o700 } else { 0o200 };
+    let _ = fs::set_permissions(
+        path,
+        fs::Permissions::from_mode(meta.permissions().mode() | extra),
+    );
+    if meta.is_dir()
+        && let Ok(entries) = fs::read_dir(path)
+    {
+        for e in entries.flatten() {
+            owner_writable(&e.path());
+        }
+    }
 }
 
 fn bad_index(hash: &Hash) -> StoreError {

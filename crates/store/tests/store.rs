@@ -109,10 +109,13 @@ fn same_tree(a: &Path, b: &Path) -> anyhow::Result<()> {
         "readme.txt",
         "empty",
     ] {
-        assert_eq!(
-            std::fs::read(a.join(rel))?,
-            std::fs::read(b.join(rel))?,
-            "{rel}"
+        let (x, y) = (std::fs::read(a.join(rel))?, std::fs::read(b.join(rel))?);
+        let first_difference = x.iter().zip(&y).position(|(p, q)| p != q);
+        assert!(
+            x.len() == y.len() && first_difference.is_none(),
+            "{rel}: {} against {} bytes, first difference at {first_difference:?}",
+            x.len(),
+            y.len()
         );
     }
     assert_eq!(
@@ -250,5 +253,33 @@ fn a_foreign_current_is_refused() -> anyhow::Result<()> {
         err.to_string().contains("not a Shoal install link"),
         "{err}"
     );
+    Ok(())
+}
+
+/// Killed after the finished tree moved to builds/ but before the swap: the
+/// next run finds every chunk there and swaps without fetching anything.
+#[test]
+fn a_build_finished_but_not_swapped_is_recovered() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let v1 = release(&tmp.path().join("build1"), 1, false)?;
+    let root = tmp.path().join("install");
+    let install = Install::open(&root)?;
+    let staging = install.stage(v1.record.clone(), &v1.signed, v1.manifest.clone())?;
+    put_all(&staging, &v1, usize::MAX)?;
+    staging.sync()?;
+    drop(staging);
+    drop(install);
+    let name = v1.record.name();
+    std::fs::rename(
+        root.join(".shoal/staging").join(&name),
+        root.join(".shoal/builds").join(&name),
+    )?;
+
+    let install = Install::open(&root)?;
+    assert!(install.installed()?.is_none(), "not swapped in yet");
+    let staging = install.stage(v1.record.clone(), &v1.signed, v1.manifest.clone())?;
+    assert_eq!(staging.missing_bytes(), 0);
+    staging.commit()?;
+    same_tree(&tmp.path().join("build1"), &install.current_path())?;
     Ok(())
 }
