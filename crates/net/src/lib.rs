@@ -230,7 +230,7 @@ struct Loop {
     connected: Arc<std::sync::atomic::AtomicUsize>,
     /// When each chunk was last sent, and to whom (super-seeding only).
     sent: HashMap<(Hash, u32), (Duration, PeerId)>,
-    upload: Option<shoal_scheduler::TokenBucket>,
+    upload: Option<Arc<std::sync::Mutex<shoal_scheduler::TokenBucket>>>,
     delayed_tx: mpsc::Sender<Delayed>,
     started: std::time::Instant,
     config: Config,
@@ -288,7 +288,11 @@ pub fn spawn(
     let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
     let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (delayed_tx, delayed) = mpsc::channel(COMMAND_QUEUE);
-    let upload = config.upload_rate.map(shoal_scheduler::TokenBucket::capped);
+    let upload = config.upload_rate.map(|r| {
+        Arc::new(std::sync::Mutex::new(shoal_scheduler::TokenBucket::capped(
+            r,
+        )))
+    });
     let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let node = Loop {
         connected: connected.clone(),
@@ -586,42 +590,52 @@ impl Loop {
                         .get(&key)
                         .is_some_and(|&(t, to)| now < t + w && to != peer)
                 });
-                let response = if !self.is_authorised(&peer, &request.swarm) {
-                    ChunkResponse::Unauthorized
+                let refusal = if !self.is_authorised(&peer, &request.swarm) {
+                    Some(ChunkResponse::Unauthorized)
                 } else if recently_sent {
-                    ChunkResponse::SentElsewhere
+                    Some(ChunkResponse::SentElsewhere)
                 } else {
-                    match self.source.chunk(&request.swarm, request.index) {
-                        Some(data) => ChunkResponse::Data(data),
-                        None => ChunkResponse::NotFound,
-                    }
+                    None
                 };
-                if self.config.super_seed.is_some() && matches!(response, ChunkResponse::Data(_)) {
-                    if self.sent.len() >= MAX_SENT_REMEMBERED {
-                        self.sent.clear();
-                    }
-                    self.sent.insert(key, (now, peer));
-                }
-                // The upload cap delays the answer by what its bytes cost.
-                let wait = match (&mut self.upload, &response) {
-                    (Some(bucket), ChunkResponse::Data(d)) => {
-                        bucket.reserve(self.started.elapsed(), d.len() as u64)
-                    }
-                    _ => Duration::ZERO,
-                };
-                if wait.is_zero() {
+                if let Some(response) = refusal {
                     let _ = self
                         .swarm
                         .behaviour_mut()
                         .chunk
                         .send_response(channel, response);
-                } else {
-                    let tx = self.delayed_tx.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(wait).await;
-                        let _ = tx.send((channel, response)).await;
-                    });
+                    return;
                 }
+                if self.config.super_seed.is_some() {
+                    if self.sent.len() >= MAX_SENT_REMEMBERED {
+                        self.sent.clear();
+                    }
+                    self.sent.insert(key, (now, peer));
+                }
+                // Reading and re-verifying the chunk happens off the event
+                // loop, which keeps driving every connection meanwhile; the
+                // upload cap then delays the answer by what its bytes cost.
+                let (source, tx) = (self.source.clone(), self.delayed_tx.clone());
+                let (upload, started) = (self.upload.clone(), self.started);
+                tokio::spawn(async move {
+                    let read = tokio::task::spawn_blocking(move || {
+                        source.chunk(&request.swarm, request.index)
+                    });
+                    let response = match read.await {
+                        Ok(Some(data)) => ChunkResponse::Data(data),
+                        _ => ChunkResponse::NotFound,
+                    };
+                    let wait = match (&upload, &response) {
+                        (Some(bucket), ChunkResponse::Data(d)) => bucket
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .reserve(started.elapsed(), d.len() as u64),
+                        _ => Duration::ZERO,
+                    };
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                    let _ = tx.send((channel, response)).await;
+                });
             }
             rr::Event::Message {
                 message:
