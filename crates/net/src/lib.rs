@@ -58,6 +58,10 @@ pub struct Config {
     /// Super-seeding (seeds): refuse a chunk sent within this window with
     /// `SentElsewhere`, so peers relay it and it leaves the origin about once.
     pub super_seed: Option<Duration>,
+    /// With an upload cap: answer `Busy` rather than queue a chunk behind
+    /// more than this much already-promised upload, so a slow uploader is
+    /// asked only for what it can deliver soon and requesters go elsewhere.
+    pub max_upload_backlog: Duration,
 }
 
 impl Config {
@@ -78,6 +82,7 @@ impl Config {
             max_connections: 200,
             max_concurrent_streams: 64,
             super_seed: None,
+            max_upload_backlog: Duration::from_secs(2),
         }
     }
 }
@@ -590,10 +595,17 @@ impl Loop {
                         .get(&key)
                         .is_some_and(|&(t, to)| now < t + w && to != peer)
                 });
+                let backlog = self.upload.as_ref().map_or(Duration::ZERO, |b| {
+                    b.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .backlog(self.started.elapsed())
+                });
                 let refusal = if !self.is_authorised(&peer, &request.swarm) {
                     Some(ChunkResponse::Unauthorized)
                 } else if recently_sent {
                     Some(ChunkResponse::SentElsewhere)
+                } else if backlog > self.config.max_upload_backlog {
+                    Some(ChunkResponse::Busy)
                 } else {
                     None
                 };

@@ -39,6 +39,17 @@ impl TokenBucket {
         }
     }
 
+    /// How long until what is already reserved has been paid for: the
+    /// queue of bytes waiting behind the cap, in time.
+    pub fn backlog(&mut self, now: Duration) -> Duration {
+        self.refill(now);
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+
     /// Takes `bytes` now; returns how long the caller must wait before
     /// sending them to stay within the rate.
     pub fn reserve(&mut self, now: Duration, bytes: u64) -> Duration {
@@ -74,6 +85,16 @@ mod tests {
         // two seconds later the debt is paid and 1000 bytes refilled (capped at burst)
         assert_eq!(b.reserve(3 * S, 500), Duration::ZERO);
         assert_eq!(b.reserve(3 * S, 250), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn backlog_is_the_debt_in_time() {
+        let mut b = TokenBucket::new(1000, 500);
+        assert_eq!(b.backlog(Duration::ZERO), Duration::ZERO);
+        b.reserve(Duration::ZERO, 2500);
+        assert_eq!(b.backlog(Duration::ZERO), 2 * S);
+        assert_eq!(b.backlog(S), S);
+        assert_eq!(b.backlog(3 * S), Duration::ZERO);
     }
 
     #[test]
