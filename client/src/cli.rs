@@ -51,7 +51,7 @@ pub enum Command {
     Install(InstallArgs),
     /// Update an installed product to the newest release of its channel,
     /// fetching only the chunks the installed version lacks.
-    Update(UpdateArgs),
+    Update(InstallArgs),
     /// Rehash an install against its manifest and list damaged or missing files.
     Verify(DirArgs),
     /// Fetch exactly the damaged chunks of an install from the swarm.
@@ -466,7 +466,8 @@ pub struct LauncherArgs {
 pub struct InstallArgs {
     /// The product id.
     pub product: String,
-    /// The channel (default: stable, or the installed build's).
+    /// The channel (default: the installed build's, else stable; update
+    /// switches channel when given one).
     #[arg(long)]
     pub channel: Option<String>,
     /// The install directory (default: install_root/PRODUCT from the config).
@@ -475,27 +476,7 @@ pub struct InstallArgs {
     /// Keep serving the release to other players this long afterwards (e.g. 5m, 0).
     #[arg(long, default_value = "3m")]
     pub seed_for: String,
-    /// Do not seed after installing.
-    #[arg(long, conflicts_with = "seed_for")]
-    pub no_seed: bool,
-    #[command(flatten)]
-    pub launcher: LauncherArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct UpdateArgs {
-    /// The product id.
-    pub product: String,
-    /// The install directory (default: install_root/PRODUCT from the config).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
-    /// Switch to another channel.
-    #[arg(long)]
-    pub channel: Option<String>,
-    /// Keep serving the release to other players this long afterwards (e.g. 5m, 0).
-    #[arg(long, default_value = "3m")]
-    pub seed_for: String,
-    /// Do not seed after updating.
+    /// Do not seed afterwards.
     #[arg(long, conflicts_with = "seed_for")]
     pub no_seed: bool,
     #[command(flatten)]

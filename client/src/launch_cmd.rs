@@ -1,7 +1,7 @@
 //! `shoal install | update | verify | repair | status`: settings from the
 //! config file, environment and flags; a runtime; and the printed result.
 
-use crate::cli::{DirArgs, InstallArgs, LauncherArgs, RepairArgs, UpdateArgs};
+use crate::cli::{DirArgs, InstallArgs, LauncherArgs, RepairArgs};
 use crate::config::{self, Settings};
 use crate::launcher::{self, Outcome, Request};
 use crate::{Exit, human, with_exit};
@@ -91,33 +91,25 @@ fn install_dir(settings: &Settings, dir: &Option<PathBuf>, product: &str) -> Pat
 }
 
 pub(crate) fn install(args: &InstallArgs) -> anyhow::Result<()> {
-    let a = (&args.product, &args.channel, &args.dir);
-    start(a, &args.seed_for, args.no_seed, &args.launcher, false)
+    start(args, false)
 }
 
-pub(crate) fn update(args: &UpdateArgs) -> anyhow::Result<()> {
-    let a = (&args.product, &args.channel, &args.dir);
-    start(a, &args.seed_for, args.no_seed, &args.launcher, true)
+pub(crate) fn update(args: &InstallArgs) -> anyhow::Result<()> {
+    start(args, true)
 }
 
 /// `install` and `update` differ only in whether an install must exist.
-fn start(
-    (product, channel, dir): (&String, &Option<String>, &Option<PathBuf>),
-    seed_for_text: &str,
-    no_seed: bool,
-    launcher: &LauncherArgs,
-    update: bool,
-) -> anyhow::Result<()> {
-    let settings = settings(launcher)?;
+fn start(args: &InstallArgs, update: bool) -> anyhow::Result<()> {
+    let settings = settings(&args.launcher)?;
     let req = Request {
-        product: product.clone(),
-        channel: channel.clone(),
-        dir: install_dir(&settings, dir, product),
-        seed_for: seed_for(seed_for_text, no_seed)?,
+        product: args.product.clone(),
+        channel: args.channel.clone(),
+        dir: install_dir(&settings, &args.dir, &args.product),
+        seed_for: seed_for(&args.seed_for, args.no_seed)?,
         update,
         seeding: Arc::default(),
     };
-    run_install(&settings, &req, launcher.json)
+    run_install(&settings, &req, args.launcher.json)
 }
 
 fn run_install(settings: &Settings, req: &Request, json: bool) -> anyhow::Result<()> {
