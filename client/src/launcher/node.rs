@@ -87,6 +87,15 @@ impl ChunkSource for Serving {
 
 impl ChunkStore for Serving {
     fn put(&self, chunk: VerifiedChunk<'_>) -> std::io::Result<()> {
+        // Writes and the periodic fsync of a progress batch block: let the
+        // runtime move its other tasks (the node's event loop) elsewhere.
+        // The launcher always runs on a multi-thread runtime.
+        tokio::task::block_in_place(|| self.put_blocking(chunk))
+    }
+}
+
+impl Serving {
+    fn put_blocking(&self, chunk: VerifiedChunk<'_>) -> std::io::Result<()> {
         match self.held() {
             Held::Staging(s) => s.put(chunk),
             Held::Repair(b, good) => {
