@@ -78,7 +78,6 @@ pub struct Lab {
     pub releases: Arc<shoal_seed::Releases>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    players: std::sync::atomic::AtomicU32,
 }
 
 /// A player's config file, as `shoal` reads it.
@@ -210,7 +209,6 @@ impl Lab {
             releases,
             stop,
             tasks,
-            players: Default::default(),
         })
     }
 
@@ -302,8 +300,6 @@ impl Lab {
                 Some(&json!({"account": id, "role": "player"})),
             )
             .await?;
-        self.players
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = self.root.join("players").join(name);
         let file = config::File {
             tracker: Some(self.url.clone()),

@@ -91,7 +91,7 @@ async fn six_players_install_then_update_through_the_swarm() -> anyhow::Result<(
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tasks = run(false, &stop_rx);
-    let done = wait_all_installed(&lab, &tmp, 6, &v1).await;
+    let done = wait_all_installed(&tmp, 6, &v1).await;
     stop_tx.send(true)?;
     let mut outcomes = Vec::new();
     for t in tasks {
@@ -126,7 +126,7 @@ async fn six_players_install_then_update_through_the_swarm() -> anyhow::Result<(
         .sum();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tasks = run(true, &stop_rx);
-    let done = wait_all_installed(&lab, &tmp, 6, &v2).await;
+    let done = wait_all_installed(&tmp, 6, &v2).await;
     stop_tx.send(true)?;
     for t in tasks {
         let o = t.await??;
@@ -148,7 +148,6 @@ async fn six_players_install_then_update_through_the_swarm() -> anyhow::Result<(
 
 /// Polls the installs until all hold `release` (or a minute passes).
 async fn wait_all_installed(
-    _lab: &Lab,
     tmp: &tempfile::TempDir,
     n: usize,
     release: &Published,

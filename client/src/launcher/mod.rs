@@ -293,7 +293,6 @@ impl Swarm {
             counters: counters.clone(),
             serving,
             complete: Default::default(),
-            starving: Default::default(),
             renewed: tokio::sync::watch::channel(ticket.token.clone()).0,
         });
         let (more_tx, more_rx) = mpsc::channel(256);

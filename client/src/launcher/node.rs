@@ -149,8 +149,6 @@ pub struct Announcer {
     pub counters: Arc<Counters>,
     pub serving: Arc<Serving>,
     pub complete: AtomicBool,
-    /// Ask for seeds too.
-    pub starving: AtomicBool,
     /// Tokens the tracker renewed, for the download to re-authenticate with.
     pub renewed: tokio::sync::watch::Sender<shoal_token::Token>,
 }
@@ -178,7 +176,6 @@ impl Announcer {
             "uploaded": self.serving.uploaded.load(Ordering::Relaxed),
             "downloaded": self.counters.received(),
             "downloaded_from_seeds": self.counters.from_seeds.load(Ordering::Relaxed),
-            "starving": self.starving.load(Ordering::Relaxed),
             "stopped": stopped,
         });
         let v = self
