@@ -37,6 +37,13 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Chunk a build directory, sign its manifest and write a bundle a seed can serve.
     Publish(PublishArgs),
+    /// Register a bundle with the tracker and push it to running seeds.
+    ///
+    /// Resumable: each seed lists the chunks it still lacks, so a rerun
+    /// after a failure uploads only the rest, and a patch only what the
+    /// seed does not hold for an earlier release. Registering the channel's
+    /// newest manifest again returns the same release.
+    Push(PushArgs),
     /// Inspect and compare manifests.
     #[command(subcommand)]
     Manifest(ManifestCommand),
@@ -363,6 +370,38 @@ pub struct PublishArgs {
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: PushTarget,
+}
+
+/// Where a published bundle goes: the tracker that registers it and the
+/// seeds that serve it.
+#[derive(Debug, Clone, Args)]
+pub struct PushTarget {
+    /// Register the release with this tracker (e.g. http://tracker:7070).
+    #[arg(long)]
+    pub tracker: Option<String>,
+    /// Publisher API key for the tracker.
+    #[arg(long, env = "SHOAL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Push the release to this seed's push API (e.g. http://seed:9102;
+    /// repeatable). Needs --tracker: seeds take only registered releases.
+    #[arg(long)]
+    pub seed: Vec<String>,
+    /// The seeds' push key.
+    #[arg(long, env = "SHOAL_SEED_PUSH_KEY", hide_env_values = true)]
+    pub seed_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The bundle directory `shoal publish` wrote.
+    pub bundle: PathBuf,
+    #[command(flatten)]
+    pub target: PushTarget,
+    /// Print the outcome as one JSON object.
     #[arg(long)]
     pub json: bool,
 }

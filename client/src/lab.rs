@@ -35,6 +35,8 @@ pub struct Options {
     pub paid: bool,
     /// Where the seed serves `/metrics`, if anywhere.
     pub seed_metrics: Option<String>,
+    /// The seed's push API: address and key.
+    pub seed_push: Option<(String, String)>,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             tracker_clock_offset_secs: 0,
             paid: false,
             seed_metrics: None,
+            seed_push: None,
         }
     }
 }
@@ -191,6 +194,8 @@ impl Lab {
             max_peers: 500,
             super_seed_secs: options.super_seed_secs,
             metrics: options.seed_metrics.clone(),
+            push_listen: options.seed_push.as_ref().map(|(a, _)| a.clone()),
+            push_key: options.seed_push.as_ref().map(|(_, k)| k.clone()),
         };
         tasks.push(tokio::spawn(shoal_seed::run_with(
             seed_config,
@@ -321,6 +326,16 @@ impl Lab {
     /// The operator's API key (for `shoal admin`).
     pub fn operator_key(&self) -> Option<&str> {
         self.operator.key()
+    }
+
+    /// The publisher's API key (for `shoal publish --tracker`).
+    pub fn publisher_api_key(&self) -> Option<&str> {
+        self.publisher.key()
+    }
+
+    /// Writes the publisher's signing key where `shoal publish --key` reads it.
+    pub fn write_publisher_key(&self, path: &Path) -> anyhow::Result<()> {
+        crate::keygen::write_key_file(path, &self.publisher_key)
     }
 
     /// Stops the seed and the tracker.

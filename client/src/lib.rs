@@ -15,6 +15,7 @@ mod manifest_cmd;
 mod ops_cmd;
 pub mod progress;
 mod publish;
+mod push;
 pub mod tracker;
 
 use cli::{Cli, Command};
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Keygen(args) => keygen::run(&args),
         Command::Publish(args) => publish::run(&args),
+        Command::Push(args) => publish::push(&args),
         Command::Manifest(cmd) => manifest_cmd::run(&cmd),
         Command::Admin(args) => admin::run(&args),
         Command::Ops(args) => ops_cmd::run(&args),
@@ -93,6 +95,8 @@ pub enum Exit {
     Damaged = 15,
     /// `shoal ops status`: alerts are active.
     Alerts = 16,
+    /// A seed refused or failed a push (its code and detail are printed).
+    SeedFailed = 17,
 }
 
 /// Wraps `err` so that the process exits with `code`, keeping its message.

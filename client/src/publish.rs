@@ -1,7 +1,9 @@
 //! `shoal publish`: chunk and hash a build tree on all cores, sign the
-//! manifest and write a bundle that a seed can import and serve.
+//! manifest and write a bundle that a seed can import and serve; with
+//! `--tracker` and `--seed`, register it and push it to running seeds.
 
-use crate::cli::PublishArgs;
+use crate::cli::{PublishArgs, PushArgs};
+use crate::push::{Pushed, Registered};
 use crate::{Exit, human, keygen, progress, with_exit};
 use anyhow::Context as _;
 use serde::Serialize;
@@ -32,6 +34,12 @@ pub struct Summary {
     pub dedup_ratio: f64,
     pub seconds: f64,
     pub bytes_per_sec: f64,
+    /// Set when the release was registered with a tracker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registered: Option<Registered>,
+    /// The seeds it was pushed to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<Pushed>,
 }
 
 pub(crate) fn run(args: &PublishArgs) -> anyhow::Result<()> {
@@ -88,11 +96,35 @@ pub(crate) fn run(args: &PublishArgs) -> anyhow::Result<()> {
     let out = writer.finish(&signed).context("finishing the bundle")?;
     let elapsed = start.elapsed();
 
-    let summary = summarise(&manifest, &signed, out, elapsed);
+    let mut summary = summarise(&manifest, &signed, out, elapsed);
+    if !args.json {
+        print_summary(&summary);
+    }
+    let (registered, seeds) =
+        crate::push::register_and_push(&args.target, &summary.out, args.json)?;
+    summary.registered = registered;
+    summary.seeds = seeds;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
-    } else {
-        print_summary(&summary);
+    }
+    Ok(())
+}
+
+/// `shoal push`: register an existing bundle and push it to seeds.
+pub(crate) fn push(args: &PushArgs) -> anyhow::Result<()> {
+    if args.target.tracker.is_none() {
+        return Err(with_exit(
+            anyhow::anyhow!("--tracker is required: seeds take only registered releases"),
+            Exit::BadInput,
+        ));
+    }
+    let (registered, seeds) =
+        crate::push::register_and_push(&args.target, &args.bundle, args.json)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"registered": registered, "seeds": seeds})
+        );
     }
     Ok(())
 }
@@ -129,6 +161,8 @@ fn summarise(
         },
         seconds,
         bytes_per_sec: total as f64 / seconds.max(1e-9),
+        registered: None,
+        seeds: Vec::new(),
     }
 }
 

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod metrics;
+pub mod push;
 
 pub const KEY_FILE: &str = "seed.key";
 pub const RELEASES_DIR: &str = "releases";
@@ -59,6 +60,13 @@ pub struct Config {
     /// Address for `GET /metrics` (Prometheus), e.g. `127.0.0.1:9101`.
     #[serde(default)]
     pub metrics: Option<String>,
+    /// Address for the push API (`shoal publish --seed`), e.g. `127.0.0.1:9102`.
+    #[serde(default)]
+    pub push_listen: Option<String>,
+    /// The bearer key publishers present to the push API. Required with
+    /// `push_listen`; prefer the `SHOAL_SEED_PUSH_KEY` variable to the file.
+    #[serde(default)]
+    pub push_key: Option<String>,
 }
 
 fn default_max_peers() -> usize {
@@ -222,6 +230,17 @@ impl Releases {
         Ok(())
     }
 
+    /// Serves the complete release already in `dir` (a finished push).
+    pub fn adopt(&self, release: Hash, dir: &Path) -> anyhow::Result<()> {
+        let bundle = Bundle::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+        self.bundles
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(release, Arc::new(bundle));
+        self.changed.notify_one();
+        Ok(())
+    }
+
     fn bundle(&self, id: &Hash) -> Option<Arc<Bundle>> {
         self.bundles
             .read()
@@ -377,6 +396,26 @@ pub async fn run_with(
         });
         let bound = metrics::spawn(addr, render).await?;
         tracing::info!(%bound, "metrics at /metrics");
+    }
+    if let Some(addr) = &config.push_listen {
+        let key = config
+            .push_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .context("push_listen needs a push_key (or SHOAL_SEED_PUSH_KEY)")?;
+        let link = push::TrackerLink {
+            http: http.clone(),
+            base: base.clone(),
+            api_key: config.api_key.clone(),
+        };
+        let state = Arc::new(push::Push::new(
+            config.data.clone(),
+            releases.clone(),
+            link,
+            key,
+        ));
+        let bound = push::spawn(addr, state).await?;
+        tracing::info!(%bound, "push API at /v1/push");
     }
     // Events are not needed by a seed; drain them so the node never blocks.
     tokio::spawn(async move { while events.recv().await.is_some() {} });

@@ -22,32 +22,41 @@ enum Command {
         bundle: PathBuf,
     },
     /// Serve every imported release and heartbeat to the tracker.
-    Serve {
-        /// TOML configuration (see seed/seed.example.toml); flags override it.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        data: Option<PathBuf>,
-        #[arg(long)]
-        tracker: Option<String>,
-        #[arg(long, env = "SHOAL_SEED_API_KEY", hide_env_values = true)]
-        api_key: Option<String>,
-        /// QUIC multiaddr to listen on (repeatable).
-        #[arg(long)]
-        listen: Vec<String>,
-        #[arg(long)]
-        tracker_key: Option<shoal_types::PublicKey>,
-        #[arg(long)]
-        seed_id: Option<String>,
-        #[arg(long)]
-        capacity_mbit: Option<u64>,
-        /// Serve Prometheus metrics at http://ADDR/metrics.
-        #[arg(long)]
-        metrics: Option<String>,
-        /// Super-seeding window in seconds (0: off).
-        #[arg(long)]
-        super_seed_secs: Option<u64>,
-    },
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML configuration (see seed/seed.example.toml); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long)]
+    tracker: Option<String>,
+    #[arg(long, env = "SHOAL_SEED_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// QUIC multiaddr to listen on (repeatable).
+    #[arg(long)]
+    listen: Vec<String>,
+    #[arg(long)]
+    tracker_key: Option<shoal_types::PublicKey>,
+    #[arg(long)]
+    seed_id: Option<String>,
+    #[arg(long)]
+    capacity_mbit: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    metrics: Option<String>,
+    /// Super-seeding window in seconds (0: off).
+    #[arg(long)]
+    super_seed_secs: Option<u64>,
+    /// Accept releases pushed by `shoal publish --seed` on http://ADDR/v1/push.
+    #[arg(long)]
+    push_listen: Option<String>,
+    /// The key publishers present to the push API.
+    #[arg(long, env = "SHOAL_SEED_PUSH_KEY", hide_env_values = true)]
+    push_key: Option<String>,
 }
 
 #[tokio::main]
@@ -69,18 +78,21 @@ async fn main() -> anyhow::Result<()> {
             let path = shoal_seed::import(&data, &bundle, release)?;
             println!("imported release {release} into {}", path.display());
         }
-        Command::Serve {
-            config,
-            data,
-            tracker,
-            api_key,
-            listen,
-            tracker_key,
-            seed_id,
-            capacity_mbit,
-            metrics,
-            super_seed_secs,
-        } => {
+        Command::Serve(args) => {
+            let ServeArgs {
+                config,
+                data,
+                tracker,
+                api_key,
+                listen,
+                tracker_key,
+                seed_id,
+                capacity_mbit,
+                metrics,
+                super_seed_secs,
+                push_listen,
+                push_key,
+            } = *args;
             let mut c = match config {
                 Some(path) => shoal_seed::Config::load(&path)?,
                 None => shoal_seed::Config {
@@ -101,6 +113,8 @@ async fn main() -> anyhow::Result<()> {
                     max_peers: 500,
                     super_seed_secs: 10,
                     metrics: None,
+                    push_listen: None,
+                    push_key: None,
                 },
             };
             c.data = data.unwrap_or(c.data);
@@ -114,6 +128,8 @@ async fn main() -> anyhow::Result<()> {
             c.capacity_mbit = capacity_mbit.unwrap_or(c.capacity_mbit);
             c.metrics = metrics.or(c.metrics);
             c.super_seed_secs = super_seed_secs.unwrap_or(c.super_seed_secs);
+            c.push_listen = push_listen.or(c.push_listen);
+            c.push_key = push_key.or(c.push_key);
             shoal_seed::run(c, async {
                 let _ = tokio::signal::ctrl_c().await;
             })

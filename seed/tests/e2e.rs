@@ -168,6 +168,8 @@ async fn publish_seed_and_download_through_the_tracker() {
         max_peers: 50,
         super_seed_secs: 10,
         metrics: Some("127.0.0.1:0".into()),
+        push_listen: None,
+        push_key: None,
     };
     tokio::spawn(shoal_seed::run(config, std::future::pending()));
 

@@ -102,6 +102,19 @@ async fn release_registration_rules_and_versions() {
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
+    // the newest manifest again (a retried publish) is the same release
+    let again = manifest_bytes("game", "stable", "1.2", &key);
+    let (s1, first) = t.register(&api, &again).await;
+    let (s2, second) = t.register(&api, &again).await;
+    assert_eq!(
+        (s1, s2),
+        (StatusCode::OK, StatusCode::OK),
+        "{first} {second}"
+    );
+    assert_eq!(
+        (&first["id"], &first["version"]),
+        (&second["id"], &json!(3))
+    );
     let (_, v) = t
         .register(&api, &manifest_bytes("game", "beta", "2.0", &key))
         .await;

@@ -109,6 +109,15 @@ pub async fn register(
         ));
     }
     let hash = signed.hash();
+    // Registering the channel's newest manifest again (a retried publish)
+    // answers the existing release instead of numbering a duplicate.
+    if let Some(latest) = state
+        .db
+        .latest_release(&manifest.product, &manifest.channel)?
+        .filter(|r| r.manifest_hash == hash)
+    {
+        return Ok((axum::http::StatusCode::OK, Json(ReleaseView::from(latest))).into_response());
+    }
     state.db.put_manifest(&hash, &body)?;
     let record = add_release(
         &state,

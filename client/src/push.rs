@@ -1,0 +1,345 @@
+//! Registering a bundle with the tracker and pushing it to running seeds
+//! (`shoal publish --seed`, `shoal push`).
+//!
+//! Registration is idempotent (the tracker answers the existing release
+//! when the channel's newest manifest is registered again), and so is a
+//! push: each seed lists the chunks it still lacks, so a rerun after a
+//! failure uploads only the rest, and a patch only what the seed does not
+//! already hold for an earlier release.
+
+use crate::cli::PushTarget;
+use crate::tracker::Tracker;
+use crate::{Exit, human, progress, with_exit};
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use shoal_manifest::Bundle;
+use shoal_types::Hash;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Chunk uploads in flight per seed.
+const CONCURRENCY: usize = 4;
+/// Attempts per chunk before the push fails (transport errors and 5xx).
+const ATTEMPTS: u32 = 4;
+
+/// The registered release.
+#[derive(Debug, Clone, Serialize)]
+pub struct Registered {
+    pub release_id: Hash,
+    pub version: u64,
+}
+
+/// What one seed got.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pushed {
+    pub seed: String,
+    pub chunks: u32,
+    /// Chunks the seed already had (earlier pushes, other releases).
+    pub reused_chunks: u32,
+    pub uploaded_chunks: u32,
+    pub uploaded_bytes: u64,
+    pub seconds: f64,
+}
+
+/// What `begin` and `commit` answer (see the seed's `push` module).
+#[derive(Debug, Deserialize)]
+struct SeedStatus {
+    chunks: u32,
+    have: u32,
+    missing: Vec<u32>,
+    missing_bytes: u64,
+    complete: bool,
+}
+
+/// Registers the bundle's manifest with the tracker (publisher key).
+pub async fn register(target: &PushTarget, bundle: &Bundle) -> anyhow::Result<Registered> {
+    let url = target
+        .tracker
+        .as_deref()
+        .context("--tracker is needed to register the release")?;
+    let key = target
+        .api_key
+        .clone()
+        .context("--api-key (or SHOAL_API_KEY) is needed to register the release")?;
+    let tracker = Tracker::new(url, Some(key))?;
+    let answer = tracker
+        .post_bytes("/v1/releases", bundle.signed().to_bytes())
+        .await
+        .context("registering the release")?;
+    Ok(Registered {
+        release_id: answer["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .context("the tracker's answer has no release id")?,
+        version: answer["version"]
+            .as_u64()
+            .context("the tracker's answer has no version")?,
+    })
+}
+
+fn seed_error(seed: &str, e: impl std::fmt::Display) -> anyhow::Error {
+    with_exit(anyhow::anyhow!("seed {seed}: {e}"), Exit::SeedFailed)
+}
+
+struct SeedApi {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+enum Failure {
+    /// Worth another try: the transport failed or the seed had a 5xx.
+    Retry(String),
+    /// The seed refused (4xx): its code and detail.
+    Refused(String),
+}
+
+impl SeedApi {
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
+        let resp = req
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .map_err(|e| Failure::Retry(format!("unreachable: {e}")))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        let text = format!(
+            "{} ({}, HTTP {})",
+            body["detail"].as_str().unwrap_or("no detail"),
+            body["error"].as_str().unwrap_or("error"),
+            status.as_u16()
+        );
+        Err(if status.is_server_error() && status.as_u16() != 507 {
+            Failure::Retry(text)
+        } else {
+            Failure::Refused(text)
+        })
+    }
+
+    async fn status(&self, path: &str) -> anyhow::Result<SeedStatus> {
+        let url = format!("{}{path}", self.base);
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+            }
+            match self.send(self.http.post(&url)).await {
+                Ok(resp) => {
+                    return resp
+                        .json()
+                        .await
+                        .map_err(|e| seed_error(&self.base, format!("bad answer: {e}")));
+                }
+                Err(Failure::Refused(t)) => return Err(seed_error(&self.base, t)),
+                Err(Failure::Retry(t)) => last = t,
+            }
+        }
+        Err(seed_error(&self.base, last))
+    }
+
+    async fn put_chunk(&self, release: &Hash, index: u32, bytes: Vec<u8>) -> anyhow::Result<()> {
+        let url = format!("{}/v1/push/{release}/chunks/{index}", self.base);
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+            }
+            match self.send(self.http.put(&url).body(bytes.clone())).await {
+                Ok(_) => return Ok(()),
+                Err(Failure::Refused(t)) => {
+                    return Err(seed_error(&self.base, format!("chunk {index}: {t}")));
+                }
+                Err(Failure::Retry(t)) => last = t,
+            }
+        }
+        Err(seed_error(&self.base, format!("chunk {index}: {last}")))
+    }
+}
+
+/// Uploads what `seed` lacks of the release and commits it there.
+pub async fn push(
+    seed: &str,
+    key: &str,
+    bundle: Arc<Bundle>,
+    release: Hash,
+    done: &AtomicU64,
+    total: &AtomicU64,
+) -> anyhow::Result<Pushed> {
+    let start = Instant::now();
+    let base = seed.trim_end_matches('/').to_owned();
+    if !base.starts_with("http://") && !base.starts_with("https://") {
+        return Err(with_exit(
+            anyhow::anyhow!("seed URL {base:?} must start with http:// or https://"),
+            Exit::BadInput,
+        ));
+    }
+    let api = SeedApi {
+        http: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .build()?,
+        base,
+        key: key.to_owned(),
+    };
+    let begun = api.status(&format!("/v1/push/{release}")).await?;
+    let reused = begun.have;
+    // What the seed already holds never needs sending.
+    total.fetch_sub(
+        bundle
+            .manifest()
+            .unique_size()
+            .saturating_sub(begun.missing_bytes),
+        Ordering::Relaxed,
+    );
+    if begun.complete {
+        return Ok(Pushed {
+            seed: seed.to_owned(),
+            chunks: begun.chunks,
+            reused_chunks: reused,
+            uploaded_chunks: 0,
+            uploaded_bytes: 0,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+    }
+    tracing::info!(
+        seed,
+        chunks = begun.chunks,
+        missing = begun.missing.len(),
+        missing_bytes = begun.missing_bytes,
+        "pushing"
+    );
+    let uploads = futures::stream::iter(begun.missing.iter().copied())
+        .map(|index| {
+            let (api, bundle) = (&api, bundle.clone());
+            async move {
+                // Read (and verify) on a blocking thread: a damaged bundle never leaves.
+                let bytes = tokio::task::spawn_blocking(move || bundle.read_chunk(index))
+                    .await?
+                    .with_context(|| format!("reading chunk {index} of the bundle"))?;
+                let len = bytes.len() as u64;
+                api.put_chunk(&release, index, bytes).await?;
+                done.fetch_add(len, Ordering::Relaxed);
+                anyhow::Ok(len)
+            }
+        })
+        .buffer_unordered(CONCURRENCY);
+    futures::pin_mut!(uploads);
+    let mut uploaded_bytes = 0;
+    while let Some(r) = uploads.next().await {
+        uploaded_bytes += r?;
+    }
+    let committed = api.status(&format!("/v1/push/{release}/commit")).await?;
+    if !committed.complete {
+        return Err(seed_error(seed, "the seed did not take the release"));
+    }
+    Ok(Pushed {
+        seed: seed.to_owned(),
+        chunks: committed.chunks,
+        reused_chunks: reused,
+        uploaded_chunks: begun.missing.len() as u32,
+        uploaded_bytes,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Registers `bundle_dir` (when a tracker is given) and pushes it to every
+/// `--seed`, with one progress line for all of them.
+pub fn register_and_push(
+    target: &PushTarget,
+    bundle_dir: &Path,
+    json: bool,
+) -> anyhow::Result<(Option<Registered>, Vec<Pushed>)> {
+    if target.tracker.is_none() && target.seed.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    if !target.seed.is_empty() && target.tracker.is_none() {
+        return Err(with_exit(
+            anyhow::anyhow!("--seed needs --tracker: seeds take only registered releases"),
+            Exit::BadInput,
+        ));
+    }
+    let seed_key = match (&target.seed_key, target.seed.is_empty()) {
+        (_, true) => String::new(),
+        (Some(k), false) => k.clone(),
+        (None, false) => {
+            return Err(with_exit(
+                anyhow::anyhow!("--seed needs --seed-key (or SHOAL_SEED_PUSH_KEY)"),
+                Exit::BadInput,
+            ));
+        }
+    };
+    let bundle = Arc::new(
+        Bundle::open(bundle_dir)
+            .map_err(|e| with_exit(e, Exit::BadInput))
+            .with_context(|| format!("opening bundle {}", bundle_dir.display()))?,
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let registered = register(target, &bundle).await?;
+        if !json {
+            println!(
+                "registered release {} as version {}",
+                registered.release_id, registered.version
+            );
+        }
+        let unique = bundle.manifest().unique_size();
+        let done = Arc::new(AtomicU64::new(0));
+        let total = Arc::new(AtomicU64::new(unique * target.seed.len() as u64));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reporter = (!json).then(|| {
+            let (done, total, stop) = (done.clone(), total.clone(), stop.clone());
+            std::thread::spawn(move || progress::report("pushing", &done, &total, &stop))
+        });
+        let results = futures::future::join_all(target.seed.iter().map(|seed| {
+            let (bundle, done, total, key) = (bundle.clone(), &done, &total, &seed_key);
+            async move { push(seed, key, bundle, registered.release_id, done, total).await }
+        }))
+        .await;
+        stop.store(true, Ordering::Release);
+        if let Some(r) = reporter {
+            r.thread().unpark();
+            let _ = r.join();
+        }
+        let mut pushed = Vec::new();
+        let mut failed = None;
+        for (seed, r) in target.seed.iter().zip(results) {
+            match r {
+                Ok(p) => {
+                    if !json {
+                        println!(
+                            "pushed to {seed}: {} chunks, {} uploaded ({}), {} already there, {:.1} s",
+                            p.chunks,
+                            p.uploaded_chunks,
+                            human::bytes(p.uploaded_bytes),
+                            p.reused_chunks,
+                            p.seconds
+                        );
+                    }
+                    pushed.push(p);
+                }
+                Err(e) => {
+                    eprintln!("push to {seed} failed: {}", crate::one_line(&e));
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            eprintln!(
+                "the bundle and the registration are kept; `shoal push {} --tracker {} --seed ...` resumes",
+                bundle_dir.display(),
+                target.tracker.as_deref().unwrap_or_default()
+            );
+            return Err(e);
+        }
+        Ok((Some(registered), pushed))
+    })
+}
