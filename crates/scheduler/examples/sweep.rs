@@ -28,7 +28,10 @@ fn main() {
             n as usize
         ],
         latency: Duration::from_millis(20),
-        peer_upload_slots: 4,
+        peer_upload_slots: std::env::var("SLOTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4),
         seed_upload_slots: 2,
         seed_repeat_after: Some(Duration::from_secs_f64(window)),
         peer_queue: queue as usize,
@@ -52,11 +55,29 @@ fn main() {
             ..Config::default()
         },
         max_time: Duration::from_secs(3600),
-        rng_seed: 1,
+        rng_seed: std::env::var("RNG")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
     };
     let bound = fluid_bound(&setup);
     let sum_up: f64 = setup.peers.iter().map(|p| p.up).sum();
     let r = run(setup);
+    if std::env::var("TIMELINE").is_ok() {
+        let done: Vec<f64> = r
+            .completion
+            .iter()
+            .flatten()
+            .map(|d| d.as_secs_f64())
+            .collect();
+        for (s, b) in r.peer_upload_by_second.iter().enumerate() {
+            let finished = done.iter().filter(|&&t| t < (s + 1) as f64).count();
+            println!(
+                "t={s:4} peer upload {:.2} of capacity, {finished} done",
+                b / sum_up
+            );
+        }
+    }
     let m = r.makespan().map_or(f64::NAN, |d| d.as_secs_f64());
     println!(
         "n={n} seed={seed_up} backoff={backoff_ms}ms queue={queue} window={window}s tq={target_q}: makespan {:.3}x, seed {:.3}x, peer upload utilisation {:.2}, wasted {} MiB",

@@ -58,6 +58,8 @@ pub struct Report {
     /// Bytes delivered that a peer already had or that were cut off by a cancel.
     pub wasted: u64,
     pub events: u64,
+    /// Bytes peers uploaded in each second of virtual time.
+    pub peer_upload_by_second: Vec<f64>,
 }
 
 impl Report {
@@ -185,6 +187,7 @@ struct World {
     completion: Vec<Option<Duration>>,
     wasted: f64,
     processed: u64,
+    peer_upload_by_second: Vec<f64>,
 }
 
 impl World {
@@ -201,10 +204,17 @@ impl World {
     fn advance_flows(&mut self) {
         let dt = (self.now - self.flows_at) as f64 / 1e9;
         if dt > 0.0 {
+            let second = (self.now / 1_000_000_000) as usize;
+            if self.peer_upload_by_second.len() <= second {
+                self.peer_upload_by_second.resize(second + 1, 0.0);
+            }
             for f in &mut self.flows {
                 let sent = (f.rate * dt).min(f.remaining);
                 f.remaining -= sent;
                 self.uploaded[f.from] += sent;
+                if f.from >= self.n_seeds {
+                    self.peer_upload_by_second[second] += sent;
+                }
             }
         }
         self.flows_at = self.now;
@@ -293,8 +303,7 @@ impl World {
             self.flows_changed = true;
         }
         let lat = self.latency();
-        while let Some((peer, chunk)) = self.uploads[node].poll_refused() {
-            let why = Decline::SentElsewhere;
+        while let Some((peer, chunk, why)) = self.uploads[node].poll_refused() {
             self.push(
                 self.now + lat,
                 Event::Refused {
@@ -461,6 +470,7 @@ pub fn run(setup: Setup) -> Report {
         now: 0,
         wasted: 0.0,
         processed: 0,
+        peer_upload_by_second: Vec::new(),
         setup,
     };
     // Everyone connects to everyone at time zero.
@@ -548,5 +558,6 @@ pub fn run(setup: Setup) -> Report {
         peer_uploaded: w.uploaded[n_seeds..].iter().sum::<f64>() as u64,
         wasted: w.wasted as u64,
         events: w.processed,
+        peer_upload_by_second: w.peer_upload_by_second,
     }
 }

@@ -5,9 +5,16 @@
 //! is refused (the requester should get it from the peer it went to), so each
 //! chunk leaves the origin about once while peers relay it. After the window a
 //! new copy is allowed, which covers a receiver that left before relaying.
+//!
+//! A super-seed also shares itself fairly among requesters: the peer it has
+//! sent fewest chunks goes first, and when the queue is full a newcomer
+//! displaces the most-served requester (which hears `Busy`). Otherwise the
+//! few peers that asked first would re-queue after every delivery and keep
+//! the origin to themselves, while the rest of the swarm, holding nothing,
+//! has nothing to upload.
 
 use crate::PeerIdx;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 /// Why a request was not queued.
@@ -29,7 +36,9 @@ pub struct Upload {
     last_sent: Vec<Option<Duration>>,
     max_queue: usize,
     repeat_after: Option<Duration>,
-    refused: Vec<(PeerIdx, u32)>,
+    refused: Vec<(PeerIdx, u32, Decline)>,
+    /// Super-seeding: chunks sent to each peer.
+    served: HashMap<PeerIdx, u32>,
 }
 
 impl Upload {
@@ -43,6 +52,7 @@ impl Upload {
             max_queue,
             repeat_after,
             refused: Vec::new(),
+            served: HashMap::new(),
         }
     }
 
@@ -70,7 +80,25 @@ impl Upload {
             return Ok(());
         }
         if self.queue.len() >= self.max_queue {
-            return Err(Decline::Busy);
+            let served = |p: &PeerIdx| self.served.get(p).copied().unwrap_or(0);
+            let mine = served(&peer);
+            // Super-seeding: displace the most-served requester, if it got more.
+            let victim = self
+                .repeat_after
+                .and_then(|_| {
+                    self.queue
+                        .iter()
+                        .enumerate()
+                        .max_by_key(|(pos, (p, _))| (served(p), *pos))
+                })
+                .filter(|(_, (p, _))| served(p) > mine)
+                .map(|(pos, _)| pos);
+            let Some(pos) = victim else {
+                return Err(Decline::Busy);
+            };
+            if let Some((p, c)) = self.queue.remove(pos) {
+                self.refused.push((p, c, Decline::Busy));
+            }
         }
         self.queue.push_back((peer, chunk));
         Ok(())
@@ -86,6 +114,7 @@ impl Upload {
     /// Forgets every request of a departed peer.
     pub fn drop_peer(&mut self, peer: PeerIdx) {
         self.queue.retain(|r| r.0 != peer);
+        self.served.remove(&peer);
     }
 
     /// The request to serve next: oldest first, or with super-seeding the
@@ -97,16 +126,24 @@ impl Upload {
             let (stale, keep): (Vec<_>, Vec<_>) = queue
                 .into_iter()
                 .partition(|&(_, chunk)| self.recently_sent(now, chunk));
-            self.refused.extend(stale);
+            self.refused.extend(
+                stale
+                    .into_iter()
+                    .map(|(p, c)| (p, c, Decline::SentElsewhere)),
+            );
             self.queue = keep.into();
         }
-        // Super-seeding serves the least-sent chunk first; everyone else
-        // serves in arrival order, so no request starves behind fresher ones.
+        // Super-seeding serves the least-served peer first, then the
+        // least-sent chunk; everyone else serves in arrival order, so no
+        // request starves behind fresher ones.
         let pos = if self.repeat_after.is_some() {
+            let served = |p: &PeerIdx| self.served.get(p).copied().unwrap_or(0);
             self.queue
                 .iter()
                 .enumerate()
-                .min_by_key(|(pos, (_, chunk))| (self.sent[*chunk as usize], *pos))?
+                .min_by_key(|(pos, (peer, chunk))| {
+                    (served(peer), self.sent[*chunk as usize], *pos)
+                })?
                 .0
         } else {
             0
@@ -114,12 +151,16 @@ impl Upload {
         let (peer, chunk) = self.queue.remove(pos)?;
         self.sent[chunk as usize] += 1;
         self.last_sent[chunk as usize] = Some(now);
+        if self.repeat_after.is_some() {
+            *self.served.entry(peer).or_default() += 1;
+        }
         Some((peer, chunk))
     }
 
-    /// A queued request refused after all (its chunk was just sent
-    /// elsewhere): tell the requester [`Decline::SentElsewhere`].
-    pub fn poll_refused(&mut self) -> Option<(PeerIdx, u32)> {
+    /// A queued request refused after all: its chunk was just sent
+    /// elsewhere ([`Decline::SentElsewhere`]), or a less-served peer took its
+    /// place ([`Decline::Busy`]). Tell the requester.
+    pub fn poll_refused(&mut self) -> Option<(PeerIdx, u32, Decline)> {
         self.refused.pop()
     }
 
@@ -171,6 +212,29 @@ mod tests {
     }
 
     #[test]
+    fn super_seeding_shares_the_origin_fairly() {
+        let mut u = Upload::new(8, 2, Some(Duration::from_secs(60)));
+        // peer 1 was served twice, peer 2 once
+        for c in [0, 1] {
+            assert!(u.handle_request(T, PeerIdx(1), c).is_ok());
+            assert_eq!(u.next_request(T), Some((PeerIdx(1), c)));
+        }
+        assert!(u.handle_request(T, PeerIdx(2), 2).is_ok());
+        assert_eq!(u.next_request(T), Some((PeerIdx(2), 2)));
+        // the least-served requester goes first, whatever the order of arrival
+        assert!(u.handle_request(T, PeerIdx(1), 3).is_ok());
+        assert!(u.handle_request(T, PeerIdx(2), 4).is_ok());
+        // full: a newcomer displaces the most-served requester, which hears Busy
+        assert!(u.handle_request(T, PeerIdx(3), 5).is_ok());
+        assert_eq!(u.poll_refused(), Some((PeerIdx(1), 3, Decline::Busy)));
+        // ... but nobody displaces a requester served no more than itself
+        assert_eq!(u.handle_request(T, PeerIdx(1), 6), Err(Decline::Busy));
+        assert_eq!(u.next_request(T), Some((PeerIdx(3), 5)));
+        assert_eq!(u.next_request(T), Some((PeerIdx(2), 4)));
+        assert_eq!(u.poll_refused(), None);
+    }
+
+    #[test]
     fn bounded_cancel_and_drop() {
         let mut u = Upload::new(2, 2, None);
         assert!(u.handle_request(T, PeerIdx(1), 0).is_ok());
@@ -195,7 +259,10 @@ mod tests {
         assert_eq!(u.next_request(T), Some((PeerIdx(1), 0)));
         // the queued duplicate is refused, and so is a new one
         assert_eq!(u.next_request(T), None);
-        assert_eq!(u.poll_refused(), Some((PeerIdx(2), 0)));
+        assert_eq!(
+            u.poll_refused(),
+            Some((PeerIdx(2), 0, Decline::SentElsewhere))
+        );
         assert_eq!(
             u.handle_request(T + Duration::from_secs(1), PeerIdx(3), 0),
             Err(Decline::SentElsewhere)

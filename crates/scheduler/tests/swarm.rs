@@ -71,13 +71,16 @@ fn one_seed_twenty_peers() {
     check(setup(20, 50.0, 20.0, 256), 1.3, 1.2);
 }
 
-/// Seed target met; the makespan target (1.2×) is not yet: 1.28–1.32× the
-/// bound here (peer upload utilisation ~0.8). This guards against regression
-/// until the scheduler closes the gap. The 1 s busy back-off keeps this
-/// simulation to ~25 s (300 ms gives 1.28× but takes minutes).
+/// Seed target met; the makespan target (1.2×) is not yet: 1.23× the bound
+/// here (1.22–1.26× over rng seeds 1–4; it was 1.31× before seeds shared
+/// themselves fairly among requesters). What is left is the ramp (every
+/// peer needs a chunk before it can upload: ~10 s) and the tail (a peer's
+/// last chunks arrive at one uploader's share each). This guards against
+/// regression until the scheduler closes the gap. The 1 s busy back-off
+/// keeps this simulation short.
 #[test]
 fn one_seed_hundred_peers() {
     let mut s = setup(100, 100.0, 20.0, 256);
     s.scheduler.busy_backoff = Duration::from_secs(1);
-    check(s, 1.3, 1.4);
+    check(s, 1.3, 1.3);
 }
