@@ -235,6 +235,9 @@ struct Loop {
     connected: Arc<std::sync::atomic::AtomicUsize>,
     /// When each chunk was last sent, and to whom (super-seeding only).
     sent: HashMap<(Hash, u32), (Duration, PeerId)>,
+    /// Super-seeding: while the upload is backlogged, the least-served
+    /// requesters go first.
+    fair: shoal_scheduler::FairShare<PeerId>,
     upload: Option<Arc<std::sync::Mutex<shoal_scheduler::TokenBucket>>>,
     delayed_tx: mpsc::Sender<Delayed>,
     started: std::time::Instant,
@@ -302,6 +305,7 @@ pub fn spawn(
     let node = Loop {
         connected: connected.clone(),
         sent: HashMap::new(),
+        fair: shoal_scheduler::FairShare::default(),
         upload,
         delayed_tx,
         started: std::time::Instant::now(),
@@ -439,6 +443,7 @@ impl Loop {
                 ..
             } => {
                 self.authorised.remove(&peer_id);
+                self.fair.forget(&peer_id);
                 let _ = self.events.try_send(Event::Disconnected { peer: peer_id });
             }
             SwarmEvent::Behaviour(BehaviourEvent::Auth(e)) => self.auth_event(e),
@@ -604,7 +609,10 @@ impl Loop {
                     Some(ChunkResponse::Unauthorized)
                 } else if recently_sent {
                     Some(ChunkResponse::SentElsewhere)
-                } else if backlog > self.config.max_upload_backlog {
+                } else if backlog > self.config.max_upload_backlog
+                    || (self.config.super_seed.is_some()
+                        && !self.fair.admit(now, &peer, !backlog.is_zero()))
+                {
                     Some(ChunkResponse::Busy)
                 } else {
                     None
@@ -622,6 +630,7 @@ impl Loop {
                         self.sent.clear();
                     }
                     self.sent.insert(key, (now, peer));
+                    self.fair.served(now, &peer);
                 }
                 // Reading and re-verifying the chunk happens off the event
                 // loop, which keeps driving every connection meanwhile; the
