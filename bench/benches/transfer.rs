@@ -243,7 +243,23 @@ async fn role_qfetch() -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der.into())?;
-    let client_config = quinn::ClientConfig::with_root_certificates(Arc::new(roots))?;
+    // With CHACHA set, offer libp2p-tls's order: ChaCha20-Poly1305 first
+    // (AES-128-GCM stays for QUIC's Initial packets).
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if std::env::var_os("CHACHA").is_some() {
+        use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+        provider.cipher_suites = vec![
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+            cs::TLS13_AES_128_GCM_SHA256,
+        ];
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let client_config = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls)?,
+    ));
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     endpoint.set_default_client_config(client_config);
     let mut out = std::fs::File::create(env("OUT")?)?;
@@ -337,20 +353,20 @@ fn run_libp2p(bundle: &Path, swarm: Hash, out: &Path) -> anyhow::Result<Run> {
     })
 }
 
-fn run_quinn(file: &Path, out: &Path) -> anyhow::Result<Run> {
+fn run_quinn(file: &Path, out: &Path, chacha: bool) -> anyhow::Result<Run> {
     let (mut server, mut server_out) =
         child("qserve", &[("FILE", file.display().to_string())], false)?;
     let line = server_out.next().context("server said nothing")??;
     let (addr, cert) = (field(&line, 1)?, field(&line, 2)?);
-    let (mut client, mut client_out) = child(
-        "qfetch",
-        &[
-            ("ADDR", addr),
-            ("CERT", cert),
-            ("OUT", out.display().to_string()),
-        ],
-        false,
-    )?;
+    let mut envs = vec![
+        ("ADDR", addr),
+        ("CERT", cert),
+        ("OUT", out.display().to_string()),
+    ];
+    if chacha {
+        envs.push(("CHACHA", "1".into()));
+    }
+    let (mut client, mut client_out) = child("qfetch", &envs, false)?;
     let done = client_out.next().context("client said nothing")??;
     client.wait()?;
     let hwm = server_out.next().context("server gave no HWM")??;
@@ -415,7 +431,7 @@ fn parent() -> anyhow::Result<()> {
         writer.finish(&SignedManifest::sign(&m, &SecretKey::from_seed([2; 32])))?;
         let swarm = Hash::of(b"bench-release");
         let source_hash = file_hash(&file)?;
-        let (mut ours, mut plain) = (Vec::new(), Vec::new());
+        let (mut ours, mut plain, mut chacha) = (Vec::new(), Vec::new(), Vec::new());
         let (mut ours_rss, mut plain_rss) = ((0, 0), (0, 0));
         for _ in 0..n_runs {
             let out = dir.path().join("out.bin");
@@ -427,19 +443,22 @@ fn parent() -> anyhow::Result<()> {
             ours.push(size as f64 / 1048576.0 / r.secs);
             ours_rss = (ours_rss.0.max(r.server_kib), ours_rss.1.max(r.client_kib));
             std::fs::remove_file(&out)?;
-            let r = run_quinn(&file, &out)?;
-            anyhow::ensure!(
-                file_hash(&out)? == source_hash,
-                "quinn output differs from the source"
-            );
-            plain.push(size as f64 / 1048576.0 / r.secs);
-            plain_rss = (plain_rss.0.max(r.server_kib), plain_rss.1.max(r.client_kib));
-            std::fs::remove_file(&out)?;
+            for (cipher_is_chacha, speeds) in [(false, &mut plain), (true, &mut chacha)] {
+                let r = run_quinn(&file, &out, cipher_is_chacha)?;
+                anyhow::ensure!(
+                    file_hash(&out)? == source_hash,
+                    "quinn output differs from the source"
+                );
+                speeds.push(size as f64 / 1048576.0 / r.secs);
+                plain_rss = (plain_rss.0.max(r.server_kib), plain_rss.1.max(r.client_kib));
+                std::fs::remove_file(&out)?;
+            }
             eprintln!(
-                "{} MiB: libp2p {:.0} MiB/s, quinn {:.0} MiB/s",
+                "{} MiB: libp2p {:.0} MiB/s, quinn {:.0} MiB/s, quinn with ChaCha20 {:.0} MiB/s",
                 size >> 20,
                 ours.last().copied().unwrap_or(0.0),
-                plain.last().copied().unwrap_or(0.0)
+                plain.last().copied().unwrap_or(0.0),
+                chacha.last().copied().unwrap_or(0.0)
             );
         }
         println!(
@@ -457,9 +476,19 @@ fn parent() -> anyhow::Result<()> {
             plain_rss.1 / 1024
         );
         println!(
+            "| {} MiB | plain quinn, ChaCha20-Poly1305 (libp2p-tls's first suite) | {:.0} | {n_runs} | | |",
+            size >> 20,
+            median(&chacha),
+        );
+        println!(
             "| {} MiB | ratio shoal-net / quinn | {:.2} | | | |",
             size >> 20,
             median(&ours) / median(&plain)
+        );
+        println!(
+            "| {} MiB | ratio shoal-net / quinn with ChaCha20 | {:.2} | | | |",
+            size >> 20,
+            median(&ours) / median(&chacha)
         );
         std::fs::remove_dir_all(&build)?;
         std::fs::remove_dir_all(&bundle)?;

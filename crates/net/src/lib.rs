@@ -10,7 +10,7 @@
 mod codec;
 pub mod download;
 
-use codec::WireCodec;
+use codec::{ChunkCodec, WireCodec};
 use futures::StreamExt as _;
 use libp2p::request_response::{self as rr, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -123,7 +123,7 @@ pub enum Event {
 struct Behaviour {
     auth: rr::Behaviour<WireCodec<AuthRequest, AuthResponse>>,
     have: rr::Behaviour<WireCodec<HaveMessage, HaveAck>>,
-    chunk: rr::Behaviour<WireCodec<ChunkRequest, ChunkResponse>>,
+    chunk: rr::Behaviour<ChunkCodec>,
 }
 
 enum Command {
@@ -611,7 +611,11 @@ impl Loop {
                     Some(ChunkResponse::SentElsewhere)
                 } else if backlog > self.config.max_upload_backlog
                     || (self.config.super_seed.is_some()
-                        && !self.fair.admit(now, &peer, !backlog.is_zero()))
+                        && !self.fair.admit(
+                            now,
+                            &peer,
+                            backlog > self.config.max_upload_backlog / 2,
+                        ))
                 {
                     Some(ChunkResponse::Busy)
                 } else {

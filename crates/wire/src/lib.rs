@@ -177,6 +177,58 @@ impl Message for ChunkResponse {
     const MAX: usize = MAX_CHUNK_LEN + 64;
 }
 
+/// The tag `ChunkResponse::Data` encodes to (bincode: variant index 0).
+pub const DATA_TAG: u8 = 0;
+
+impl ChunkResponse {
+    /// What `Data` of `len` bytes encodes to before the bytes themselves
+    /// (the tag, then the length as a bincode varint), so a sender can write
+    /// this and then the chunk, without copying the chunk into a message.
+    /// The bytes on the wire are exactly those of [`Message::encode`].
+    pub fn data_header(len: usize) -> Vec<u8> {
+        let mut header = vec![DATA_TAG];
+        header.extend(
+            bincode::encode_to_vec(len as u64, bincode::config::standard())
+                .expect("an integer always encodes"),
+        );
+        header
+    }
+
+    /// The length of a `Data` header whose second byte (the varint's first)
+    /// is `marker`.
+    pub fn data_header_len(marker: u8) -> usize {
+        match marker {
+            0..=250 => 2,
+            251 => 4,
+            252 => 6,
+            _ => 10,
+        }
+    }
+
+    /// The chunk length a whole `Data` header announces.
+    pub fn parse_data_header(header: &[u8]) -> Result<usize, WireError> {
+        match header.split_first() {
+            Some((&DATA_TAG, rest)) => {
+                let (len, read): (u64, usize) =
+                    bincode::decode_from_slice(rest, bincode::config::standard())
+                        .map_err(|_| WireError::Malformed)?;
+                if read != rest.len() {
+                    return Err(WireError::Trailing(rest.len() - read));
+                }
+                let len = usize::try_from(len).map_err(|_| WireError::Malformed)?;
+                if len > MAX_CHUNK_LEN {
+                    return Err(WireError::TooLarge {
+                        len,
+                        max: MAX_CHUNK_LEN,
+                    });
+                }
+                Ok(len)
+            }
+            _ => Err(WireError::Malformed),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +236,32 @@ mod tests {
 
     fn round_trip<M: Message + PartialEq + std::fmt::Debug>(m: &M) {
         assert_eq!(&M::decode(&m.encode()).unwrap(), m);
+    }
+
+    #[test]
+    fn data_headers_match_the_encoding() {
+        for len in [
+            0usize,
+            1,
+            250,
+            251,
+            252,
+            65_535,
+            65_536,
+            1 << 20,
+            MAX_CHUNK_LEN,
+        ] {
+            let encoded = ChunkResponse::Data(vec![7; len]).encode();
+            let header = ChunkResponse::data_header(len);
+            assert_eq!(&encoded[..header.len()], &header[..], "len {len}");
+            assert_eq!(encoded.len(), header.len() + len);
+            assert_eq!(ChunkResponse::data_header_len(header[1]), header.len());
+            assert_eq!(ChunkResponse::parse_data_header(&header), Ok(len));
+        }
+        let too_long = ChunkResponse::data_header(MAX_CHUNK_LEN + 1);
+        assert!(ChunkResponse::parse_data_header(&too_long).is_err());
+        assert!(ChunkResponse::parse_data_header(&[1, 0]).is_err());
+        assert!(ChunkResponse::parse_data_header(&[0, 252, 1]).is_err());
     }
 
     #[test]
