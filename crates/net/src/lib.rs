@@ -76,7 +76,7 @@ impl Config {
             keypair,
             listen,
             tracker_key,
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
             clock,
             upload_rate: None,
             max_connections: 200,

@@ -46,7 +46,7 @@ impl Default for Config {
             initial_in_flight: 2,
             target_queue: Duration::from_millis(1500),
             seed_in_flight: 2,
-            request_timeout: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(60),
             ban_after: 3,
             endgame_duplicates: 1,
             endgame_after: Duration::from_secs(2),
