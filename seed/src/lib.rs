@@ -221,16 +221,10 @@ impl Releases {
     /// Imports a bundle (see [`import`]) and serves it at once.
     pub fn import(&self, data: &Path, bundle_dir: &Path, release: Hash) -> anyhow::Result<()> {
         let dir = import(data, bundle_dir, release)?;
-        let bundle = Bundle::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
-        self.bundles
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(release, Arc::new(bundle));
-        self.changed.notify_one();
-        Ok(())
+        self.adopt(release, &dir)
     }
 
-    /// Serves the complete release already in `dir` (a finished push).
+    /// Serves the complete release already in `dir` (an import or a finished push).
     pub fn adopt(&self, release: Hash, dir: &Path) -> anyhow::Result<()> {
         let bundle = Bundle::open(dir).with_context(|| format!("opening {}", dir.display()))?;
         self.bundles

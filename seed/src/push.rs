@@ -458,13 +458,18 @@ fn parse_release(text: &str) -> PushResult<Hash> {
         .map_err(|e| PushError::new(400, "bad_path", format!("release id {text:?}: {e}")))
 }
 
+/// The caller's key and the release id, checked.
+fn authorised_release(push: &Push, headers: &HeaderMap, release: &str) -> PushResult<Hash> {
+    push.authorise(headers)?;
+    parse_release(release)
+}
+
 async fn begin_route(
     State(push): State<Arc<Push>>,
     headers: HeaderMap,
     UrlPath(release): UrlPath<String>,
 ) -> PushResult<Json<Status>> {
-    push.authorise(&headers)?;
-    let release = parse_release(&release)?;
+    let release = authorised_release(&push, &headers, &release)?;
     push.begin(release).await.map(Json)
 }
 
@@ -474,8 +479,7 @@ async fn chunk_route(
     UrlPath((release, index)): UrlPath<(String, String)>,
     body: axum::body::Body,
 ) -> PushResult<StatusCode> {
-    push.authorise(&headers)?;
-    let release = parse_release(&release)?;
+    let release = authorised_release(&push, &headers, &release)?;
     let index: u32 = index
         .parse()
         .map_err(|e| PushError::new(400, "bad_path", format!("chunk index {index:?}: {e}")))?;
@@ -497,8 +501,7 @@ async fn commit_route(
     headers: HeaderMap,
     UrlPath(release): UrlPath<String>,
 ) -> PushResult<Json<Status>> {
-    push.authorise(&headers)?;
-    let release = parse_release(&release)?;
+    let release = authorised_release(&push, &headers, &release)?;
     push.commit(release).await.map(Json)
 }
 

@@ -268,13 +268,8 @@ async fn publish_pushes_to_a_running_seed_that_serves_at_once() -> anyhow::Resul
         .await?;
     assert_eq!(r.status(), 400);
 
-    let begun: Value = http
-        .post(api(""))
-        .bearer_auth(PUSH_KEY)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let post = |path: &str| http.post(api(path)).bearer_auth(PUSH_KEY).send();
+    let begun: Value = post("").await?.json().await?;
     let missing: Vec<u32> = serde_json::from_value(begun["missing"].clone())?;
     assert!(missing.len() >= 2, "{begun}");
     assert!(
@@ -296,21 +291,11 @@ async fn publish_pushes_to_a_running_seed_that_serves_at_once() -> anyhow::Resul
     assert_eq!(r.json::<Value>().await?["error"], "chunk_rejected");
     let r = put(good.clone(), u32::MAX).await?;
     assert_eq!(r.status(), 404);
-    let r = http
-        .post(api("/commit"))
-        .bearer_auth(PUSH_KEY)
-        .send()
-        .await?;
+    let r = post("/commit").await?;
     assert_eq!(r.status(), 409);
     assert_eq!(r.json::<Value>().await?["error"], "incomplete");
     assert_eq!(put(good, first).await?.status(), 204);
-    let again: Value = http
-        .post(api(""))
-        .bearer_auth(PUSH_KEY)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let again: Value = post("").await?.json().await?;
     assert_eq!(
         again["missing"].as_array().map(Vec::len),
         Some(missing.len() - 1),
