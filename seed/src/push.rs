@@ -55,6 +55,8 @@ pub struct Push {
     tracker: TrackerLink,
     key_hash: Hash,
     sessions: tokio::sync::Mutex<HashMap<Hash, Arc<Session>>>,
+    /// One commit at a time (two at once would race for the rename).
+    committing: tokio::sync::Mutex<()>,
     /// Bytes received in chunk uploads since start.
     pub received: AtomicU64,
 }
@@ -149,6 +151,7 @@ impl Push {
             tracker,
             key_hash: Hash::of(push_key.as_bytes()),
             sessions: tokio::sync::Mutex::new(HashMap::new()),
+            committing: tokio::sync::Mutex::new(()),
             received: AtomicU64::new(0),
         }
     }
@@ -321,6 +324,7 @@ impl Push {
     }
 
     async fn commit(&self, release: Hash) -> PushResult<Status> {
+        let _one_at_a_time = self.committing.lock().await;
         if self.releases.ids().contains(&release) {
             // Committed before (a retried commit): nothing left to do.
             return self.begin(release).await;
