@@ -62,6 +62,11 @@ pub struct Config {
     /// more than this much already-promised upload, so a slow uploader is
     /// asked only for what it can deliver soon and requesters go elsewhere.
     pub max_upload_backlog: Duration,
+    /// Chunk answers being read or sent at once; further requests hear
+    /// `Busy`. This bounds the queue behind an uplink the node cannot see
+    /// (no cap configured, or a slower link than the cap), which would
+    /// otherwise grow until requests time out and go to a seed.
+    pub max_uploads: usize,
 }
 
 impl Config {
@@ -83,6 +88,7 @@ impl Config {
             max_concurrent_streams: 64,
             super_seed: None,
             max_upload_backlog: Duration::from_secs(2),
+            max_uploads: 16,
         }
     }
 }
@@ -225,7 +231,11 @@ const EVENT_QUEUE: usize = 1024;
 const MAX_SWARMS_PER_PEER: usize = 16;
 
 /// A chunk response held back by the upload cap.
-type Delayed = (rr::ResponseChannel<ChunkResponse>, ChunkResponse);
+type Delayed = (
+    rr::InboundRequestId,
+    rr::ResponseChannel<ChunkResponse>,
+    ChunkResponse,
+);
 
 /// Chunks remembered for super-seeding before the map is reset.
 const MAX_SENT_REMEMBERED: usize = 1 << 20;
@@ -238,6 +248,8 @@ struct Loop {
     /// Super-seeding: while the upload is backlogged, the least-served
     /// requesters go first.
     fair: shoal_scheduler::FairShare<PeerId>,
+    /// Chunk requests admitted and not yet fully answered.
+    uploads: std::collections::HashSet<rr::InboundRequestId>,
     upload: Option<Arc<std::sync::Mutex<shoal_scheduler::TokenBucket>>>,
     delayed_tx: mpsc::Sender<Delayed>,
     started: std::time::Instant,
@@ -306,6 +318,7 @@ pub fn spawn(
         connected: connected.clone(),
         sent: HashMap::new(),
         fair: shoal_scheduler::FairShare::default(),
+        uploads: std::collections::HashSet::new(),
         upload,
         delayed_tx,
         started: std::time::Instant::now(),
@@ -353,8 +366,11 @@ impl Loop {
                     Some(c) => self.command(c),
                     None => break,
                 },
-                Some((channel, response)) = delayed.recv() => {
-                    let _ = self.swarm.behaviour_mut().chunk.send_response(channel, response);
+                Some((id, channel, response)) = delayed.recv() => {
+                    if self.swarm.behaviour_mut().chunk.send_response(channel, response).is_err() {
+                        // The requester is gone: no ResponseSent will come.
+                        self.uploads.remove(&id);
+                    }
                 }
                 event = self.swarm.select_next_some() => self.swarm_event(event),
             }
@@ -587,7 +603,9 @@ impl Loop {
                 peer,
                 message:
                     rr::Message::Request {
-                        request, channel, ..
+                        request,
+                        channel,
+                        request_id,
                     },
                 ..
             } => {
@@ -610,6 +628,7 @@ impl Loop {
                 } else if recently_sent {
                     Some(ChunkResponse::SentElsewhere)
                 } else if backlog > self.config.max_upload_backlog
+                    || self.uploads.len() >= self.config.max_uploads
                     || (self.config.super_seed.is_some()
                         && !self.fair.admit(
                             now,
@@ -636,6 +655,7 @@ impl Loop {
                     self.sent.insert(key, (now, peer));
                     self.fair.served(now, &peer);
                 }
+                self.uploads.insert(request_id);
                 // Reading and re-verifying the chunk happens off the event
                 // loop, which keeps driving every connection meanwhile; the
                 // upload cap then delays the answer by what its bytes cost.
@@ -659,7 +679,7 @@ impl Loop {
                     if !wait.is_zero() {
                         tokio::time::sleep(wait).await;
                     }
-                    let _ = tx.send((channel, response)).await;
+                    let _ = tx.send((request_id, channel, response)).await;
                 });
             }
             rr::Event::Message {
@@ -684,7 +704,10 @@ impl Loop {
                     Err(request_failed(peer, &error)),
                 );
             }
-            _ => {}
+            rr::Event::ResponseSent { request_id, .. }
+            | rr::Event::InboundFailure { request_id, .. } => {
+                self.uploads.remove(&request_id);
+            }
         }
     }
 }

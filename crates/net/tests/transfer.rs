@@ -217,3 +217,56 @@ async fn token_holders_get_verified_chunks_and_nobody_else_does() {
         ChunkResponse::NotFound
     );
 }
+
+/// A source that takes its time, like a disk behind a queue.
+struct Slow;
+impl ChunkSource for Slow {
+    fn chunk(&self, _: &Hash, index: u32) -> Option<Vec<u8>> {
+        std::thread::sleep(Duration::from_millis(300));
+        Some(vec![index as u8; 1000])
+    }
+    fn bitfield(&self, _: &Hash) -> Option<Bitfield> {
+        Some(Bitfield::full(64))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_beyond_the_limit_hear_busy_and_the_limit_frees_up() {
+    let tracker = SecretKey::from_seed([1; 32]);
+    let swarm = Hash::of(b"release-slow");
+    let mut c = config(&tracker);
+    c.max_uploads = 2;
+    let (node, _) = spawn(c, Arc::new(Slow)).unwrap();
+    let addr = listening(&node).await;
+    let (alice, _) = spawn(config(&tracker), Arc::new(Empty)).unwrap();
+    alice.dial(node.peer_id(), addr).await.unwrap();
+    let t = token(&tracker, swarm, &alice, NOW + 600);
+    alice.authenticate(node.peer_id(), swarm, &t).await.unwrap();
+
+    let ask = |index: u32| {
+        let alice = alice.clone();
+        let node = node.peer_id();
+        tokio::spawn(async move { alice.chunk(node, swarm, index).await.unwrap() })
+    };
+    let answers: Vec<ChunkResponse> = futures::future::join_all((0..6).map(ask))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let served = answers
+        .iter()
+        .filter(|a| matches!(a, ChunkResponse::Data(_)))
+        .count();
+    let busy = answers
+        .iter()
+        .filter(|a| **a == ChunkResponse::Busy)
+        .count();
+    assert_eq!((served, busy), (2, 4), "{answers:?}");
+    // once answered, the slots are free again, one request after another
+    for index in 10..14 {
+        assert!(matches!(
+            alice.chunk(node.peer_id(), swarm, index).await.unwrap(),
+            ChunkResponse::Data(_)
+        ));
+    }
+}
