@@ -30,21 +30,33 @@ struct ServeArgs {
     /// TOML configuration (see seed/seed.example.toml); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Data directory: the seed's key and its imported releases.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Tracker base URL, e.g. http://tracker:7070.
     #[arg(long)]
     tracker: Option<String>,
+    /// The seed's API key (role `seed`).
     #[arg(long, env = "SHOAL_SEED_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// QUIC multiaddr to listen on (repeatable).
     #[arg(long)]
     listen: Vec<String>,
+    /// The tracker's public key (hex): pin it. Without it the seed asks the tracker.
     #[arg(long)]
     tracker_key: Option<shoal_types::PublicKey>,
+    /// Name in the tracker's ops views.
     #[arg(long)]
     seed_id: Option<String>,
+    /// Upload capacity reported to the tracker, megabits per second.
     #[arg(long)]
     capacity_mbit: Option<u64>,
+    /// Cap uploads below the capacity, megabits per second (default: the capacity).
+    #[arg(long)]
+    upload_cap_mbit: Option<u64>,
+    /// Most peers connected at once; further connections are closed.
+    #[arg(long)]
+    max_peers: Option<usize>,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     metrics: Option<String>,
@@ -88,6 +100,8 @@ async fn main() -> anyhow::Result<()> {
                 tracker_key,
                 seed_id,
                 capacity_mbit,
+                upload_cap_mbit,
+                max_peers,
                 metrics,
                 super_seed_secs,
                 push_listen,
@@ -126,6 +140,8 @@ async fn main() -> anyhow::Result<()> {
             c.tracker_key = tracker_key.or(c.tracker_key);
             c.seed_id = seed_id.unwrap_or(c.seed_id);
             c.capacity_mbit = capacity_mbit.unwrap_or(c.capacity_mbit);
+            c.upload_cap_mbit = upload_cap_mbit.or(c.upload_cap_mbit);
+            c.max_peers = max_peers.unwrap_or(c.max_peers);
             c.metrics = metrics.or(c.metrics);
             c.super_seed_secs = super_seed_secs.unwrap_or(c.super_seed_secs);
             c.push_listen = push_listen.or(c.push_listen);
