@@ -71,6 +71,68 @@ struct ServeArgs {
     push_key: Option<String>,
 }
 
+impl ServeArgs {
+    /// The configuration: the TOML file if given, then every flag over it.
+    fn resolve(self) -> anyhow::Result<shoal_seed::Config> {
+        let ServeArgs {
+            config,
+            data,
+            tracker,
+            api_key,
+            listen,
+            tracker_key,
+            seed_id,
+            capacity_mbit,
+            upload_cap_mbit,
+            max_peers,
+            metrics,
+            super_seed_secs,
+            push_listen,
+            push_key,
+        } = self;
+        let mut c = match config {
+            Some(path) => shoal_seed::Config::load(&path)?,
+            None => shoal_seed::Config {
+                data: data
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("--data or --config is required"))?,
+                listen: vec!["/ip4/0.0.0.0/udp/4433/quic-v1".into()],
+                tracker: tracker
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("--tracker or --config is required"))?,
+                api_key: api_key.clone().ok_or_else(|| {
+                    anyhow::anyhow!("--api-key, SHOAL_SEED_API_KEY or --config is required")
+                })?,
+                tracker_key: None,
+                seed_id: "seed-1".into(),
+                capacity_mbit: 1000,
+                upload_cap_mbit: None,
+                max_peers: 500,
+                super_seed_secs: 10,
+                metrics: None,
+                push_listen: None,
+                push_key: None,
+            },
+        };
+        c.data = data.unwrap_or(c.data);
+        c.tracker = tracker.unwrap_or(c.tracker);
+        c.api_key = api_key.unwrap_or(c.api_key);
+        if !listen.is_empty() {
+            c.listen = listen;
+        }
+        c.tracker_key = tracker_key.or(c.tracker_key);
+        c.seed_id = seed_id.unwrap_or(c.seed_id);
+        c.capacity_mbit = capacity_mbit.unwrap_or(c.capacity_mbit);
+        c.upload_cap_mbit = upload_cap_mbit.or(c.upload_cap_mbit);
+        c.max_peers = max_peers.unwrap_or(c.max_peers);
+        c.metrics = metrics.or(c.metrics);
+        c.super_seed_secs = super_seed_secs.unwrap_or(c.super_seed_secs);
+        c.push_listen = push_listen.or(c.push_listen);
+        c.push_key = push_key.or(c.push_key);
+        Ok(c)
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -91,61 +153,7 @@ async fn main() -> anyhow::Result<()> {
             println!("imported release {release} into {}", path.display());
         }
         Command::Serve(args) => {
-            let ServeArgs {
-                config,
-                data,
-                tracker,
-                api_key,
-                listen,
-                tracker_key,
-                seed_id,
-                capacity_mbit,
-                upload_cap_mbit,
-                max_peers,
-                metrics,
-                super_seed_secs,
-                push_listen,
-                push_key,
-            } = *args;
-            let mut c = match config {
-                Some(path) => shoal_seed::Config::load(&path)?,
-                None => shoal_seed::Config {
-                    data: data
-                        .clone()
-                        .ok_or_else(|| anyhow::anyhow!("--data or --config is required"))?,
-                    listen: vec!["/ip4/0.0.0.0/udp/4433/quic-v1".into()],
-                    tracker: tracker
-                        .clone()
-                        .ok_or_else(|| anyhow::anyhow!("--tracker or --config is required"))?,
-                    api_key: api_key.clone().ok_or_else(|| {
-                        anyhow::anyhow!("--api-key, SHOAL_SEED_API_KEY or --config is required")
-                    })?,
-                    tracker_key: None,
-                    seed_id: "seed-1".into(),
-                    capacity_mbit: 1000,
-                    upload_cap_mbit: None,
-                    max_peers: 500,
-                    super_seed_secs: 10,
-                    metrics: None,
-                    push_listen: None,
-                    push_key: None,
-                },
-            };
-            c.data = data.unwrap_or(c.data);
-            c.tracker = tracker.unwrap_or(c.tracker);
-            c.api_key = api_key.unwrap_or(c.api_key);
-            if !listen.is_empty() {
-                c.listen = listen;
-            }
-            c.tracker_key = tracker_key.or(c.tracker_key);
-            c.seed_id = seed_id.unwrap_or(c.seed_id);
-            c.capacity_mbit = capacity_mbit.unwrap_or(c.capacity_mbit);
-            c.upload_cap_mbit = upload_cap_mbit.or(c.upload_cap_mbit);
-            c.max_peers = max_peers.unwrap_or(c.max_peers);
-            c.metrics = metrics.or(c.metrics);
-            c.super_seed_secs = super_seed_secs.unwrap_or(c.super_seed_secs);
-            c.push_listen = push_listen.or(c.push_listen);
-            c.push_key = push_key.or(c.push_key);
+            let c = args.resolve()?;
             shoal_seed::run(c, async {
                 let _ = tokio::signal::ctrl_c().await;
             })
@@ -153,4 +161,67 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> anyhow::Result<shoal_seed::Config> {
+        let cli = Cli::try_parse_from(["shoal-seed", "serve"].iter().chain(args))?;
+        match cli.command {
+            Command::Serve(a) => a.resolve(),
+            Command::Import { .. } => anyhow::bail!("parsed as import"),
+        }
+    }
+
+    #[test]
+    fn flags_override_the_config_file() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("seed.toml");
+        std::fs::write(
+            &file,
+            "data = \"/srv/a\"\ntracker = \"http://t:1\"\napi_key = \"k\"\n\
+             capacity_mbit = 200\nupload_cap_mbit = 150\nmax_peers = 40\n",
+        )?;
+        let path = file.display().to_string();
+        let c = serve(&["--config", &path])?;
+        assert_eq!(
+            (c.capacity_mbit, c.upload_cap_mbit, c.max_peers),
+            (200, Some(150), 40)
+        );
+        let c = serve(&[
+            "--config",
+            &path,
+            "--data",
+            "/srv/b",
+            "--listen",
+            "/ip4/127.0.0.1/udp/9/quic-v1",
+            "--capacity-mbit",
+            "300",
+            "--upload-cap-mbit",
+            "250",
+            "--max-peers",
+            "7",
+            "--push-listen",
+            "127.0.0.1:9102",
+        ])?;
+        assert_eq!(c.data, std::path::PathBuf::from("/srv/b"));
+        assert_eq!(c.listen, ["/ip4/127.0.0.1/udp/9/quic-v1"]);
+        assert_eq!(
+            (c.capacity_mbit, c.upload_cap_mbit, c.max_peers),
+            (300, Some(250), 7)
+        );
+        assert_eq!(c.push_listen.as_deref(), Some("127.0.0.1:9102"));
+        assert_eq!(c.tracker, "http://t:1", "kept from the file");
+        Ok(())
+    }
+
+    #[test]
+    fn without_a_file_the_essentials_are_required() {
+        let err = serve(&["--tracker", "http://t:1", "--api-key", "k"]).unwrap_err();
+        assert!(err.to_string().contains("--data"), "{err}");
+        let c = serve(&["--data", "/d", "--tracker", "http://t:1", "--api-key", "k"]).unwrap();
+        assert_eq!((c.capacity_mbit, c.max_peers), (1000, 500));
+    }
 }
