@@ -122,43 +122,48 @@ impl SeedApi {
         })
     }
 
-    async fn status(&self, path: &str) -> anyhow::Result<SeedStatus> {
-        let url = format!("{}{path}", self.base);
+    /// Sends the request `make` builds, again after transport errors and
+    /// 5xx (with back-off), up to [`ATTEMPTS`] times; `what` names it in errors.
+    async fn retrying(
+        &self,
+        what: &str,
+        make: impl Fn() -> reqwest::RequestBuilder,
+    ) -> anyhow::Result<reqwest::Response> {
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
             }
-            match self.send(self.http.post(&url)).await {
-                Ok(resp) => {
-                    return resp
-                        .json()
-                        .await
-                        .map_err(|e| seed_error(&self.base, format!("bad answer: {e}")));
+            match self.send(make()).await {
+                Ok(resp) => return Ok(resp),
+                Err(Failure::Refused(t)) => {
+                    return Err(seed_error(&self.base, format!("{what}: {t}")));
                 }
-                Err(Failure::Refused(t)) => return Err(seed_error(&self.base, t)),
                 Err(Failure::Retry(t)) => last = t,
             }
         }
-        Err(seed_error(&self.base, last))
+        Err(seed_error(&self.base, format!("{what}: {last}")))
+    }
+
+    /// `POST`s to `path` (begin or commit) and reads the seed's status.
+    async fn status(&self, what: &str, path: &str) -> anyhow::Result<SeedStatus> {
+        let url = format!("{}{path}", self.base);
+        self.retrying(what, || self.http.post(&url))
+            .await?
+            .json()
+            .await
+            .map_err(|e| seed_error(&self.base, format!("{what}: bad answer: {e}")))
     }
 
     async fn put_chunk(&self, release: &Hash, index: u32, bytes: Vec<u8>) -> anyhow::Result<()> {
         let url = format!("{}/v1/push/{release}/chunks/{index}", self.base);
-        let mut last = String::new();
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
-            }
-            match self.send(self.http.put(&url).body(bytes.clone())).await {
-                Ok(_) => return Ok(()),
-                Err(Failure::Refused(t)) => {
-                    return Err(seed_error(&self.base, format!("chunk {index}: {t}")));
-                }
-                Err(Failure::Retry(t)) => last = t,
-            }
-        }
-        Err(seed_error(&self.base, format!("chunk {index}: {last}")))
+        // Bytes: each attempt shares the chunk instead of copying it.
+        let bytes = bytes::Bytes::from(bytes);
+        self.retrying(&format!("chunk {index}"), || {
+            self.http.put(&url).body(bytes.clone())
+        })
+        .await
+        .map(drop)
     }
 }
 
@@ -172,13 +177,7 @@ pub async fn push(
     total: &AtomicU64,
 ) -> anyhow::Result<Pushed> {
     let start = Instant::now();
-    let base = seed.trim_end_matches('/').to_owned();
-    if !base.starts_with("http://") && !base.starts_with("https://") {
-        return Err(with_exit(
-            anyhow::anyhow!("seed URL {base:?} must start with http:// or https://"),
-            Exit::BadInput,
-        ));
-    }
+    let base = crate::tracker::http_base("seed", seed)?;
     let api = SeedApi {
         http: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -187,7 +186,7 @@ pub async fn push(
         base,
         key: key.to_owned(),
     };
-    let begun = api.status(&format!("/v1/push/{release}")).await?;
+    let begun = api.status("begin", &format!("/v1/push/{release}")).await?;
     let reused = begun.have;
     // What the seed already holds never needs sending.
     total.fetch_sub(
@@ -234,7 +233,9 @@ pub async fn push(
     while let Some(r) = uploads.next().await {
         uploaded_bytes += r?;
     }
-    let committed = api.status(&format!("/v1/push/{release}/commit")).await?;
+    let committed = api
+        .status("commit", &format!("/v1/push/{release}/commit"))
+        .await?;
     if !committed.complete {
         return Err(seed_error(seed, "the seed did not take the release"));
     }

@@ -15,13 +15,7 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(base: &str, key: Option<String>) -> anyhow::Result<Tracker> {
-        let base = base.trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") && !base.starts_with("https://") {
-            return Err(with_exit(
-                anyhow::anyhow!("tracker URL {base:?} must start with http:// or https://"),
-                Exit::BadInput,
-            ));
-        }
+        let base = http_base("tracker", base)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
@@ -110,6 +104,20 @@ impl Tracker {
             anyhow::anyhow!("tracker at {} is unreachable: {e}", self.base),
             Exit::TrackerUnreachable,
         )
+    }
+}
+
+/// `url` without a trailing `/`, if it is an http(s) URL (exit 3 if not);
+/// `what` names it in the error.
+pub(crate) fn http_base(what: &str, url: &str) -> anyhow::Result<String> {
+    let base = url.trim_end_matches('/').to_owned();
+    if base.starts_with("http://") || base.starts_with("https://") {
+        Ok(base)
+    } else {
+        Err(with_exit(
+            anyhow::anyhow!("{what} URL {base:?} must start with http:// or https://"),
+            Exit::BadInput,
+        ))
     }
 }
 

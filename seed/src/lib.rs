@@ -235,7 +235,7 @@ impl Releases {
         Ok(())
     }
 
-    fn bundle(&self, id: &Hash) -> Option<Arc<Bundle>> {
+    pub(crate) fn bundle(&self, id: &Hash) -> Option<Arc<Bundle>> {
         self.bundles
             .read()
             .unwrap_or_else(|p| p.into_inner())

@@ -57,8 +57,6 @@ pub struct Push {
     sessions: tokio::sync::Mutex<HashMap<Hash, Arc<Session>>>,
     /// One commit at a time (two at once would race for the rename).
     committing: tokio::sync::Mutex<()>,
-    /// Bytes received in chunk uploads since start.
-    pub received: AtomicU64,
 }
 
 impl std::fmt::Debug for Push {
@@ -152,7 +150,6 @@ impl Push {
             key_hash: Hash::of(push_key.as_bytes()),
             sessions: tokio::sync::Mutex::new(HashMap::new()),
             committing: tokio::sync::Mutex::new(()),
-            received: AtomicU64::new(0),
         }
     }
 
@@ -224,29 +221,33 @@ impl Push {
     }
 
     async fn begin(&self, release: Hash) -> PushResult<Status> {
+        if let Some(served) = self.releases.bundle(&release) {
+            // Already served: nothing to stage.
+            let n = served.manifest().chunks.len() as u32;
+            return Ok(status_of(
+                release,
+                served.manifest(),
+                &Bitfield::full(n),
+                true,
+            ));
+        }
         let mut sessions = self.sessions.lock().await;
         let session = match sessions.get(&release) {
             Some(s) => s.clone(),
             None => {
                 let bytes = self.fetch_manifest(&release).await?;
-                let signed = SignedManifest::from_bytes(&bytes).map_err(|e| {
-                    PushError::new(502, "bad_manifest", format!("tracker's manifest: {e}"))
-                })?;
-                let manifest = signed.open().map_err(|e| {
-                    PushError::new(502, "bad_manifest", format!("tracker's manifest: {e}"))
-                })?;
+                let manifest = SignedManifest::from_bytes(&bytes)
+                    .and_then(|signed| signed.open())
+                    .map_err(|e| {
+                        PushError::new(502, "bad_manifest", format!("tracker's manifest: {e}"))
+                    })?;
                 let dir = push_dir(&self.data, &release);
                 let others = self.other_chunk_dirs(&release);
-                let n = manifest.chunks.len() as u32;
                 let (dir2, manifest2) = (dir.clone(), manifest.clone());
-                let have = tokio::task::spawn_blocking(move || {
-                    prepare(&dir2, &manifest2, &others).map(|have| (have, manifest2))
-                })
-                .await
-                .map_err(PushError::internal)?
-                .map_err(PushError::internal)?
-                .0;
-                debug_assert_eq!(have.len(), n);
+                let have = tokio::task::spawn_blocking(move || prepare(&dir2, &manifest2, &others))
+                    .await
+                    .map_err(PushError::internal)?
+                    .map_err(PushError::internal)?;
                 let s = Arc::new(Session {
                     release,
                     manifest,
@@ -260,8 +261,7 @@ impl Push {
             }
         };
         drop(sessions);
-        let complete = self.releases.ids().contains(&release);
-        Ok(session.status(complete))
+        Ok(session.status())
     }
 
     /// Chunk directories of the releases already served (for reuse).
@@ -291,7 +291,6 @@ impl Push {
                 ),
             )
         })?;
-        let len = body.len() as u64;
         let s = session.clone();
         tokio::task::spawn_blocking(move || -> PushResult<()> {
             verify(&s.manifest, index, &body)
@@ -308,19 +307,12 @@ impl Push {
                     PushError::internal(e)
                 }
             })?;
-            // The same bytes may stand for several indices (identical chunks).
-            let mut have = s.have.lock().unwrap_or_else(|p| p.into_inner());
-            for (i, c) in s.manifest.chunks.iter().enumerate() {
-                if c.hash == info.hash {
-                    have.set(i as u32);
-                }
-            }
+            // Manifest chunk tables hold each hash once.
+            s.have.lock().unwrap_or_else(|p| p.into_inner()).set(index);
             Ok(())
         })
         .await
-        .map_err(PushError::internal)??;
-        self.received.fetch_add(len, Ordering::Relaxed);
-        Ok(())
+        .map_err(PushError::internal)?
     }
 
     async fn commit(&self, release: Hash) -> PushResult<Status> {
@@ -330,7 +322,7 @@ impl Push {
             return self.begin(release).await;
         }
         let session = self.session(&release).await?;
-        let status = session.status(false);
+        let status = session.status();
         if !status.missing.is_empty() {
             return Err(PushError::new(
                 409,
@@ -375,27 +367,27 @@ impl Push {
 }
 
 impl Session {
-    fn status(&self, complete: bool) -> Status {
+    fn status(&self) -> Status {
         let have = self.have.lock().unwrap_or_else(|p| p.into_inner());
-        let missing: Vec<u32> = if complete {
-            Vec::new()
-        } else {
-            (0..have.len()).filter(|&i| !have.get(i)).collect()
-        };
-        Status {
-            release: self.release,
-            product: self.manifest.product.clone(),
-            channel: self.manifest.channel.clone(),
-            version: self.manifest.version.clone(),
-            chunks: have.len(),
-            have: have.len() - missing.len() as u32,
-            missing_bytes: missing
-                .iter()
-                .map(|&i| u64::from(self.manifest.chunks[i as usize].len))
-                .sum(),
-            missing,
-            complete,
-        }
+        status_of(self.release, &self.manifest, &have, false)
+    }
+}
+
+fn status_of(release: Hash, manifest: &Manifest, have: &Bitfield, complete: bool) -> Status {
+    let missing: Vec<u32> = (0..have.len()).filter(|&i| !have.get(i)).collect();
+    Status {
+        release,
+        product: manifest.product.clone(),
+        channel: manifest.channel.clone(),
+        version: manifest.version.clone(),
+        chunks: have.len(),
+        have: have.len() - missing.len() as u32,
+        missing_bytes: missing
+            .iter()
+            .map(|&i| u64::from(manifest.chunks[i as usize].len))
+            .sum(),
+        missing,
+        complete,
     }
 }
 
