@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use std::io::Write as _;
 
 pub(crate) fn run(args: &AdminArgs) -> anyhow::Result<()> {
-    let tracker = connect(&args.tracker, &args.api_key, &args.api_key_file)?;
+    let tracker = connect(&args.access)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -26,12 +26,8 @@ pub(crate) fn run(args: &AdminArgs) -> anyhow::Result<()> {
 }
 
 /// A tracker client with the API key from a flag, the environment or a file.
-pub(crate) fn connect(
-    url: &str,
-    api_key: &Option<String>,
-    api_key_file: &Option<std::path::PathBuf>,
-) -> anyhow::Result<Tracker> {
-    let key = match (api_key, api_key_file) {
+pub(crate) fn connect(access: &crate::cli::TrackerAccess) -> anyhow::Result<Tracker> {
+    let key = match (&access.api_key, &access.api_key_file) {
         (Some(k), _) => Some(k.clone()),
         (None, Some(path)) => Some(
             std::fs::read_to_string(path)
@@ -42,7 +38,7 @@ pub(crate) fn connect(
         ),
         (None, None) => None,
     };
-    Tracker::new(url, key)
+    Tracker::new(&access.tracker, key)
 }
 
 fn now() -> u64 {

@@ -81,8 +81,9 @@ pub enum Command {
     Admin(AdminArgs),
 }
 
+/// Which tracker, and the API key to present (`shoal admin`, `shoal ops`).
 #[derive(Debug, Args)]
-pub struct AdminArgs {
+pub struct TrackerAccess {
     /// Tracker base URL.
     #[arg(
         long,
@@ -91,12 +92,18 @@ pub struct AdminArgs {
         global = true
     )]
     pub tracker: String,
-    /// API key (operator for most commands; publisher for releases).
+    /// API key: an operator's (a publisher's for `shoal admin releases`).
     #[arg(long, env = "SHOAL_API_KEY", hide_env_values = true, global = true)]
     pub api_key: Option<String>,
     /// Read the API key from a file (e.g. the tracker's operator.key).
     #[arg(long, global = true, conflicts_with = "api_key")]
     pub api_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub access: TrackerAccess,
     /// Print the tracker's JSON answer.
     #[arg(long, global = true)]
     pub json: bool,
@@ -578,20 +585,8 @@ pub struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub struct OpsArgs {
-    /// Tracker base URL.
-    #[arg(
-        long,
-        env = "SHOAL_TRACKER",
-        default_value = "http://127.0.0.1:7070",
-        global = true
-    )]
-    pub tracker: String,
-    /// Operator API key.
-    #[arg(long, env = "SHOAL_API_KEY", hide_env_values = true, global = true)]
-    pub api_key: Option<String>,
-    /// Read the API key from a file (e.g. the tracker's operator.key).
-    #[arg(long, conflicts_with = "api_key", global = true)]
-    pub api_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub access: TrackerAccess,
     #[command(subcommand)]
     pub command: OpsTopCommand,
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::time::Duration;
 
 pub(crate) fn run(args: &OpsArgs) -> anyhow::Result<()> {
-    let tracker = crate::admin::connect(&args.tracker, &args.api_key, &args.api_key_file)?;
+    let tracker = crate::admin::connect(&args.access)?;
     let OpsTopCommand::Status { json } = args.command;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

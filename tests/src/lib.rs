@@ -5,6 +5,14 @@ pub mod layering;
 
 use std::path::{Path, PathBuf};
 
+/// A loopback port free right now (another process may take it before the
+/// caller binds it: a small race these tests accept).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// The `shoal` binary beside the running test, brought up to date once per
 /// test process (a no-op when `cargo nextest run --workspace` just built it;
 /// it matters when only this package's tests were built).

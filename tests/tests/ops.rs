@@ -8,12 +8,6 @@ use shoal_client::launcher::{self, Request};
 use std::path::Path;
 use std::time::Duration;
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 async fn get(url: &str) -> anyhow::Result<String> {
     let r = reqwest::get(url).await?;
     anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
@@ -40,7 +34,7 @@ struct Running {
 /// a second seed that reports itself 90% busy.
 async fn running_swarm() -> anyhow::Result<Running> {
     let tmp = tempfile::tempdir()?;
-    let seed_metrics = format!("127.0.0.1:{}", free_port()?);
+    let seed_metrics = format!("127.0.0.1:{}", shoal_tests::free_port()?);
     let lab = Lab::start(
         tmp.path(),
         Options {
@@ -59,7 +53,7 @@ async fn running_swarm() -> anyhow::Result<Running> {
     sample::build(&build, 4 << 20, 9)?;
     lab.publish(&build, "1.0").await?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let client_metrics = format!("127.0.0.1:{}", free_port()?);
+    let client_metrics = format!("127.0.0.1:{}", shoal_tests::free_port()?);
     let mut tasks = Vec::new();
     for i in 0..2 {
         let (mut settings, _) = lab.player(&format!("p{i}")).await?;

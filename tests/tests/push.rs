@@ -11,12 +11,6 @@ use std::time::Duration;
 const MIB: u64 = 1 << 20;
 const PUSH_KEY: &str = "push-secret";
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 struct Run {
     code: Option<i32>,
     stdout: String,
@@ -127,7 +121,7 @@ async fn install_into(lab: &Lab, name: &str, dir: &Path, update: bool) -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn publish_pushes_to_a_running_seed_that_serves_at_once() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let push_addr = format!("127.0.0.1:{}", free_port()?);
+    let push_addr = format!("127.0.0.1:{}", shoal_tests::free_port()?);
     let lab = Lab::start(
         tmp.path(),
         Options {

@@ -29,14 +29,32 @@ impl<Q, R> Clone for WireCodec<Q, R> {
     }
 }
 
-async fn read_message<M: Message, T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<M> {
+fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// Reads a frame's length prefix, checked against `M`'s cap.
+async fn read_frame_len<M: Message, T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<usize> {
     let mut prefix = [0u8; 4];
     io.read_exact(&mut prefix).await?;
-    let len = check_frame_len(prefix, M::MAX)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    let mut body = vec![0u8; len];
-    io.read_exact(&mut body).await?;
-    M::decode(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    check_frame_len(prefix, M::MAX).map_err(invalid)
+}
+
+/// Reads the rest of a `len`-byte frame whose first bytes were `start`, and decodes it.
+async fn read_body<M: Message, T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    start: &[u8],
+    len: usize,
+) -> io::Result<M> {
+    let mut body = start.to_vec();
+    body.resize(len, 0);
+    io.read_exact(&mut body[start.len()..]).await?;
+    M::decode(&body).map_err(invalid)
+}
+
+async fn read_message<M: Message, T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<M> {
+    let len = read_frame_len::<M, T>(io).await?;
+    read_body(io, &[], len).await
 }
 
 async fn write_message<M: Message, T: AsyncWrite + Unpin + Send>(
@@ -93,27 +111,16 @@ where
 #[derive(Debug, Clone, Default)]
 pub struct ChunkCodec;
 
-fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e)
-}
-
 async fn read_chunk_response<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<ChunkResponse> {
-    let mut prefix = [0u8; 4];
-    io.read_exact(&mut prefix).await?;
-    let len = check_frame_len(prefix, ChunkResponse::MAX).map_err(invalid)?;
+    let len = read_frame_len::<ChunkResponse, T>(io).await?;
     if len < 2 {
-        let mut body = vec![0u8; len];
-        io.read_exact(&mut body).await?;
-        return ChunkResponse::decode(&body).map_err(invalid);
+        return read_body(io, &[], len).await;
     }
     let mut head = [0u8; 10];
     io.read_exact(&mut head[..2]).await?;
     if head[0] != shoal_wire::DATA_TAG {
         // A small message: read and decode it whole.
-        let mut body = head[..2].to_vec();
-        body.resize(len, 0);
-        io.read_exact(&mut body[2..]).await?;
-        return ChunkResponse::decode(&body).map_err(invalid);
+        return read_body(io, &head[..2], len).await;
     }
     let head_len = ChunkResponse::data_header_len(head[1]);
     if head_len > len {

@@ -1,9 +1,17 @@
 //! Parameter sweep of the swarm simulator: `cargo run --release -p
 //! shoal-scheduler --example sweep -- N SEED_MBIT BACKOFF_MS QUEUE WINDOW_S TARGET_QUEUE_S`
-//! (env: `TIMEOUT` request timeout in s, `DUPS` endgame duplicates, `SEEDQ` seed queue).
+//! (env: `TIMEOUT` request timeout in s (default: the scheduler's), `DUPS` endgame duplicates, `SEEDQ` seed queue).
 use shoal_scheduler::Config;
 use shoal_scheduler::sim::{Node, Setup, fluid_bound, mbit, run};
 use std::time::Duration;
+
+/// The variable `name` parsed, or `default`.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 fn main() {
     let args: Vec<f64> = std::env::args()
@@ -28,37 +36,23 @@ fn main() {
             n as usize
         ],
         latency: Duration::from_millis(20),
-        peer_upload_slots: std::env::var("SLOTS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(4),
+        peer_upload_slots: env_or("SLOTS", 4),
         seed_upload_slots: 2,
         seed_repeat_after: Some(Duration::from_secs_f64(window)),
         peer_queue: queue as usize,
-        seed_queue: std::env::var("SEEDQ")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(16),
+        seed_queue: env_or("SEEDQ", 16),
         scheduler: Config {
             busy_backoff: Duration::from_millis(backoff_ms as u64),
-            request_timeout: Duration::from_secs(
-                std::env::var("TIMEOUT")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(30),
-            ),
-            endgame_duplicates: std::env::var("DUPS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1),
+            request_timeout: Duration::from_secs(env_or(
+                "TIMEOUT",
+                Config::default().request_timeout.as_secs(),
+            )),
+            endgame_duplicates: env_or("DUPS", 1),
             target_queue: Duration::from_secs_f64(target_q),
             ..Config::default()
         },
         max_time: Duration::from_secs(3600),
-        rng_seed: std::env::var("RNG")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1),
+        rng_seed: env_or("RNG", 1),
     };
     let bound = fluid_bound(&setup);
     let sum_up: f64 = setup.peers.iter().map(|p| p.up).sum();

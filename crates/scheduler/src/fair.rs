@@ -38,14 +38,9 @@ impl<K: Hash + Eq + Clone> FairShare<K> {
     /// Whether to take a request from `peer` now. `contended`: the upload
     /// already has a backlog (otherwise everyone is served).
     pub fn admit(&mut self, now: Duration, peer: &K, contended: bool) -> bool {
-        let mine = {
-            let r = self.requesters.entry(peer.clone()).or_insert(Requester {
-                served: 0,
-                last_request: now,
-            });
-            r.last_request = now;
-            r.served
-        };
+        let r = self.requester(now, peer);
+        r.last_request = now;
+        let mine = r.served;
         if !contended {
             return true;
         }
@@ -61,11 +56,7 @@ impl<K: Hash + Eq + Clone> FairShare<K> {
 
     /// A chunk went to `peer`.
     pub fn served(&mut self, now: Duration, peer: &K) {
-        let r = self.requesters.entry(peer.clone()).or_insert(Requester {
-            served: 0,
-            last_request: now,
-        });
-        r.served += 1;
+        self.requester(now, peer).served += 1;
     }
 
     /// Forgets `peer` (it left).
@@ -73,13 +64,11 @@ impl<K: Hash + Eq + Clone> FairShare<K> {
         self.requesters.remove(peer);
     }
 
-    /// Requesters remembered.
-    pub fn len(&self) -> usize {
-        self.requesters.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.requesters.is_empty()
+    fn requester(&mut self, now: Duration, peer: &K) -> &mut Requester {
+        self.requesters.entry(peer.clone()).or_insert(Requester {
+            served: 0,
+            last_request: now,
+        })
     }
 }
 
@@ -117,10 +106,12 @@ mod tests {
         f.served(later, &1);
         f.served(later, &1);
         assert!(!f.admit(later, &1, true), "peer 2 asked recently");
-        let much_later = S + RECENT + S;
-        assert!(f.admit(much_later, &1, true), "peer 2 has gone quiet");
-        f.forget(&1);
+        // a requester that left no longer holds others back either
         f.forget(&2);
-        assert!(f.is_empty());
+        assert!(f.admit(later, &1, true), "peer 2 is gone");
+        f.served(later, &2);
+        assert!(!f.admit(later, &1, true), "peer 2 is back, served once");
+        let much_later = later + RECENT + S;
+        assert!(f.admit(much_later, &1, true), "peer 2 has gone quiet");
     }
 }
