@@ -9,6 +9,7 @@
 
 mod codec;
 pub mod download;
+pub mod quic;
 
 use codec::{ChunkCodec, WireCodec};
 use futures::StreamExt as _;
@@ -291,9 +292,10 @@ pub fn spawn(
         .with_request_timeout(config.request_timeout)
         .with_max_concurrent_streams(config.max_concurrent_streams);
     let protocol = |p: &'static str| [(StreamProtocol::new(p), ProtocolSupport::Full)];
+    let transport = quic::QuicTransport::new(&config.keypair, quic::QuicConfig::default())?;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_quic()
+        .with_other_transport(|_| transport)?
         .with_behaviour(|_| Behaviour {
             auth: rr::Behaviour::new(protocol(AUTH_PROTOCOL), rr_config.clone()),
             have: rr::Behaviour::new(protocol(HAVE_PROTOCOL), rr_config.clone()),
