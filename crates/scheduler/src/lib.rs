@@ -1,6 +1,7 @@
 //! Chunk scheduling without IO: one [`Download`] state machine per download,
 //! an [`Upload`] queue per serving node, [`FairShare`] for a seed that
-//! answers as requests arrive, and [`sim`], a discrete-event swarm
+//! answers as requests arrive, [`NeedQueue`] for a peer whose upload is
+//! contended, and [`sim`], a discrete-event swarm
 //! simulator that drives the same code on virtual time.
 //!
 //! Drivers feed events with the current time (`handle_*(now, …)`), drain
@@ -10,12 +11,14 @@
 mod bucket;
 mod download;
 mod fair;
+mod need;
 pub mod sim;
 mod upload;
 
 pub use bucket::TokenBucket;
 pub use download::{Action, Config, Download, PeerKind, Stats};
 pub use fair::FairShare;
+pub use need::{DISPLACE_MARGIN, NeedQueue, Queued};
 pub use upload::{Decline, Upload};
 
 /// A peer as the driver numbers it (the driver maps network identities).

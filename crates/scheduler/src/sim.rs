@@ -333,6 +333,11 @@ impl World {
         let lat = self.latency();
         match e {
             Event::Request { from, to, chunk } => {
+                // The uploader knows what the requester holds from its haves.
+                if let Some(d) = &self.downloads[from] {
+                    let held = d.stats().have_chunks;
+                    self.uploads[to].note_held(PeerIdx(from as u32), held);
+                }
                 match self.uploads[to].handle_request(now_d, PeerIdx(from as u32), chunk) {
                     Ok(()) => self.start_uploads(to),
                     Err(why) => self.push(

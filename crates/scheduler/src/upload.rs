@@ -1,5 +1,10 @@
-//! The upload side of a node: a bounded queue of chunk requests, served so
-//! that chunks this node has sent least go first.
+//! The upload side of a node: a bounded queue of chunk requests.
+//!
+//! A peer serves the requester holding fewest chunks first, and when its
+//! queue is full a far needier requester displaces the best-off one (the
+//! policy of [`crate::NeedQueue`]; the driver reports holdings with
+//! [`Upload::note_held`]). Requesters it knows nothing about count as holding
+//! nothing, which leaves plain arrival order.
 //!
 //! Seeds also run super-seeding: a chunk sent within the last `repeat_after`
 //! is refused (the requester should get it from the peer it went to), so each
@@ -39,6 +44,9 @@ pub struct Upload {
     refused: Vec<(PeerIdx, u32, Decline)>,
     /// Super-seeding: chunks sent to each peer.
     served: HashMap<PeerIdx, u32>,
+    /// Peers: chunks each requester holds, as its haves say (see
+    /// [`crate::NeedQueue`], whose policy this queue follows).
+    held: HashMap<PeerIdx, u32>,
 }
 
 impl Upload {
@@ -53,7 +61,17 @@ impl Upload {
             repeat_after,
             refused: Vec::new(),
             served: HashMap::new(),
+            held: HashMap::new(),
         }
+    }
+
+    /// `peer` holds `chunks` chunks (its bitfield and haves say so).
+    pub fn note_held(&mut self, peer: PeerIdx, chunks: u32) {
+        self.held.insert(peer, chunks);
+    }
+
+    fn held(&self, peer: &PeerIdx) -> u32 {
+        self.held.get(peer).copied().unwrap_or(0)
     }
 
     fn recently_sent(&self, now: Duration, chunk: u32) -> bool {
@@ -79,18 +97,25 @@ impl Upload {
         if self.queue.contains(&(peer, chunk)) {
             return Ok(());
         }
-        if self.queue.len() >= self.max_queue {
+        if self.queue.len() >= self.max_queue && self.repeat_after.is_none() {
+            let mine = self.held(&peer);
+            let Some(pos) =
+                crate::need::displaced(self.queue.iter().map(|(p, _)| self.held(p)), mine)
+            else {
+                return Err(Decline::Busy);
+            };
+            if let Some((p, c)) = self.queue.remove(pos) {
+                self.refused.push((p, c, Decline::Busy));
+            }
+        } else if self.queue.len() >= self.max_queue {
             let served = |p: &PeerIdx| self.served.get(p).copied().unwrap_or(0);
             let mine = served(&peer);
             // Super-seeding: displace the most-served requester, if it got more.
             let victim = self
-                .repeat_after
-                .and_then(|_| {
-                    self.queue
-                        .iter()
-                        .enumerate()
-                        .max_by_key(|(pos, (p, _))| (served(p), *pos))
-                })
+                .queue
+                .iter()
+                .enumerate()
+                .max_by_key(|(pos, (p, _))| (served(p), *pos))
                 .filter(|(_, (p, _))| served(p) > mine)
                 .map(|(pos, _)| pos);
             let Some(pos) = victim else {
@@ -115,10 +140,11 @@ impl Upload {
     pub fn drop_peer(&mut self, peer: PeerIdx) {
         self.queue.retain(|r| r.0 != peer);
         self.served.remove(&peer);
+        self.held.remove(&peer);
     }
 
-    /// The request to serve next: oldest first, or with super-seeding the
-    /// least-sent chunk first. Queued requests that super-seeding now refuses
+    /// The request to serve next: the neediest requester's oldest request, or
+    /// with super-seeding the least-served requester's least-sent chunk. Queued requests that super-seeding now refuses
     /// move to [`Upload::poll_refused`].
     pub fn next_request(&mut self, now: Duration) -> Option<(PeerIdx, u32)> {
         if self.repeat_after.is_some() {
@@ -134,8 +160,8 @@ impl Upload {
             self.queue = keep.into();
         }
         // Super-seeding serves the least-served peer first, then the
-        // least-sent chunk; everyone else serves in arrival order, so no
-        // request starves behind fresher ones.
+        // least-sent chunk; a peer serves the neediest requester first, in
+        // arrival order among equals.
         let pos = if self.repeat_after.is_some() {
             let served = |p: &PeerIdx| self.served.get(p).copied().unwrap_or(0);
             self.queue
@@ -146,7 +172,7 @@ impl Upload {
                 })?
                 .0
         } else {
-            0
+            crate::need::neediest(self.queue.iter().map(|(p, _)| self.held(p)))?
         };
         let (peer, chunk) = self.queue.remove(pos)?;
         self.sent[chunk as usize] += 1;
@@ -193,6 +219,24 @@ mod tests {
             "no reordering by sent count"
         );
         assert_eq!(u.next_request(T), Some((PeerIdx(3), 1)));
+    }
+
+    #[test]
+    fn peers_serve_the_neediest_and_let_them_displace_the_best_off() {
+        let mut u = Upload::new(300, 2, None);
+        u.note_held(PeerIdx(1), 200);
+        u.note_held(PeerIdx(2), 20);
+        u.note_held(PeerIdx(3), 150);
+        u.note_held(PeerIdx(4), 100);
+        assert!(u.handle_request(T, PeerIdx(1), 0).is_ok());
+        assert!(u.handle_request(T, PeerIdx(2), 1).is_ok());
+        // full: 150 is within the margin of the best-off (200)
+        assert_eq!(u.handle_request(T, PeerIdx(3), 2), Err(Decline::Busy));
+        // 100 is far needier than 200: it takes its place, 200 hears Busy
+        assert!(u.handle_request(T, PeerIdx(4), 3).is_ok());
+        assert_eq!(u.poll_refused(), Some((PeerIdx(1), 0, Decline::Busy)));
+        assert_eq!(u.next_request(T), Some((PeerIdx(2), 1)));
+        assert_eq!(u.next_request(T), Some((PeerIdx(4), 3)));
     }
 
     #[test]

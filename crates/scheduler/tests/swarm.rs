@@ -71,16 +71,14 @@ fn one_seed_twenty_peers() {
     check(setup(20, 50.0, 20.0, 256), 1.3, 1.2);
 }
 
-/// Seed target met; the makespan target (1.2×) is not yet: 1.23× the bound
-/// here (1.22–1.26× over rng seeds 1–4; it was 1.31× before seeds shared
-/// themselves fairly among requesters). What is left is the ramp (every
-/// peer needs a chunk before it can upload: ~10 s) and the tail (a peer's
-/// last chunks arrive at one uploader's share each). This guards against
-/// regression until the scheduler closes the gap. The 1 s busy back-off
-/// keeps this simulation short.
+/// The targets at 100 peers. Peers serve the neediest requester
+/// first (`NeedQueue`'s policy): without it the first peers finished at 40%
+/// of the bound and the last at 1.22–1.26× (rng seeds 1–4), their download
+/// links the limit once the rest were done. Now 1.12–1.18× over rng seeds
+/// 1–8. The 1 s busy back-off keeps this simulation short.
 #[test]
 fn one_seed_hundred_peers() {
     let mut s = setup(100, 100.0, 20.0, 256);
     s.scheduler.busy_backoff = Duration::from_secs(1);
-    check(s, 1.3, 1.3);
+    check(s, 1.3, 1.2);
 }
