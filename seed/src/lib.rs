@@ -335,6 +335,9 @@ pub async fn run_with(
         .min(config.capacity_mbit);
     net_config.upload_rate = Some(cap_mbit * 1_000_000 / 8);
     net_config.max_connections = config.max_peers;
+    // A seed answers or refuses at once (super-seeding and FairShare decide
+    // who); the neediest-first queue is for players' nodes.
+    net_config.upload_queue = 0;
     net_config.super_seed =
         (config.super_seed_secs > 0).then(|| Duration::from_secs(config.super_seed_secs));
     let (client, mut events) = shoal_net::spawn(net_config, releases.clone())

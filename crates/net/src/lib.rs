@@ -68,6 +68,16 @@ pub struct Config {
     /// (no cap configured, or a slower link than the cap), which would
     /// otherwise grow until requests time out and go to a seed.
     pub max_uploads: usize,
+    /// With an upload cap and no super-seeding (a player's node): chunk
+    /// answers committed to the cap at once. Further requests wait in a
+    /// queue of `upload_queue`, served to the requester holding fewest
+    /// chunks first; a far needier requester displaces the best-off one
+    /// from a full queue (`shoal_scheduler::NeedQueue`). This keeps a swarm
+    /// progressing together instead of finishing a few peers early and
+    /// waiting on laggards' download links at the end.
+    pub upload_slots: usize,
+    /// Requests waiting for an upload slot; 0 answers `Busy` instead.
+    pub upload_queue: usize,
 }
 
 impl Config {
@@ -90,6 +100,8 @@ impl Config {
             super_seed: None,
             max_upload_backlog: Duration::from_secs(2),
             max_uploads: 16,
+            upload_slots: 4,
+            upload_queue: 8,
         }
     }
 }
@@ -238,6 +250,23 @@ type Delayed = (
     ChunkResponse,
 );
 
+/// A chunk request waiting for an upload slot.
+struct Waiting {
+    peer: PeerId,
+    request_id: rr::InboundRequestId,
+    request: ChunkRequest,
+    channel: rr::ResponseChannel<ChunkResponse>,
+}
+
+impl std::fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiting")
+            .field("peer", &self.peer)
+            .field("index", &self.request.index)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Chunks remembered for super-seeding before the map is reset.
 const MAX_SENT_REMEMBERED: usize = 1 << 20;
 
@@ -251,6 +280,12 @@ struct Loop {
     fair: shoal_scheduler::FairShare<PeerId>,
     /// Chunk requests admitted and not yet fully answered.
     uploads: std::collections::HashSet<rr::InboundRequestId>,
+    /// Answers being read or waiting for the upload cap.
+    answering: usize,
+    /// Requests waiting for an upload slot, neediest first.
+    waiting: shoal_scheduler::NeedQueue<Waiting>,
+    /// Chunks each peer holds per swarm, from its haves.
+    held: HashMap<(PeerId, Hash), u32>,
     upload: Option<Arc<std::sync::Mutex<shoal_scheduler::TokenBucket>>>,
     delayed_tx: mpsc::Sender<Delayed>,
     started: std::time::Instant,
@@ -321,6 +356,9 @@ pub fn spawn(
         sent: HashMap::new(),
         fair: shoal_scheduler::FairShare::default(),
         uploads: std::collections::HashSet::new(),
+        answering: 0,
+        waiting: shoal_scheduler::NeedQueue::new(config.upload_queue),
+        held: HashMap::new(),
         upload,
         delayed_tx,
         started: std::time::Instant::now(),
@@ -369,10 +407,12 @@ impl Loop {
                     None => break,
                 },
                 Some((id, channel, response)) = delayed.recv() => {
+                    self.answering = self.answering.saturating_sub(1);
                     if self.swarm.behaviour_mut().chunk.send_response(channel, response).is_err() {
                         // The requester is gone: no ResponseSent will come.
                         self.uploads.remove(&id);
                     }
+                    self.serve_waiting();
                 }
                 event = self.swarm.select_next_some() => self.swarm_event(event),
             }
@@ -462,6 +502,8 @@ impl Loop {
             } => {
                 self.authorised.remove(&peer_id);
                 self.fair.forget(&peer_id);
+                self.waiting.retain(|w| w.peer != peer_id);
+                self.held.retain(|(p, _), _| *p != peer_id);
                 let _ = self.events.try_send(Event::Disconnected { peer: peer_id });
             }
             SwarmEvent::Behaviour(BehaviourEvent::Auth(e)) => self.auth_event(e),
@@ -563,6 +605,13 @@ impl Loop {
                 ..
             } => {
                 let ack = if self.is_authorised(&peer, &request.swarm) {
+                    let held = self.held.entry((peer, request.swarm)).or_default();
+                    match &request.update {
+                        shoal_wire::HaveUpdate::Bitfield(b) => *held = b.count(),
+                        shoal_wire::HaveUpdate::Have(chunks) => {
+                            *held = held.saturating_add(chunks.len() as u32);
+                        }
+                    }
                     let _ = self.events.try_send(Event::Have {
                         peer,
                         message: request,
@@ -599,6 +648,87 @@ impl Loop {
         }
     }
 
+    /// Starts answering a chunk request: read and verify off the loop, then
+    /// wait for the upload cap.
+    fn answer(
+        &mut self,
+        now: Duration,
+        peer: PeerId,
+        request_id: rr::InboundRequestId,
+        request: ChunkRequest,
+        channel: rr::ResponseChannel<ChunkResponse>,
+    ) {
+        let key = (request.swarm, request.index);
+        if self.config.super_seed.is_some() {
+            if self.sent.len() >= MAX_SENT_REMEMBERED {
+                self.sent.clear();
+            }
+            self.sent.insert(key, (now, peer));
+            self.fair.served(now, &peer);
+        }
+        self.uploads.insert(request_id);
+        // Reading and re-verifying the chunk happens off the event
+        // loop, which keeps driving every connection meanwhile; the
+        // upload cap then delays the answer by what its bytes cost.
+        let (source, tx) = (self.source.clone(), self.delayed_tx.clone());
+        let (upload, started) = (self.upload.clone(), self.started);
+        tokio::spawn(async move {
+            let read =
+                tokio::task::spawn_blocking(move || source.chunk(&request.swarm, request.index));
+            let response = match read.await {
+                Ok(Some(data)) => ChunkResponse::Data(data),
+                _ => ChunkResponse::NotFound,
+            };
+            let wait = match (&upload, &response) {
+                (Some(bucket), ChunkResponse::Data(d)) => bucket
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .reserve(started.elapsed(), d.len() as u64),
+                _ => Duration::ZERO,
+            };
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            let _ = tx.send((request_id, channel, response)).await;
+        });
+        self.answering += 1;
+    }
+
+    /// Whether chunk requests wait in `waiting` (a capped node that does not
+    /// super-seed) rather than hear `Busy` when the upload is full.
+    fn queues(&self) -> bool {
+        self.upload.is_some() && self.config.super_seed.is_none() && self.config.upload_queue > 0
+    }
+
+    /// A queueing node may start another answer: a slot is free and the cap
+    /// has no more than `max_upload_backlog` promised already (a slow
+    /// uploader commits only to what it can deliver soon).
+    fn slot_free(&self) -> bool {
+        let backlog = self.upload.as_ref().map_or(Duration::ZERO, |b| {
+            b.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .backlog(self.started.elapsed())
+        });
+        self.answering < self.config.upload_slots
+            && (self.answering == 0 || backlog <= self.config.max_upload_backlog)
+    }
+
+    /// Answers waiting requests while upload slots are free, neediest first.
+    fn serve_waiting(&mut self) {
+        while self.slot_free() {
+            let Some(w) = self.waiting.pop() else {
+                return;
+            };
+            if self.is_authorised(&w.peer, &w.request.swarm) {
+                let now = self.started.elapsed();
+                self.answer(now, w.peer, w.request_id, w.request, w.channel);
+            } else {
+                let chunk = &mut self.swarm.behaviour_mut().chunk;
+                let _ = chunk.send_response(w.channel, ChunkResponse::Unauthorized);
+            }
+        }
+    }
+
     fn chunk_event(&mut self, e: rr::Event<ChunkRequest, ChunkResponse>) {
         match e {
             rr::Event::Message {
@@ -625,10 +755,14 @@ impl Loop {
                         .unwrap_or_else(|p| p.into_inner())
                         .backlog(self.started.elapsed())
                 });
+                // A capped player's node queues what it cannot answer yet.
+                let queues = self.queues();
                 let refusal = if !self.is_authorised(&peer, &request.swarm) {
                     Some(ChunkResponse::Unauthorized)
                 } else if recently_sent {
                     Some(ChunkResponse::SentElsewhere)
+                } else if queues {
+                    None
                 } else if backlog > self.config.max_upload_backlog
                     || self.uploads.len() >= self.config.max_uploads
                     || (self.config.super_seed.is_some()
@@ -650,39 +784,26 @@ impl Loop {
                         .send_response(channel, response);
                     return;
                 }
-                if self.config.super_seed.is_some() {
-                    if self.sent.len() >= MAX_SENT_REMEMBERED {
-                        self.sent.clear();
+                if queues && (!self.slot_free() || !self.waiting.is_empty()) {
+                    let held = self.held.get(&(peer, request.swarm)).copied().unwrap_or(0);
+                    let waiting = Waiting {
+                        peer,
+                        request_id,
+                        request,
+                        channel,
+                    };
+                    match self.waiting.push(held, waiting) {
+                        shoal_scheduler::Queued::Waiting => {}
+                        shoal_scheduler::Queued::Displaced(w)
+                        | shoal_scheduler::Queued::Refused(w) => {
+                            let chunk = &mut self.swarm.behaviour_mut().chunk;
+                            let _ = chunk.send_response(w.channel, ChunkResponse::Busy);
+                        }
                     }
-                    self.sent.insert(key, (now, peer));
-                    self.fair.served(now, &peer);
+                    self.serve_waiting();
+                    return;
                 }
-                self.uploads.insert(request_id);
-                // Reading and re-verifying the chunk happens off the event
-                // loop, which keeps driving every connection meanwhile; the
-                // upload cap then delays the answer by what its bytes cost.
-                let (source, tx) = (self.source.clone(), self.delayed_tx.clone());
-                let (upload, started) = (self.upload.clone(), self.started);
-                tokio::spawn(async move {
-                    let read = tokio::task::spawn_blocking(move || {
-                        source.chunk(&request.swarm, request.index)
-                    });
-                    let response = match read.await {
-                        Ok(Some(data)) => ChunkResponse::Data(data),
-                        _ => ChunkResponse::NotFound,
-                    };
-                    let wait = match (&upload, &response) {
-                        (Some(bucket), ChunkResponse::Data(d)) => bucket
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .reserve(started.elapsed(), d.len() as u64),
-                        _ => Duration::ZERO,
-                    };
-                    if !wait.is_zero() {
-                        tokio::time::sleep(wait).await;
-                    }
-                    let _ = tx.send((request_id, channel, response)).await;
-                });
+                self.answer(now, peer, request_id, request, channel);
             }
             rr::Event::Message {
                 message:

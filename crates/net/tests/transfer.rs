@@ -270,3 +270,63 @@ async fn uploads_beyond_the_limit_hear_busy_and_the_limit_frees_up() {
         ));
     }
 }
+
+/// A peer's node behind an upload cap answers one request at a time here;
+/// waiting requests go to the requester holding fewest chunks first, and a
+/// far needier requester displaces the best-off one from a full queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_node_serves_the_neediest_waiting_requester_first() {
+    let tracker = SecretKey::from_seed([1; 32]);
+    let swarm = Hash::of(b"release-slow");
+    let mut c = config(&tracker);
+    c.upload_rate = Some(1 << 20);
+    c.upload_slots = 1;
+    c.upload_queue = 2;
+    let (node, _) = spawn(c, Arc::new(Slow)).unwrap();
+    let addr = listening(&node).await;
+    let join = |held: u32| {
+        let (tracker, addr) = (tracker.clone(), addr.clone());
+        let node = node.peer_id();
+        async move {
+            let (peer, _) = spawn(config(&tracker), Arc::new(Empty)).unwrap();
+            peer.dial(node, addr).await.unwrap();
+            let t = token(&tracker, swarm, &peer, NOW + 600);
+            peer.authenticate(node, swarm, &t).await.unwrap();
+            let mut has = Bitfield::new(256);
+            for i in 0..held {
+                has.set(i);
+            }
+            let update = HaveUpdate::Bitfield(has);
+            let ack = peer.have(node, HaveMessage { swarm, update }).await;
+            assert_eq!(ack.unwrap(), HaveAck::Ok);
+            peer
+        }
+    };
+    let (ahead, behind, late) = (join(200).await, join(10).await, join(0).await);
+    let start = std::time::Instant::now();
+    // Each request is sent 60 ms after the one before; answers take 300 ms.
+    let ask = |peer: &Client, index: u32, step: u64| {
+        let (peer, node) = (peer.clone(), node.peer_id());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(60 * step)).await;
+            let answer = peer.chunk(node, swarm, index).await.unwrap();
+            (answer, start.elapsed())
+        })
+    };
+    let asks = [
+        ask(&ahead, 0, 0),  // answered at once
+        ask(&ahead, 1, 1),  // waits
+        ask(&behind, 2, 2), // waits
+        ask(&ahead, 3, 3),  // the queue is full, nobody far better off: Busy
+        ask(&late, 4, 4),   // far needier than ahead: takes its place, goes first
+    ];
+    let mut answers = Vec::new();
+    for a in asks {
+        answers.push(a.await.unwrap());
+    }
+    let data = |i: usize| matches!(answers[i].0, ChunkResponse::Data(_));
+    assert!(data(0) && data(2) && data(4), "{answers:?}");
+    assert_eq!(answers[1].0, ChunkResponse::Busy, "displaced");
+    assert_eq!(answers[3].0, ChunkResponse::Busy, "refused");
+    assert!(answers[4].1 < answers[2].1, "neediest first: {answers:?}");
+}
