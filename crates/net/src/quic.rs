@@ -479,6 +479,8 @@ pub struct QuicTransport {
     listeners: Vec<Listener>,
     /// Client-only endpoints for dials when no listener of the family exists: v4, v6.
     dialers: [Option<quinn::Endpoint>; 2],
+    /// The swarm's task, woken when a listener is added or removed.
+    waker: Option<std::task::Waker>,
 }
 
 impl QuicTransport {
@@ -490,6 +492,7 @@ impl QuicTransport {
             server,
             listeners: Vec::new(),
             dialers: [None, None],
+            waker: None,
         })
     }
 
@@ -555,6 +558,9 @@ impl Transport for QuicTransport {
             });
         }
         self.listeners.push(listener);
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
         Ok(())
     }
 
@@ -570,6 +576,9 @@ impl Transport for QuicTransport {
             listener_id: id,
             reason: Ok(()),
         });
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
         true
     }
 
@@ -605,6 +614,7 @@ impl Transport for QuicTransport {
         // Forget listeners that are closed and have told the swarm so.
         this.listeners
             .retain(|l| !(l.closed && l.events.is_empty()));
+        this.waker = Some(cx.waker().clone());
         Poll::Pending
     }
 }
@@ -863,6 +873,31 @@ mod tests {
         if let Ok(connection) = client_side {
             let _ = connection.closed().await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_removed_listener_closes_and_takes_no_more_connections() {
+        let key = identity::Keypair::generate_ed25519();
+        let mut t = QuicTransport::new(&key, QuicConfig::default()).unwrap();
+        let id = ListenerId::next();
+        t.listen_on(id, "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+            .unwrap();
+        let TransportEvent::NewAddress { listen_addr, .. } = next_event(&mut t).await else {
+            panic!("a listener reports its address first");
+        };
+        assert!(t.remove_listener(id));
+        assert!(!t.remove_listener(id), "only once");
+        assert!(matches!(
+            next_event(&mut t).await,
+            TransportEvent::ListenerClosed { listener_id, reason: Ok(()) } if listener_id == id
+        ));
+        let mut client = QuicTransport::new(
+            &identity::Keypair::generate_ed25519(),
+            QuicConfig::default(),
+        )
+        .unwrap();
+        let dial = client.dial(listen_addr, dial_opts()).unwrap();
+        assert!(dial.await.is_err(), "nobody accepts any more");
     }
 
     #[test]
