@@ -891,11 +891,11 @@ mod tests {
             next_event(&mut t).await,
             TransportEvent::ListenerClosed { listener_id, reason: Ok(()) } if listener_id == id
         ));
-        let mut client = QuicTransport::new(
-            &identity::Keypair::generate_ed25519(),
-            QuicConfig::default(),
-        )
-        .unwrap();
+        let quick = QuicConfig {
+            handshake_timeout: Duration::from_millis(500),
+            ..QuicConfig::default()
+        };
+        let mut client = QuicTransport::new(&identity::Keypair::generate_ed25519(), quick).unwrap();
         let dial = client.dial(listen_addr, dial_opts()).unwrap();
         assert!(dial.await.is_err(), "nobody accepts any more");
     }
