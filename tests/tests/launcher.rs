@@ -71,7 +71,13 @@ async fn six_players_install_then_update_through_the_swarm() -> anyhow::Result<(
 
     let mut players = Vec::new();
     for i in 0..6 {
-        players.push(lab.player(&format!("player{i}")).await?.0);
+        let mut settings = lab.player(&format!("player{i}")).await?.0;
+        // Half the players cap their upload: their nodes queue requests and
+        // serve the neediest requester first.
+        if i % 2 == 0 {
+            settings.max_upload = Some(4 * MIB);
+        }
+        players.push(settings);
     }
     // Everyone seeds until everyone is done, like players who keep the launcher open.
     let run = |update: bool, stop: &tokio::sync::watch::Receiver<bool>| {

@@ -309,6 +309,12 @@ pub async fn download(
                     counters.banned.fetch_add(1, Ordering::Relaxed);
                 }
                 Action::Complete => {
+                    // The last chunks are news too: a peer still missing
+                    // them may have no other source than a super-seeding
+                    // seed, which hands each chunk out once per window.
+                    if !fresh_haves.is_empty() {
+                        announce(client, &known, swarm, std::mem::take(&mut fresh_haves));
+                    }
                     let stats = sched.stats();
                     report.from_peers = stats.from_peers;
                     report.from_seeds = stats.from_seeds;
