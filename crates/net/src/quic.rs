@@ -667,17 +667,10 @@ impl StreamMuxer for Connection {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::Substream, Self::Error>> {
         let this = self.get_mut();
-        let connection = this.connection.clone();
-        poll_stream(&mut this.inbound, cx, move || {
-            async move {
-                let (send, recv) = connection.accept_bi().await?;
-                Ok(Stream {
-                    send,
-                    recv,
-                    finished: false,
-                })
-            }
-            .boxed()
+        let connection = &this.connection;
+        poll_stream(&mut this.inbound, cx, || {
+            let connection = connection.clone();
+            async move { connection.accept_bi().await.map(Stream::new) }.boxed()
         })
     }
 
@@ -686,17 +679,10 @@ impl StreamMuxer for Connection {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::Substream, Self::Error>> {
         let this = self.get_mut();
-        let connection = this.connection.clone();
-        poll_stream(&mut this.outbound, cx, move || {
-            async move {
-                let (send, recv) = connection.open_bi().await?;
-                Ok(Stream {
-                    send,
-                    recv,
-                    finished: false,
-                })
-            }
-            .boxed()
+        let connection = &this.connection;
+        poll_stream(&mut this.outbound, cx, || {
+            let connection = connection.clone();
+            async move { connection.open_bi().await.map(Stream::new) }.boxed()
         })
     }
 
@@ -729,6 +715,16 @@ pub struct Stream {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     finished: bool,
+}
+
+impl Stream {
+    fn new((send, recv): (quinn::SendStream, quinn::RecvStream)) -> Stream {
+        Stream {
+            send,
+            recv,
+            finished: false,
+        }
+    }
 }
 
 impl futures::AsyncRead for Stream {
