@@ -561,12 +561,20 @@ pub async fn install(
     outcome.from_seeds = counters.from_seeds.load(Ordering::Relaxed);
     outcome.banned_peers = report.banned.len();
 
-    // Step 6: finish and swap.
-    let build = {
+    // Step 6: finish and swap. Peers told of our last chunks ask for them
+    // now: while the files move they hear Busy, not NotFound.
+    serving.settle();
+    let committed = {
         let staging = staging.clone();
-        tokio::task::spawn_blocking(move || staging.commit())
-            .await?
-            .map_err(store_error)?
+        tokio::task::spawn_blocking(move || staging.commit()).await
+    };
+    let build = match committed {
+        Ok(Ok(build)) => build,
+        failed => {
+            // Nothing moved for good: keep serving what is staged.
+            serving.set(Held::Staging(staging.clone()));
+            failed?.map_err(store_error)?
+        }
     };
     serving.set(Held::Build(Arc::new(build)));
     tracing::info!(product = %req.product, version = outcome.version, "installed");

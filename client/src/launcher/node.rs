@@ -31,6 +31,8 @@ pub enum Held {
 pub struct Serving {
     swarm: Hash,
     held: RwLock<Held>,
+    /// The staged build is being committed: its files are moving.
+    settling: AtomicBool,
     /// Verified bytes sent to other peers.
     pub uploaded: AtomicU64,
 }
@@ -40,12 +42,20 @@ impl Serving {
         Serving {
             swarm,
             held: RwLock::new(held),
+            settling: AtomicBool::new(false),
             uploaded: AtomicU64::new(0),
         }
     }
 
     pub fn set(&self, held: Held) {
         *self.held.write().unwrap_or_else(|p| p.into_inner()) = held;
+        self.settling.store(false, Ordering::SeqCst);
+    }
+
+    /// The staged build is about to be committed: until [`Serving::set`]
+    /// names the installed build, reads that fail are temporary.
+    pub fn settle(&self) {
+        self.settling.store(true, Ordering::SeqCst);
     }
 
     fn held(&self) -> Held {
@@ -71,6 +81,10 @@ impl ChunkSource for Serving {
         self.uploaded
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         Some(data)
+    }
+
+    fn settling(&self, swarm: &Hash) -> bool {
+        *swarm == self.swarm && self.settling.load(Ordering::SeqCst)
     }
 
     fn bitfield(&self, swarm: &Hash) -> Option<Bitfield> {

@@ -37,6 +37,12 @@ pub trait ChunkSource: Send + Sync + 'static {
     fn chunk(&self, swarm: &Hash, index: u32) -> Option<Vec<u8>>;
     /// What is held of `swarm`, if anything.
     fn bitfield(&self, swarm: &Hash) -> Option<Bitfield>;
+    /// The holdings of `swarm` are moving (a finished download becoming the
+    /// installed build): a chunk that cannot be read now is answered `Busy`,
+    /// so requesters try again rather than forget that this node has it.
+    fn settling(&self, _swarm: &Hash) -> bool {
+        false
+    }
 }
 
 /// Node settings.
@@ -671,12 +677,14 @@ impl Loop {
         // loop, which keeps driving every connection meanwhile; the
         // upload cap then delays the answer by what its bytes cost.
         let (source, tx) = (self.source.clone(), self.delayed_tx.clone());
+        let settling = source.clone();
         let (upload, started) = (self.upload.clone(), self.started);
         tokio::spawn(async move {
             let read =
                 tokio::task::spawn_blocking(move || source.chunk(&request.swarm, request.index));
             let response = match read.await {
                 Ok(Some(data)) => ChunkResponse::Data(data),
+                _ if settling.settling(&request.swarm) => ChunkResponse::Busy,
                 _ => ChunkResponse::NotFound,
             };
             let wait = match (&upload, &response) {

@@ -330,3 +330,33 @@ async fn a_capped_node_serves_the_neediest_waiting_requester_first() {
     assert_eq!(answers[3].0, ChunkResponse::Busy, "refused");
     assert!(answers[4].1 < answers[2].1, "neediest first: {answers:?}");
 }
+
+/// Holds chunks it cannot read for a moment (its files are moving).
+struct Moving;
+impl ChunkSource for Moving {
+    fn chunk(&self, _: &Hash, _: u32) -> Option<Vec<u8>> {
+        None
+    }
+    fn bitfield(&self, _: &Hash) -> Option<Bitfield> {
+        Some(Bitfield::full(4))
+    }
+    fn settling(&self, _: &Hash) -> bool {
+        true
+    }
+}
+
+/// A node whose holdings are moving answers `Busy` (try again), not
+/// `NotFound` (which makes requesters forget it holds the chunk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settling_node_answers_busy_rather_than_not_found() {
+    let tracker = SecretKey::from_seed([1; 32]);
+    let swarm = Hash::of(b"release-moving");
+    let (node, _) = spawn(config(&tracker), Arc::new(Moving)).unwrap();
+    let addr = listening(&node).await;
+    let (alice, _) = spawn(config(&tracker), Arc::new(Empty)).unwrap();
+    alice.dial(node.peer_id(), addr).await.unwrap();
+    let t = token(&tracker, swarm, &alice, NOW + 600);
+    alice.authenticate(node.peer_id(), swarm, &t).await.unwrap();
+    let answer = alice.chunk(node.peer_id(), swarm, 0).await.unwrap();
+    assert_eq!(answer, ChunkResponse::Busy);
+}
