@@ -23,13 +23,15 @@ pub(crate) fn neediest(held: impl Iterator<Item = u32>) -> Option<usize> {
         .map(|(pos, _)| pos)
 }
 
-/// Position of the entry a requester holding `mine` displaces from a full
-/// queue: the best-off (newest among equals), if it holds more than `mine`
-/// plus [`DISPLACE_MARGIN`].
-pub(crate) fn displaced(held: impl Iterator<Item = u32>, mine: u32) -> Option<usize> {
-    held.enumerate()
-        .max_by_key(|&(pos, h)| (h, pos))
-        .filter(|&(_, h)| h > mine.saturating_add(DISPLACE_MARGIN))
+/// Position of the entry a requester ranked `mine` displaces from a full
+/// queue: the highest-ranked (newest among equals), if its rank is above
+/// `mine` plus `margin`. Ranks are chunks held ([`DISPLACE_MARGIN`]), or for
+/// a super-seed chunks already served (margin 0).
+pub(crate) fn displaced(ranks: impl Iterator<Item = u32>, mine: u32, margin: u32) -> Option<usize> {
+    ranks
+        .enumerate()
+        .max_by_key(|&(pos, r)| (r, pos))
+        .filter(|&(_, r)| r > mine.saturating_add(margin))
         .map(|(pos, _)| pos)
 }
 
@@ -66,7 +68,7 @@ impl<T> NeedQueue<T> {
             self.entries.push_back((held, item));
             return Queued::Waiting;
         }
-        match displaced(self.entries.iter().map(|e| e.0), held) {
+        match displaced(self.entries.iter().map(|e| e.0), held, DISPLACE_MARGIN) {
             Some(pos) => {
                 let (_, out) = self.entries.remove(pos).expect("position from the queue");
                 self.entries.push_back((held, item));

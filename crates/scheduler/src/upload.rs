@@ -70,8 +70,15 @@ impl Upload {
         self.held.insert(peer, chunks);
     }
 
-    fn held(&self, peer: &PeerIdx) -> u32 {
-        self.held.get(peer).copied().unwrap_or(0)
+    /// What orders requesters: chunks sent to them (super-seed), or chunks
+    /// they hold (peer).
+    fn rank(&self, peer: &PeerIdx) -> u32 {
+        let counts = if self.repeat_after.is_some() {
+            &self.served
+        } else {
+            &self.held
+        };
+        counts.get(peer).copied().unwrap_or(0)
     }
 
     fn recently_sent(&self, now: Duration, chunk: u32) -> bool {
@@ -97,28 +104,17 @@ impl Upload {
         if self.queue.contains(&(peer, chunk)) {
             return Ok(());
         }
-        if self.queue.len() >= self.max_queue && self.repeat_after.is_none() {
-            let mine = self.held(&peer);
-            let Some(pos) =
-                crate::need::displaced(self.queue.iter().map(|(p, _)| self.held(p)), mine)
-            else {
-                return Err(Decline::Busy);
+        if self.queue.len() >= self.max_queue {
+            // A super-seed lets a less-served requester displace the
+            // most-served one; a peer lets a far needier requester displace
+            // the best-off one.
+            let margin = if self.repeat_after.is_some() {
+                0
+            } else {
+                crate::DISPLACE_MARGIN
             };
-            if let Some((p, c)) = self.queue.remove(pos) {
-                self.refused.push((p, c, Decline::Busy));
-            }
-        } else if self.queue.len() >= self.max_queue {
-            let served = |p: &PeerIdx| self.served.get(p).copied().unwrap_or(0);
-            let mine = served(&peer);
-            // Super-seeding: displace the most-served requester, if it got more.
-            let victim = self
-                .queue
-                .iter()
-                .enumerate()
-                .max_by_key(|(pos, (p, _))| (served(p), *pos))
-                .filter(|(_, (p, _))| served(p) > mine)
-                .map(|(pos, _)| pos);
-            let Some(pos) = victim else {
+            let ranks = self.queue.iter().map(|(p, _)| self.rank(p));
+            let Some(pos) = crate::need::displaced(ranks, self.rank(&peer), margin) else {
                 return Err(Decline::Busy);
             };
             if let Some((p, c)) = self.queue.remove(pos) {
@@ -163,16 +159,15 @@ impl Upload {
         // least-sent chunk; a peer serves the neediest requester first, in
         // arrival order among equals.
         let pos = if self.repeat_after.is_some() {
-            let served = |p: &PeerIdx| self.served.get(p).copied().unwrap_or(0);
             self.queue
                 .iter()
                 .enumerate()
                 .min_by_key(|(pos, (peer, chunk))| {
-                    (served(peer), self.sent[*chunk as usize], *pos)
+                    (self.rank(peer), self.sent[*chunk as usize], *pos)
                 })?
                 .0
         } else {
-            crate::need::neediest(self.queue.iter().map(|(p, _)| self.held(p)))?
+            crate::need::neediest(self.queue.iter().map(|(p, _)| self.rank(p)))?
         };
         let (peer, chunk) = self.queue.remove(pos)?;
         self.sent[chunk as usize] += 1;
