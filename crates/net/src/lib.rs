@@ -712,13 +712,17 @@ impl Loop {
     /// has no more than `max_upload_backlog` promised already (a slow
     /// uploader commits only to what it can deliver soon).
     fn slot_free(&self) -> bool {
-        let backlog = self.upload.as_ref().map_or(Duration::ZERO, |b| {
+        self.answering < self.config.upload_slots
+            && (self.answering == 0 || self.backlog() <= self.config.max_upload_backlog)
+    }
+
+    /// Upload already promised to the cap, in time (zero without a cap).
+    fn backlog(&self) -> Duration {
+        self.upload.as_ref().map_or(Duration::ZERO, |b| {
             b.lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .backlog(self.started.elapsed())
-        });
-        self.answering < self.config.upload_slots
-            && (self.answering == 0 || backlog <= self.config.max_upload_backlog)
+        })
     }
 
     /// Answers waiting requests while upload slots are free, neediest first.
@@ -758,11 +762,7 @@ impl Loop {
                         .get(&key)
                         .is_some_and(|&(t, to)| now < t + w && to != peer)
                 });
-                let backlog = self.upload.as_ref().map_or(Duration::ZERO, |b| {
-                    b.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .backlog(self.started.elapsed())
-                });
+                let backlog = self.backlog();
                 // A capped player's node queues what it cannot answer yet.
                 let queues = self.queues();
                 let refusal = if !self.is_authorised(&peer, &request.swarm) {

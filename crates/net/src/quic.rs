@@ -9,8 +9,9 @@
 //!
 //! It supports `/ip4|ip6/…/udp/…/quic-v1[/p2p/…]`. A listener bound to an unspecified
 //! address reports one address per local interface and follows interfaces coming and
-//! going. Dials leave from a listener's socket of the same family when there is one, so
-//! peers see the port they were told about.
+//! going. Dials leave from the socket of a listener on the unspecified address of the
+//! same family when there is one, so peers see the port they were told about; otherwise
+//! from a client-only socket.
 
 use std::collections::VecDeque;
 use std::io;
@@ -52,6 +53,8 @@ pub enum QuicError {
     NoIdentity,
     #[error("tls setup: {0}")]
     Tls(String),
+    #[error("transport settings: {0}")]
+    Config(&'static str),
 }
 
 /// Transport settings; `Default` is what Shoal nodes use.
@@ -144,7 +147,7 @@ fn quinn_configs(
             config
                 .max_idle_timeout
                 .try_into()
-                .map_err(|_| QuicError::Tls("idle timeout out of range".into()))?,
+                .map_err(|_| QuicError::Config("idle timeout out of range"))?,
         ))
         .allow_spin(false)
         .stream_receive_window(config.stream_receive_window.into())
@@ -623,8 +626,8 @@ impl Transport for QuicTransport {
 /// bidirectional stream.
 pub struct Connection {
     connection: quinn::Connection,
-    inbound: Option<BoxFuture<'static, Result<Stream, quinn::ConnectionError>>>,
-    outbound: Option<BoxFuture<'static, Result<Stream, quinn::ConnectionError>>>,
+    inbound: Option<StreamFuture>,
+    outbound: Option<StreamFuture>,
     closing: Option<BoxFuture<'static, quinn::ConnectionError>>,
 }
 
@@ -647,10 +650,13 @@ impl Connection {
     }
 }
 
+/// A stream being opened or accepted.
+type StreamFuture = BoxFuture<'static, Result<Stream, quinn::ConnectionError>>;
+
 fn poll_stream(
-    slot: &mut Option<BoxFuture<'static, Result<Stream, quinn::ConnectionError>>>,
+    slot: &mut Option<StreamFuture>,
     cx: &mut Context<'_>,
-    start: impl FnOnce() -> BoxFuture<'static, Result<Stream, quinn::ConnectionError>>,
+    start: impl FnOnce() -> StreamFuture,
 ) -> Poll<Result<Stream, QuicError>> {
     let future = slot.get_or_insert_with(start);
     let result = futures::ready!(future.poll_unpin(cx));
