@@ -285,9 +285,18 @@ async fn main() -> anyhow::Result<()> {
     let op = std::fs::read_to_string(data.join("operator.key"))?
         .trim()
         .to_owned();
+    // One player key stands for every simulated peer here, so the per-key
+    // token rate and per-account identity bounds are lifted.
+    let config = dir.path().join("tracker.toml");
+    std::fs::write(
+        &config,
+        "max_peers_per_account = 100000000\ntoken_requests_per_minute = 1000000000\n",
+    )?;
     let mut child: Child = Command::new(&bin)
         .args(["serve", "--data"])
         .arg(&data)
+        .arg("--config")
+        .arg(&config)
         .args(["--listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn,shoal_tracker=info")
         .stderr(Stdio::piped())
@@ -353,6 +362,13 @@ async fn run(
             json!({"name": "studio", "country": "SE"}),
         )
         .await?;
+    c.json(
+        "POST",
+        "/v1/products/game/publishers",
+        Some(op),
+        json!({"account": studio["id"]}),
+    )
+    .await?;
     let publisher = c
         .json(
             "POST",

@@ -162,6 +162,7 @@ async fn role_fetch() -> anyhow::Result<()> {
         swarm,
         product: "bench".into(),
         account: "bench".into(),
+        key: "key_1".into(),
         peer_id: client.peer_id().to_base58(),
         role: shoal_token::Role::Client,
         issued_at: NOW,

@@ -2,7 +2,8 @@
 
 use crate::cli::{
     AccountsCommand, AdminArgs, AdminCommand, AuditArgs, ChannelsCommand, EntitlementsCommand,
-    KeysCommand, OpsCommand, OrgsCommand, ProductsCommand, PublisherKeysCommand, ReleasesCommand,
+    KeysCommand, OpsCommand, OrgsCommand, ProductsCommand, PublisherKeysCommand, PublishersCommand,
+    ReleasesCommand,
 };
 use crate::tracker::Tracker;
 use crate::{Exit, manifest_cmd, with_exit};
@@ -121,8 +122,10 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
                 name,
                 paid,
                 channels,
+                publishers,
             } => {
-                let mut body = json!({"id": id, "paid": paid, "name": name});
+                let mut body =
+                    json!({"id": id, "paid": paid, "name": name, "publishers": publishers});
                 if !channels.is_empty() {
                     body["channels"] = json!(channels);
                 }
@@ -177,6 +180,17 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
                     seg(product),
                     seg(public_key)
                 );
+                t.call(M::DELETE, &path, None).await?
+            }
+        },
+        AdminCommand::Publishers(c) => match c {
+            PublishersCommand::Add { product, account } => {
+                let path = format!("/v1/products/{}/publishers", seg(product));
+                t.call(M::POST, &path, Some(&json!({"account": account})))
+                    .await?
+            }
+            PublishersCommand::Remove { product, account } => {
+                let path = format!("/v1/products/{}/publishers/{}", seg(product), seg(account));
                 t.call(M::DELETE, &path, None).await?
             }
         },
@@ -254,34 +268,59 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
 }
 
 async fn audit(t: &Tracker, a: &AuditArgs) -> anyhow::Result<Option<Value>> {
-    let mut query = format!("after={}&limit={}", a.after, a.limit);
+    let mut filters = String::new();
     if let Some(acc) = &a.account {
-        query.push_str(&format!("&account={}", seg(acc)));
+        filters.push_str(&format!("&account={}", seg(acc)));
     }
     if let Some(o) = &a.outcome {
-        query.push_str(&format!("&outcome={}", seg(o)));
+        filters.push_str(&format!("&outcome={}", seg(o)));
     }
-    match &a.export {
-        None => Ok(Some(
+    let Some(path) = &a.export else {
+        let query = format!("after={}&limit={}{filters}", a.after, a.limit);
+        return Ok(Some(
             t.call(Method::GET, &format!("/v1/audit?{query}"), None)
                 .await?,
-        )),
-        Some(path) => {
-            let bytes = t.get_bytes(&format!("/v1/audit/export?{query}")).await?;
-            if path.as_os_str() == "-" {
-                std::io::stdout().write_all(&bytes)?;
-            } else {
-                std::fs::write(path, &bytes)
-                    .with_context(|| format!("writing {}", path.display()))?;
-                eprintln!(
-                    "wrote {} audit entries to {}",
-                    bytes.iter().filter(|b| **b == b'\n').count(),
-                    path.display()
-                );
-            }
-            Ok(None)
+        ));
+    };
+    // The export streams the whole log (no --limit), written as it arrives.
+    let url = format!("/v1/audit/export?after={}{filters}", a.after);
+    let mut lines = 0u64;
+    if path.as_os_str() == "-" {
+        let mut out = std::io::stdout().lock();
+        t.get_streamed(&url, |piece| {
+            lines += piece.iter().filter(|b| **b == b'\n').count() as u64;
+            Ok(out.write_all(piece)?)
+        })
+        .await?;
+        out.flush()?;
+    } else {
+        // Written beside the target and renamed once complete, so a broken
+        // export never leaves a file that looks whole.
+        let partial = path.with_extension(format!("partial-{}", std::process::id()));
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(&partial)
+                .with_context(|| format!("creating {}", partial.display()))?,
+        );
+        let streamed = t
+            .get_streamed(&url, |piece| {
+                lines += piece.iter().filter(|b| **b == b'\n').count() as u64;
+                Ok(file.write_all(piece)?)
+            })
+            .await;
+        let finished = streamed.and_then(|_| {
+            let f = file.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            Ok(())
+        });
+        if let Err(e) = finished {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e.context(format!("exporting the audit log to {}", path.display())));
         }
+        std::fs::rename(&partial, path)
+            .with_context(|| format!("moving the export into {}", path.display()))?;
+        eprintln!("wrote {lines} audit entries to {}", path.display());
     }
+    Ok(None)
 }
 
 fn scalar(v: &Value) -> String {

@@ -128,9 +128,13 @@ pub enum AdminCommand {
     /// Channels of a product, public or private.
     #[command(subcommand)]
     Channels(ChannelsCommand),
-    /// Which ed25519 keys may publish a product.
+    /// Which ed25519 keys may sign a product's manifests.
     #[command(subcommand, name = "publisher-keys")]
     PublisherKeys(PublisherKeysCommand),
+    /// Which accounts' publisher API keys may register, list and roll back
+    /// a product's releases (a publisher key acts on its own products only).
+    #[command(subcommand)]
+    Publishers(PublishersCommand),
     /// Grants of products to accounts and organisations.
     #[command(subcommand)]
     Entitlements(EntitlementsCommand),
@@ -203,11 +207,23 @@ pub enum ProductsCommand {
         /// Public channels to create (default: stable).
         #[arg(long = "channel")]
         channels: Vec<String>,
+        /// An account that publishes the product (repeatable); its
+        /// publisher API keys may then register releases of it.
+        #[arg(long = "publisher")]
+        publishers: Vec<String>,
     },
     List,
     Show {
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PublishersCommand {
+    /// Let ACCOUNT's publisher keys act on PRODUCT.
+    Add { product: String, account: String },
+    /// Stop ACCOUNT's publisher keys acting on PRODUCT.
+    Remove { product: String, account: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -335,6 +351,16 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too long"))
 }
 
+/// A product or channel id, checked against the one id grammar before any
+/// command acts on it (so `shoal install ../../x` touches nothing).
+pub fn id_arg(text: &str) -> Result<String, String> {
+    if shoal_types::id::is_valid(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("{text:?} is not an id: {}", shoal_types::id::RULE))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
     /// Where to write the secret key (created with mode 0600; never overwritten).
@@ -350,7 +376,7 @@ pub struct PublishArgs {
     /// The build directory to publish.
     pub build_dir: PathBuf,
     /// Product id, e.g. `starfall` (letters, digits, '.', '_', '-').
-    #[arg(long)]
+    #[arg(long, value_parser = id_arg)]
     pub product: String,
     /// Channel, e.g. `stable` or `beta`.
     #[arg(long)]
@@ -510,11 +536,12 @@ pub struct LauncherArgs {
 
 #[derive(Debug, Args)]
 pub struct InstallArgs {
-    /// The product id.
+    /// The product id (letters, digits, '.', '_', '-'; starts with a letter or digit).
+    #[arg(value_parser = id_arg)]
     pub product: String,
     /// The channel (default: the installed build's, else stable; update
     /// switches channel when given one).
-    #[arg(long)]
+    #[arg(long, value_parser = id_arg)]
     pub channel: Option<String>,
     /// The install directory (default: install_root/PRODUCT from the config).
     #[arg(long)]

@@ -152,9 +152,15 @@ impl Lab {
             }
         };
         let publisher_key = SecretKey::generate()?;
+        let studio = post("/v1/accounts", json!({"name": "Studio", "country": "SE"})).await?;
         post(
             "/v1/products",
-            json!({"id": options.product, "paid": options.paid, "channels": [options.channel]}),
+            json!({
+                "id": options.product,
+                "paid": options.paid,
+                "channels": [options.channel],
+                "publishers": [studio["id"]],
+            }),
         )
         .await?;
         operator
@@ -164,7 +170,6 @@ impl Lab {
                 Some(&json!({"public_key": publisher_key.public()})),
             )
             .await?;
-        let studio = post("/v1/accounts", json!({"name": "Studio", "country": "SE"})).await?;
         let publisher = post(
             "/v1/api-keys",
             json!({"account": studio["id"], "role": "publisher"}),

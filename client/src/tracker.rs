@@ -62,6 +62,33 @@ impl Tracker {
     }
 
     /// Fetches raw bytes.
+    /// GET `path`, handing each piece of the body to `sink` as it arrives
+    /// (bounded memory for bodies of any length); returns the bytes seen.
+    pub async fn get_streamed(
+        &self,
+        path: &str,
+        mut sink: impl FnMut(&[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<u64> {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        let mut resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            return Err(refusal(status, &body));
+        }
+        let mut n = 0u64;
+        while let Some(piece) = resp.chunk().await.map_err(|e| {
+            anyhow::Error::new(e).context("the tracker's answer broke off before its end")
+        })? {
+            n += piece.len() as u64;
+            sink(&piece)?;
+        }
+        Ok(n)
+    }
+
     pub async fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
         let mut req = self.http.get(format!("{}{path}", self.base));
         if let Some(k) = &self.key {

@@ -127,6 +127,12 @@ fn admin_sets_up_a_product_end_to_end() {
         "--country",
         "SE",
     ]));
+    json(&admin(&[
+        "publishers",
+        "add",
+        "game",
+        studio["id"].as_str().unwrap(),
+    ]));
     let publisher = json(&admin(&[
         "keys",
         "create",

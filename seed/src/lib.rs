@@ -37,8 +37,8 @@ pub struct Config {
     pub tracker: String,
     /// The seed's API key (role `seed`).
     pub api_key: String,
-    /// The tracker's public key (hex). Pin it; without it the seed asks the
-    /// tracker once at start and logs a warning.
+    /// The tracker's public key (hex). Required: the seed verifies every
+    /// swarm token against it and never asks the tracker for it.
     #[serde(default)]
     pub tracker_key: Option<PublicKey>,
     /// Name in the tracker's ops views.
@@ -235,6 +235,22 @@ impl Releases {
         Ok(())
     }
 
+    /// Serves release `release` from the bundle of `held` (the tracker says
+    /// both are the same build, e.g. after a rollback). Aliases live in
+    /// memory and come back with the first heartbeat after a restart.
+    /// Returns whether a new alias was added.
+    pub fn alias(&self, release: Hash, held: Hash) -> bool {
+        let mut bundles = self.bundles.write().unwrap_or_else(|p| p.into_inner());
+        if bundles.contains_key(&release) {
+            return false;
+        }
+        let Some(bundle) = bundles.get(&held).cloned() else {
+            return false;
+        };
+        bundles.insert(release, bundle);
+        true
+    }
+
     pub(crate) fn bundle(&self, id: &Hash) -> Option<Arc<Bundle>> {
         self.bundles
             .read()
@@ -300,23 +316,11 @@ pub async fn run_with(
         .timeout(Duration::from_secs(10))
         .build()?;
     let base = config.tracker.trim_end_matches('/').to_owned();
-    let tracker_key = match config.tracker_key {
-        Some(k) => k,
-        None => {
-            let health: serde_json::Value = http
-                .get(format!("{base}/v1/health"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            let key: PublicKey = health["public_key"]
-                .as_str()
-                .context("tracker health has no public_key")?
-                .parse()?;
-            tracing::warn!(%key, "tracker key not pinned; using the one the tracker reports");
-            key
-        }
-    };
+    // Pinned, never asked of the tracker: whoever answered as the tracker
+    // could otherwise sign tokens that this seed would serve.
+    let tracker_key = config.tracker_key.context(
+        "tracker_key is not set: pin the tracker's public key (`shoal-tracker public-key --data DIR` prints it)",
+    )?;
     let listen = config
         .listen
         .iter()
@@ -445,6 +449,28 @@ pub async fn run_with(
             Ok(r) if r.status().is_success() => {
                 let v: serde_json::Value = r.json().await.unwrap_or_default();
                 interval = Duration::from_secs(v["interval"].as_u64().unwrap_or(30).max(1));
+                let aliases: Vec<(Hash, Hash)> = v["aliases"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| {
+                        Some((
+                            a["release"].as_str()?.parse().ok()?,
+                            a["held"].as_str()?.parse().ok()?,
+                        ))
+                    })
+                    .collect();
+                let mut added = 0;
+                for (release, held) in aliases {
+                    if releases.alias(release, held) {
+                        tracing::info!(%release, %held, "serving a release from the same build held under another id");
+                        added += 1;
+                    }
+                }
+                if added > 0 {
+                    // Tell the tracker at once that the new ids are served.
+                    continue;
+                }
             }
             Ok(r) => tracing::warn!(status = %r.status(), "tracker refused the heartbeat"),
             Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),

@@ -36,13 +36,18 @@ struct ServeArgs {
     /// Tracker base URL, e.g. http://tracker:7070.
     #[arg(long)]
     tracker: Option<String>,
-    /// The seed's API key (role `seed`).
+    /// The seed's API key (role `seed`). A flag shows in `ps` to every user
+    /// of the machine: prefer SHOAL_SEED_API_KEY or --api-key-file.
     #[arg(long, env = "SHOAL_SEED_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// Read the seed's API key from this file (first line; keep it mode 0600).
+    #[arg(long, conflicts_with = "api_key")]
+    api_key_file: Option<PathBuf>,
     /// QUIC multiaddr to listen on (repeatable).
     #[arg(long)]
     listen: Vec<String>,
-    /// The tracker's public key (hex): pin it. Without it the seed asks the tracker.
+    /// The tracker's public key (hex), required unless the config sets it
+    /// (`shoal-tracker public-key --data DIR` prints it).
     #[arg(long)]
     tracker_key: Option<shoal_types::PublicKey>,
     /// Name in the tracker's ops views.
@@ -71,6 +76,16 @@ struct ServeArgs {
     push_key: Option<String>,
 }
 
+/// The first line of a key file, which must not be empty.
+fn read_key_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the API key from {}", path.display()))?;
+    let key = text.lines().next().unwrap_or_default().trim();
+    anyhow::ensure!(!key.is_empty(), "{} holds no API key", path.display());
+    Ok(key.to_owned())
+}
+
 impl ServeArgs {
     /// The configuration: the TOML file if given, then every flag over it.
     fn resolve(self) -> anyhow::Result<shoal_seed::Config> {
@@ -79,6 +94,7 @@ impl ServeArgs {
             data,
             tracker,
             api_key,
+            api_key_file,
             listen,
             tracker_key,
             seed_id,
@@ -90,6 +106,10 @@ impl ServeArgs {
             push_listen,
             push_key,
         } = self;
+        let api_key = match api_key_file {
+            Some(path) => Some(read_key_file(&path)?),
+            None => api_key,
+        };
         let mut c = match config {
             Some(path) => shoal_seed::Config::load(&path)?,
             None => shoal_seed::Config {
@@ -101,7 +121,9 @@ impl ServeArgs {
                     .clone()
                     .ok_or_else(|| anyhow::anyhow!("--tracker or --config is required"))?,
                 api_key: api_key.clone().ok_or_else(|| {
-                    anyhow::anyhow!("--api-key, SHOAL_SEED_API_KEY or --config is required")
+                    anyhow::anyhow!(
+                        "--api-key-file, SHOAL_SEED_API_KEY, --api-key or --config is required"
+                    )
                 })?,
                 tracker_key: None,
                 seed_id: "seed-1".into(),

@@ -69,6 +69,13 @@ async fn publish_seed_and_download_through_the_tracker() {
         json!({"name": "Studio", "country": "SE"}),
     )
     .await;
+    post(
+        &http,
+        &format!("{url}/v1/products/game/publishers"),
+        op,
+        json!({"account": studio["id"]}),
+    )
+    .await;
     let publisher = post(
         &http,
         &format!("{url}/v1/api-keys"),

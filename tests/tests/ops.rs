@@ -9,7 +9,15 @@ use std::path::Path;
 use std::time::Duration;
 
 async fn get(url: &str) -> anyhow::Result<String> {
-    let r = reqwest::get(url).await?;
+    get_as(url, None).await
+}
+
+async fn get_as(url: &str, key: Option<&str>) -> anyhow::Result<String> {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let r = req.send().await?;
     anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
     Ok(r.text().await?)
 }
@@ -140,8 +148,17 @@ async fn metrics_views_alerts_and_ops_status() -> anyhow::Result<()> {
     let r = running_swarm().await?;
     let product = r.lab.options.product.clone();
 
-    // Tracker metrics.
-    let m = get(&format!("{}/metrics", r.lab.url)).await?;
+    // Tracker metrics: without credentials, totals only, and no name of a
+    // product, channel, release or seed.
+    let public = get(&format!("{}/metrics", r.lab.url)).await?;
+    assert!(!public.contains(&product), "{public}");
+    assert!(!public.contains("seed-1"), "{public}");
+    assert_eq!(
+        sample_value(&public, "shoal_tracker_members", ""),
+        Some(2.0),
+        "{public}"
+    );
+    let m = get_as(&format!("{}/metrics", r.lab.url), r.lab.operator_key()).await?;
     let issued = sample_value(
         &m,
         "shoal_tracker_token_decisions_total",

@@ -45,6 +45,23 @@ pub struct Config {
     pub max_peers: usize,
     /// Peers in a token answer's bootstrap list (seeds are added after them).
     pub bootstrap_peers: usize,
+    /// Distinct peer identities one account may hold live tokens for at
+    /// once (a player's launchers on several machines); a further identity
+    /// is refused `too_many_peers` until one's token expires.
+    pub max_peers_per_account: usize,
+    /// Token requests one API key may make per minute (each writes a
+    /// durable audit entry); past it the tracker answers 429.
+    pub token_requests_per_minute: u32,
+    /// Seed ids one seed account may register.
+    pub max_seeds_per_account: usize,
+    /// A seed silent this long is forgotten (its id and metrics series go).
+    pub seed_forget_secs: u64,
+    /// `/metrics` names products, channels, releases and seeds only to a
+    /// caller with this bearer token or an operator API key; everyone else
+    /// sees totals. Empty: only operator keys.
+    pub metrics_token: String,
+    /// Show the named series to anyone (a tracker on a private network).
+    pub metrics_public_detail: bool,
     pub screening: ScreeningConfig,
 }
 
@@ -59,6 +76,12 @@ impl Default for Config {
             min_complete_peers: 4,
             max_peers: 50,
             bootstrap_peers: 8,
+            max_peers_per_account: 8,
+            token_requests_per_minute: 120,
+            max_seeds_per_account: 16,
+            seed_forget_secs: 3600,
+            metrics_token: String::new(),
+            metrics_public_detail: false,
             screening: ScreeningConfig::default(),
         }
     }
@@ -88,6 +111,26 @@ impl Config {
         anyhow::ensure!(
             (1..=200).contains(&self.max_peers),
             "max_peers must be 1..=200"
+        );
+        anyhow::ensure!(
+            self.max_peers_per_account >= 1,
+            "max_peers_per_account must be at least 1"
+        );
+        anyhow::ensure!(
+            self.token_requests_per_minute >= 1,
+            "token_requests_per_minute must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_seeds_per_account >= 1,
+            "max_seeds_per_account must be at least 1"
+        );
+        anyhow::ensure!(
+            self.seed_forget_secs >= self.seed_timeout_secs,
+            "seed_forget_secs must be at least seed_timeout_secs"
+        );
+        anyhow::ensure!(
+            self.metrics_token.is_empty() || self.metrics_token.len() >= 16,
+            "metrics_token must be at least 16 characters"
         );
         anyhow::ensure!(
             self.release_metadata_ttl_secs >= 60,

@@ -34,6 +34,12 @@ pub fn matches(record: &ApiKey, secret: &str) -> bool {
     blake3::hash(secret.as_bytes()) == blake3::Hash::from_bytes(record.secret_hash.0)
 }
 
+/// Whether two secrets are equal, in time independent of where they differ
+/// (both are hashed; `blake3::Hash` compares in constant time).
+pub fn same_secret(a: &str, b: &str) -> bool {
+    blake3::hash(a.trim().as_bytes()) == blake3::hash(b.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

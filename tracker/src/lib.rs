@@ -81,6 +81,10 @@ pub struct State {
     swarms: Vec<Mutex<HashMap<Hash, swarm::Swarm>>>,
     pub seeds: Mutex<swarm::Seeds>,
     pub tokens: Mutex<TokenCache>,
+    /// Peer identities with live tokens, per account (`max_peers_per_account`).
+    pub identities: Mutex<policy::Identities>,
+    /// Token requests per API key (`token_requests_per_minute`).
+    pub token_rate: Mutex<policy::RateLimit>,
     /// Serialises read-modify-write admin operations (seats, versions).
     pub admin_lock: tokio::sync::Mutex<()>,
     /// History, rates and recent refusals for the ops views and dashboard.
@@ -119,6 +123,8 @@ impl State {
             swarms: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             seeds: Mutex::new(swarm::Seeds::default()),
             tokens: Mutex::new(TokenCache::default()),
+            identities: Mutex::new(policy::Identities::default()),
+            token_rate: Mutex::new(policy::RateLimit::default()),
             admin_lock: tokio::sync::Mutex::new(()),
             ops: Mutex::new(ops::Ops::default()),
             decisions: Mutex::new(HashMap::new()),
@@ -195,13 +201,16 @@ impl State {
         let mut swarms = Vec::with_capacity(found.len());
         for (id, stats) in found {
             let release = self.db.release(&id)?;
-            let (seeds, with_capacity) = {
-                let registry = lock(&self.seeds);
-                let fresh = registry.for_release(&id, now, timeout, usize::MAX);
-                (
-                    fresh.len(),
-                    fresh.iter().filter(|s| ops::has_capacity(s)).count(),
-                )
+            let (seeds, with_capacity) = match &release {
+                Some(r) => {
+                    let registry = lock(&self.seeds);
+                    let fresh = registry.for_content(&r.manifest_hash, now, timeout, usize::MAX);
+                    (
+                        fresh.len(),
+                        fresh.iter().filter(|s| ops::has_capacity(s)).count(),
+                    )
+                }
+                None => (0, 0),
             };
             let eta_secs = release.as_ref().and_then(|r| {
                 let left = ops::remaining_bytes(
@@ -244,13 +253,17 @@ impl State {
         Ok((swarms, seeds))
     }
 
-    /// Drops peers that missed two announce intervals.
+    /// Drops peers that missed two announce intervals, identities whose
+    /// tokens expired, idle rate-limit buckets and seeds silent for
+    /// `seed_forget_secs`.
     pub fn expire_peers(&self) -> usize {
-        let deadline = self
-            .now()
-            .saturating_sub(2 * self.config.announce_interval_secs);
+        let now = self.now();
+        let deadline = now.saturating_sub(2 * self.config.announce_interval_secs);
         let mut dropped = 0;
         self.each_swarm(|_, s| dropped += s.expire(deadline));
+        lock(&self.identities).expire(now);
+        lock(&self.token_rate).expire(now.saturating_mul(1000));
+        lock(&self.seeds).forget(now, self.config.seed_forget_secs);
         dropped
     }
 }
@@ -320,8 +333,7 @@ pub fn init(data: &Path) -> anyhow::Result<Initialised> {
     })
 }
 
-/// Opens an initialised data directory.
-pub fn open(data: &Path, config: Config) -> anyhow::Result<State> {
+fn signing_key(data: &Path) -> anyhow::Result<SecretKey> {
     let key_path = data.join(KEY_FILE);
     let text = std::fs::read_to_string(&key_path).with_context(|| {
         format!(
@@ -330,7 +342,18 @@ pub fn open(data: &Path, config: Config) -> anyhow::Result<State> {
             data.display()
         )
     })?;
-    let key = SecretKey::from_file_text(&text).with_context(|| key_path.display().to_string())?;
+    SecretKey::from_file_text(&text).with_context(|| key_path.display().to_string())
+}
+
+/// The public half of an initialised data directory's signing key: what
+/// players and seeds pin as `tracker_key`.
+pub fn public_key(data: &Path) -> anyhow::Result<shoal_types::PublicKey> {
+    Ok(signing_key(data)?.public())
+}
+
+/// Opens an initialised data directory.
+pub fn open(data: &Path, config: Config) -> anyhow::Result<State> {
+    let key = signing_key(data)?;
     let db = store::Db::new(Arc::new(store::SledStore::open(&data.join(DB_DIR))?));
     Ok(State::new(db, key, config, system_clock()))
 }

@@ -20,6 +20,12 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Print the tracker's public key, which players pin as `tracker_key`
+    /// (never the secret key).
+    PublicKey {
+        #[arg(long)]
+        data: PathBuf,
+    },
     /// Serve the HTTP API.
     Serve {
         #[arg(long)]
@@ -52,6 +58,9 @@ async fn main() -> anyhow::Result<()> {
                 done.operator_key_file.display(),
                 done.operator_key
             );
+        }
+        Command::PublicKey { data } => {
+            println!("{}", shoal_tracker::public_key(&data)?);
         }
         Command::Serve {
             data,

@@ -65,11 +65,31 @@ fn gauges<T, L>(
     registry.register(name, help, family);
 }
 
-/// The tracker's metrics, rendered now.
-pub fn render(state: &State) -> Result<String, crate::store::StoreError> {
-    let (swarms, seeds) = state.views()?;
-    let alerts = crate::ops::alerts(&swarms, &seeds);
+/// The tracker's metrics, rendered now. Without `detail`, the per-swarm and
+/// per-seed families are present but empty (their labels name products,
+/// channels, releases and seeds) and only totals have values.
+pub fn render(state: &State, detail: bool) -> Result<String, crate::store::StoreError> {
+    let (all_swarms, all_seeds) = state.views()?;
+    let alerts = crate::ops::alerts(&all_swarms, &all_seeds);
     let mut r = Registry::with_prefix("shoal_tracker");
+    let total = |name: &str, help: &str, v: usize, r: &mut Registry| {
+        let g = Gauge::<i64>::default();
+        g.set(v as i64);
+        r.register(name, help, g);
+    };
+    total("swarms", "Swarms with members", all_swarms.len(), &mut r);
+    total(
+        "members",
+        "Members over all swarms",
+        all_swarms.iter().map(|w| w.stats.peers).sum(),
+        &mut r,
+    );
+    total("seeds", "Seeds in the registry", all_seeds.len(), &mut r);
+    let (swarms, seeds) = if detail {
+        (all_swarms, all_seeds)
+    } else {
+        (Vec::new(), Vec::new())
+    };
 
     let decisions = Family::<Decision, Counter>::default();
     for (&(outcome, reason), &n) in crate::lock(&state.decisions).iter() {

@@ -75,6 +75,10 @@ pub struct Product {
     pub channels: Vec<Channel>,
     #[serde(default)]
     pub publisher_keys: Vec<PublicKey>,
+    /// Accounts whose publisher API keys act on this product (register,
+    /// list and roll back releases, read its manifests).
+    #[serde(default)]
+    pub publishers: Vec<String>,
     pub created_at: u64,
 }
 

@@ -222,6 +222,7 @@ mod tests {
             },
             account: "acc".into(),
             last_heartbeat: last,
+            content: Default::default(),
         }
     }
 

@@ -12,15 +12,33 @@ pub struct Screening {
     denied: HashSet<String>,
 }
 
-/// Folds a party name for matching: lower case, letters and digits only,
-/// single spaces (`"ACME, Inc."` matches `"acme inc"`).
+/// Folds a party name for matching, so spellings of one name meet:
+/// compatibility decomposition (full-width letters, ligatures), accents
+/// dropped, case folded, dots and apostrophes inside words removed
+/// (`A.C.M.E.` is `ACME`), legal forms made uniform (`Corporation` is
+/// `Corp`), and every other punctuation and all whitespace removed. So
+/// `"A.C.M.E. Corp"`, `"acme-corp"` and `"ＡＣＭＥ Corporation"` all fold to
+/// `"acmecorp"`. Screening errs towards matching.
 pub fn normalise_party(name: &str) -> String {
-    let cleaned: String = name
-        .to_lowercase()
-        .chars()
+    use unicode_normalization::UnicodeNormalization as _;
+    use unicode_normalization::char::is_combining_mark;
+    let letters: String = name
+        .nfkd()
+        .filter(|c| !is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .filter(|c| !matches!(c, '.' | '\'' | '\u{2019}'))
         .map(|c| if c.is_alphanumeric() { c } else { ' ' })
         .collect();
-    cleaned.split_whitespace().collect::<Vec<_>>().join(" ")
+    letters
+        .split_whitespace()
+        .map(|word| match word {
+            "corporation" => "corp",
+            "incorporated" => "inc",
+            "limited" => "ltd",
+            "company" => "co",
+            other => other,
+        })
+        .collect()
 }
 
 impl Screening {
@@ -63,6 +81,9 @@ pub enum Refusal {
     NotEntitled,
     EntitlementExpired,
     EntitlementRevoked,
+    /// The account already holds live tokens for the most peer identities
+    /// it may use at once.
+    TooManyPeers,
 }
 
 impl Refusal {
@@ -78,6 +99,7 @@ impl Refusal {
             Refusal::NotEntitled => "not_entitled",
             Refusal::EntitlementExpired => "entitlement_expired",
             Refusal::EntitlementRevoked => "entitlement_revoked",
+            Refusal::TooManyPeers => "too_many_peers",
         }
     }
 
@@ -107,6 +129,9 @@ impl Refusal {
             Refusal::NotEntitled => "the account has no entitlement to this product and channel",
             Refusal::EntitlementExpired => "the account's entitlement to this product has expired",
             Refusal::EntitlementRevoked => "the account's entitlement to this product was revoked",
+            Refusal::TooManyPeers => {
+                "the account holds live tokens for as many launchers (peer ids) as it may use at once; stop one or wait for its token to expire"
+            }
         }
     }
 }
@@ -208,10 +233,133 @@ pub fn decide(req: &TokenRequest<'_>, screening: &Screening) -> Result<Grant, Re
     Err(refusal)
 }
 
+/// The peer identities each account holds live tokens for, so one account
+/// (one paid entitlement, one seat) cannot feed any number of launchers.
+/// Pure: time is passed in. Holds at most `max` identities per account, and
+/// accounts without a live token are dropped by [`Identities::expire`].
+#[derive(Debug, Default)]
+pub struct Identities {
+    /// account → (peer id, expiry of its newest token)
+    live: std::collections::HashMap<String, Vec<(String, u64)>>,
+}
+
+impl Identities {
+    /// Admits `peer` for `account` until `until`, or refuses it when the
+    /// account already holds `max` other live identities at `now`. A peer
+    /// already admitted is always renewed.
+    pub fn admit(
+        &mut self,
+        account: &str,
+        peer: &str,
+        now: u64,
+        until: u64,
+        max: usize,
+    ) -> Result<(), Refusal> {
+        let held = self.live.entry(account.to_owned()).or_default();
+        held.retain(|(_, expires)| *expires > now);
+        if let Some(entry) = held.iter_mut().find(|(p, _)| p == peer) {
+            entry.1 = entry.1.max(until);
+            return Ok(());
+        }
+        if held.len() >= max {
+            return Err(Refusal::TooManyPeers);
+        }
+        held.push((peer.to_owned(), until));
+        Ok(())
+    }
+
+    /// Forgets `peer` (it announced that it stopped).
+    pub fn release(&mut self, account: &str, peer: &str) {
+        if let Some(held) = self.live.get_mut(account) {
+            held.retain(|(p, _)| p != peer);
+        }
+    }
+
+    /// Drops expired identities and accounts left with none.
+    pub fn expire(&mut self, now: u64) {
+        self.live.retain(|_, held| {
+            held.retain(|(_, expires)| *expires > now);
+            !held.is_empty()
+        });
+    }
+}
+
+/// Token requests per API key: a token bucket of `per_minute` requests that
+/// refills continuously. Pure: time (milliseconds) is passed in. Keys idle
+/// for a full refill are dropped by [`RateLimit::expire`], so the map holds
+/// only keys active in the last minute.
+#[derive(Debug, Default)]
+pub struct RateLimit {
+    /// key id → (tokens left, at this time in ms)
+    buckets: std::collections::HashMap<String, (f64, u64)>,
+}
+
+impl RateLimit {
+    /// Takes one request for `key` at `now_ms`; `Err(seconds)` says how long
+    /// until the next request would be allowed.
+    pub fn take(&mut self, key: &str, now_ms: u64, per_minute: u32) -> Result<(), u64> {
+        let capacity = f64::from(per_minute.max(1));
+        let rate_per_ms = capacity / 60_000.0;
+        let (tokens, at) = self
+            .buckets
+            .entry(key.to_owned())
+            .or_insert((capacity, now_ms));
+        *tokens = (*tokens + now_ms.saturating_sub(*at) as f64 * rate_per_ms).min(capacity);
+        *at = now_ms.max(*at);
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((((1.0 - *tokens) / rate_per_ms) / 1000.0).ceil() as u64)
+        }
+    }
+
+    /// Drops buckets that have been full again for a while.
+    pub fn expire(&mut self, now_ms: u64) {
+        self.buckets
+            .retain(|_, (_, at)| now_ms.saturating_sub(*at) < 60_000);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{AccountKind, Channel};
+
+    #[test]
+    fn identities_are_bounded_per_account_and_expire() {
+        let mut ids = Identities::default();
+        assert_eq!(ids.admit("a", "p1", 0, 100, 2), Ok(()));
+        assert_eq!(ids.admit("a", "p2", 0, 100, 2), Ok(()));
+        assert_eq!(ids.admit("a", "p3", 10, 110, 2), Err(Refusal::TooManyPeers));
+        // another account is not affected; a known peer always renews
+        assert_eq!(ids.admit("b", "p3", 10, 110, 2), Ok(()));
+        assert_eq!(ids.admit("a", "p1", 50, 150, 2), Ok(()));
+        // p2's token expires at 100: p3 may come in
+        assert_eq!(ids.admit("a", "p3", 100, 200, 2), Ok(()));
+        // a stopped peer frees its place at once
+        ids.release("a", "p1");
+        assert_eq!(ids.admit("a", "p4", 101, 201, 2), Ok(()));
+        ids.expire(1000);
+        assert!(ids.live.is_empty());
+    }
+
+    #[test]
+    fn rate_limit_refills_and_says_when() {
+        let mut r = RateLimit::default();
+        for _ in 0..60 {
+            assert_eq!(r.take("k", 0, 60), Ok(()));
+        }
+        assert_eq!(r.take("k", 0, 60), Err(1));
+        assert_eq!(r.take("other", 0, 60), Ok(()));
+        // one request per second refills
+        assert_eq!(r.take("k", 1000, 60), Ok(()));
+        assert!(r.take("k", 1000, 60).is_err());
+        // a clock going backwards never grants extra requests
+        assert!(r.take("k", 500, 60).is_err());
+        r.expire(70_000);
+        assert!(r.buckets.is_empty());
+    }
 
     fn account(id: &str, country: &str) -> Account {
         Account {
@@ -244,6 +392,7 @@ mod tests {
                 },
             ],
             publisher_keys: vec![],
+            publishers: vec![],
             created_at: 0,
         }
     }
@@ -435,7 +584,53 @@ mod tests {
 
     #[test]
     fn party_names_fold() {
-        assert_eq!(normalise_party("  ACME,   Inc. "), "acme inc");
-        assert_eq!(normalise_party("Ünïcode GmbH"), "ünïcode gmbh");
+        let check =
+            |name: &str, folded: &str| assert_eq!(normalise_party(name), folded, "{name:?}");
+        check("  ACME,   Inc. ", "acmeinc");
+        check("Ünïcode GmbH", "unicodegmbh");
+        check("", "");
+        check("...", "");
+    }
+
+    #[test]
+    fn every_spelling_of_a_denied_party_is_refused() {
+        let screening = Screening::new(&[], &["ACME Corp".into(), "Bad Actor Ltd".into()]);
+        let named = |name: &str| Account {
+            name: name.into(),
+            ..account("p1", "SE")
+        };
+        for spelling in [
+            "ACME Corp",
+            "acme corp",
+            "A.C.M.E. Corp",
+            "A.C.M.E. Corp.",
+            "ACME, Corp.",
+            "ACME-Corp",
+            "ACMECorp",
+            "  acme   CORP  ",
+            "ACME\tCorp",
+            "ACME Corporation",
+            "ÀCMÉ Corp",
+            "ＡＣＭＥ Ｃｏｒｐ",
+            "A C M E Corp",
+            "Acme_Corp",
+            "ACME (Corp)",
+            "Bad Actor Limited",
+            "bad-actor ltd.",
+            "B.A.D. Actor, Ltd",
+        ] {
+            assert!(
+                screening.denied(&named(spelling)),
+                "{spelling:?} passed screening"
+            );
+        }
+        for other in [
+            "ACME Corp Two",
+            "Acne Corp",
+            "Good Actor Ltd",
+            "Corp ACME Holdings",
+        ] {
+            assert!(!screening.denied(&named(other)), "{other:?} was refused");
+        }
     }
 }

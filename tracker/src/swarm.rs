@@ -252,6 +252,11 @@ pub struct SeedState {
     pub report: SeedReport,
     pub account: String,
     pub last_heartbeat: u64,
+    /// Manifest hashes of the releases it holds: seeds hold content, so a
+    /// seed holding a build serves every release of that build (a rollback
+    /// is a new release of an old manifest).
+    #[serde(skip)]
+    pub content: std::collections::HashSet<Hash>,
 }
 
 impl SeedState {
@@ -268,30 +273,72 @@ impl SeedState {
     }
 }
 
-/// The seeds that heartbeat to this tracker.
+/// Why a heartbeat was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeedRefusal {
+    #[error("seed id {0:?} belongs to another seed account")]
+    Taken(String),
+    #[error("this seed account already registers {0} seed ids, the most it may")]
+    TooMany(usize),
+}
+
+/// The seeds that heartbeat to this tracker. A seed id belongs to the
+/// account that first registered it until the seed is forgotten, each
+/// account registers at most a bounded number, and seeds silent for long
+/// are forgotten, so the registry (and `/metrics`) stays bounded.
 #[derive(Debug, Default)]
 pub struct Seeds {
     seeds: HashMap<String, SeedState>,
 }
 
 impl Seeds {
-    pub fn heartbeat(&mut self, now: u64, account: &str, report: SeedReport) {
+    /// Records a heartbeat of `account`'s seed, holding the builds `content`.
+    pub fn heartbeat(
+        &mut self,
+        now: u64,
+        account: &str,
+        report: SeedReport,
+        content: std::collections::HashSet<Hash>,
+        max_per_account: usize,
+    ) -> Result<(), SeedRefusal> {
+        match self.seeds.get(&report.seed_id) {
+            Some(known) if known.account != account => {
+                return Err(SeedRefusal::Taken(report.seed_id));
+            }
+            Some(_) => {}
+            None => {
+                let held = self.seeds.values().filter(|s| s.account == account).count();
+                if held >= max_per_account {
+                    return Err(SeedRefusal::TooMany(held));
+                }
+            }
+        }
         let state = SeedState {
             report,
             account: account.to_owned(),
             last_heartbeat: now,
+            content,
         };
         self.seeds.insert(state.report.seed_id.clone(), state);
+        Ok(())
+    }
+
+    /// Forgets seeds silent for more than `after` seconds; returns how many.
+    pub fn forget(&mut self, now: u64, after: u64) -> usize {
+        let before = self.seeds.len();
+        self.seeds
+            .retain(|_, s| now.saturating_sub(s.last_heartbeat) <= after);
+        before - self.seeds.len()
     }
 
     pub fn all(&self) -> impl Iterator<Item = &SeedState> {
         self.seeds.values()
     }
 
-    /// Fresh seeds holding `release`, least utilised first.
-    pub fn for_release(
+    /// Fresh seeds holding the build `manifest`, least utilised first.
+    pub fn for_content(
         &self,
-        release: &Hash,
+        manifest: &Hash,
         now: u64,
         timeout: u64,
         max: usize,
@@ -300,9 +347,7 @@ impl Seeds {
             .seeds
             .values()
             .filter(|s| {
-                !s.stale(now, timeout)
-                    && s.report.releases.contains(release)
-                    && !s.report.addrs.is_empty()
+                !s.stale(now, timeout) && s.content.contains(manifest) && !s.report.addrs.is_empty()
             })
             .collect();
         seeds.sort_by(|a, b| {
@@ -411,8 +456,32 @@ mod tests {
     #[test]
     fn seeds_sorted_by_load_and_fresh_only() {
         let mut seeds = Seeds::default();
-        let r = Hash::of(b"r");
-        let seed = |id: &str, egress| SeedReport {
+        let m = Hash::of(b"manifest");
+        let content = || std::collections::HashSet::from([m]);
+        seeds
+            .heartbeat(100, "s", seed("busy", 90), content(), 8)
+            .unwrap();
+        seeds
+            .heartbeat(100, "s", seed("idle", 10), content(), 8)
+            .unwrap();
+        seeds
+            .heartbeat(10, "s", seed("stale", 0), content(), 8)
+            .unwrap();
+        let picked: Vec<_> = seeds
+            .for_content(&m, 100, 30, 5)
+            .iter()
+            .map(|s| s.report.seed_id.clone())
+            .collect();
+        assert_eq!(picked, ["idle", "busy"]);
+        assert!(
+            seeds
+                .for_content(&Hash::of(b"other"), 100, 30, 5)
+                .is_empty()
+        );
+    }
+
+    fn seed(id: &str, egress: u64) -> SeedReport {
+        SeedReport {
             seed_id: id.into(),
             peer_id: format!("peer-{id}"),
             addrs: vec!["/ip4/127.0.0.1/udp/9/quic-v1".into()],
@@ -420,21 +489,31 @@ mod tests {
             egress_bps: egress,
             peers: 0,
             free_disk: 0,
-            releases: vec![r],
-        };
-        seeds.heartbeat(100, "s", seed("busy", 90));
-        seeds.heartbeat(100, "s", seed("idle", 10));
-        seeds.heartbeat(10, "s", seed("stale", 0));
-        let picked: Vec<_> = seeds
-            .for_release(&r, 100, 30, 5)
-            .iter()
-            .map(|s| s.report.seed_id.clone())
-            .collect();
-        assert_eq!(picked, ["idle", "busy"]);
-        assert!(
-            seeds
-                .for_release(&Hash::of(b"other"), 100, 30, 5)
-                .is_empty()
+            releases: vec![],
+        }
+    }
+
+    #[test]
+    fn seed_ids_belong_to_their_account_are_bounded_and_forgotten() {
+        let mut seeds = Seeds::default();
+        let none = std::collections::HashSet::new;
+        seeds.heartbeat(0, "a", seed("s1", 0), none(), 2).unwrap();
+        // another account cannot take over s1
+        assert_eq!(
+            seeds.heartbeat(1, "b", seed("s1", 0), none(), 2),
+            Err(SeedRefusal::Taken("s1".into()))
         );
+        assert_eq!(seeds.all().next().unwrap().account, "a");
+        seeds.heartbeat(1, "a", seed("s2", 0), none(), 2).unwrap();
+        // a's third id is refused; its known ids keep heartbeating
+        assert_eq!(
+            seeds.heartbeat(2, "a", seed("s3", 0), none(), 2),
+            Err(SeedRefusal::TooMany(2))
+        );
+        seeds.heartbeat(50, "a", seed("s2", 0), none(), 2).unwrap();
+        // s1 went silent: forgotten after 40 s, and its id is free again
+        assert_eq!(seeds.forget(45, 40), 1);
+        seeds.heartbeat(46, "b", seed("s1", 0), none(), 2).unwrap();
+        assert_eq!(seeds.all().count(), 2);
     }
 }

@@ -107,7 +107,7 @@ async fn grants_survive_kill_9_and_versions_keep_increasing() {
         &http,
         &format!("{url}/v1/products"),
         &op,
-        json!({"id": "game", "paid": true}),
+        json!({"id": "game", "paid": true, "publishers": [account]}),
     )
     .await;
     let key = shoal_types::SecretKey::from_seed([4; 32]);

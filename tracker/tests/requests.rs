@@ -176,6 +176,18 @@ async fn release_registration_rules_and_versions() {
     let id = rb["id"].as_str().unwrap();
     let player = t.account("P", "FR").await;
     let pkey = t.key(&player, "player").await;
+    // the manifest names every file of the build: not for the unentitled
+    let (s, v) = t.get(&format!("/v1/releases/{id}/manifest"), &pkey).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not_entitled")),
+        "{v}"
+    );
+    t.admin(
+        "/v1/entitlements",
+        json!({"account": player, "product": "game"}),
+    )
+    .await;
     let bytes = t
         .http
         .get(format!("{}/v1/releases/{id}/manifest", t.url))

@@ -126,21 +126,20 @@ fn invalid(msg: impl std::fmt::Display) -> anyhow::Error {
     with_exit(anyhow::anyhow!("{msg}"), Exit::SignatureInvalid)
 }
 
-/// The tracker key: pinned, or (with a warning) the one the tracker reports.
-async fn tracker_key(settings: &Settings, tracker: &Tracker) -> anyhow::Result<PublicKey> {
-    if let Some(k) = settings.tracker_key {
-        return Ok(k);
-    }
-    let health = tracker
-        .call(reqwest::Method::GET, "/v1/health", None)
-        .await?;
-    let key: PublicKey = health["public_key"]
-        .as_str()
-        .context("the tracker's health answer has no public_key")?
-        .parse()
-        .context("the tracker's public_key")?;
-    tracing::warn!(%key, "tracker key not pinned (set tracker_key in the config); trusting the tracker's word");
-    Ok(key)
+/// The pinned tracker key. There is no fallback to the key the tracker
+/// reports about itself: whoever answers as the tracker could then sign
+/// tokens and releases, so an unpinned launcher refuses to start.
+fn tracker_key(settings: &Settings) -> anyhow::Result<PublicKey> {
+    settings.tracker_key.ok_or_else(|| {
+        with_exit(
+            anyhow::anyhow!(
+                "no tracker key pinned: set tracker_key in config.toml (or SHOAL_TRACKER_KEY, or --tracker-key). \
+                 The tracker's operator has it: `shoal-tracker init` printed it, and \
+                 `shoal-tracker public-key --data DIR` prints it again"
+            ),
+            Exit::BadInput,
+        )
+    })
 }
 
 /// A token and release metadata, checked: the right to join one swarm.
@@ -440,6 +439,19 @@ pub async fn install(
     counters: Option<Arc<Counters>>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Outcome> {
+    // Nothing touches the disk before the request is known to be sound: a
+    // product id outside the id grammar (`..`) or a missing pinned key.
+    if !shoal_types::id::is_valid(&req.product) {
+        return Err(with_exit(
+            anyhow::anyhow!(
+                "{:?} is not a product id: {}",
+                req.product,
+                shoal_types::id::RULE
+            ),
+            Exit::BadInput,
+        ));
+    }
+    let key = tracker_key(settings)?;
     let tracker = Tracker::new(&settings.tracker, settings.api_key.clone())?;
     let install = open_install(settings, &req.dir)?;
     let installed = install.installed().map_err(store_error)?;
@@ -474,7 +486,6 @@ pub async fn install(
     let me = shoal_net::keypair_from_seed(settings.peer_key.seed())
         .public()
         .to_peer_id();
-    let key = tracker_key(settings, &tracker).await?;
     let ticket = ticket(&tracker, &key, &install, &req.product, &channel, &me).await?;
     let mut outcome = Outcome {
         product: req.product.clone(),
@@ -682,7 +693,7 @@ pub async fn repair(settings: &Settings, dir: &Path) -> anyhow::Result<Repaired>
     }
     repaired.chunks_fetched = n - good.count();
     let tracker = Tracker::new(&settings.tracker, settings.api_key.clone())?;
-    let key = tracker_key(settings, &tracker).await?;
+    let key = tracker_key(settings)?;
     let me = shoal_net::keypair_from_seed(settings.peer_key.seed())
         .public()
         .to_peer_id();

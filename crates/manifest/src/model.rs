@@ -111,7 +111,7 @@ pub struct Manifest {
 pub enum InvalidManifest {
     #[error("unsupported manifest format {0} (this build reads format {FORMAT_VERSION})")]
     Format(u32),
-    #[error("{field} {value:?} is invalid: use 1 to 64 letters, digits, '.', '_' or '-'")]
+    #[error("{field} {value:?} is invalid: use {}", shoal_types::id::RULE)]
     Name { field: &'static str, value: String },
     #[error(transparent)]
     ChunkParams(#[from] BadChunkParams),
@@ -141,13 +141,10 @@ pub enum InvalidManifest {
     UnusedChunk { index: usize },
 }
 
-/// The rule for product, channel and version names: 1 to 64 ASCII letters,
-/// digits, `.`, `_` or `-` (safe in paths, URLs and file names).
+/// The rule for product, channel and version names: [`shoal_types::id`]'s
+/// grammar, the one every crate checks (safe in paths, URLs and file names).
 pub fn is_valid_name(value: &str) -> bool {
-    (1..=64).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    shoal_types::id::is_valid(value)
 }
 
 pub(crate) fn check_name(field: &'static str, value: &str) -> Result<(), InvalidManifest> {
@@ -177,6 +174,7 @@ impl Manifest {
         let mut dirs: HashSet<&str> = HashSet::new();
         let mut folded: HashMap<String, &str> = HashMap::new();
         let mut used = vec![false; self.chunks.len()];
+        let mut links: HashMap<&str, &str> = HashMap::new();
         let mut previous: Option<&str> = None;
         for entry in &self.entries {
             let p = entry.path.as_str();
@@ -225,6 +223,7 @@ impl Manifest {
                             target: target.clone(),
                         });
                     }
+                    links.insert(p, target.as_str());
                 }
                 EntryKind::File { size, chunks } => {
                     let mut sum = 0u64;
@@ -246,6 +245,18 @@ impl Manifest {
                         });
                     }
                 }
+            }
+        }
+        // Each link alone stays inside (checked above); followed through the
+        // tree's other links, as the player's kernel will, it must too.
+        for entry in &self.entries {
+            if let EntryKind::Symlink { target } = &entry.kind
+                && path::resolve_link_in(&entry.path, target, |q| links.get(q).copied()).is_none()
+            {
+                return Err(InvalidManifest::LinkEscapes {
+                    path: entry.path.clone(),
+                    target: target.clone(),
+                });
             }
         }
 

@@ -84,6 +84,58 @@ pub fn resolve_link(link: &str, target: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
+/// Most symlinks followed while resolving one path (Linux's own limit).
+pub const MAX_LINK_HOPS: usize = 40;
+
+/// Resolves a symlink `target` relative to the directory holding `link`
+/// the way the kernel will on the player's machine: every component that
+/// names one of the tree's own symlinks (`links`: path → target) is
+/// replaced by that link's target, up to [`MAX_LINK_HOPS`] times. Returns
+/// the in-tree path it finally names (empty for the tree root), or `None`
+/// if any step is absolute or climbs above the tree, or the chain is too
+/// long (a loop). Checking each link alone is not enough: with `d/s -> ..`,
+/// the lexically harmless `d/s/d/s/../../../x` climbs out of the tree.
+pub fn resolve_link_in<'a>(
+    link: &str,
+    target: &str,
+    links: impl Fn(&str) -> Option<&'a str>,
+) -> Option<String> {
+    let lexical_ok = |t: &str| !(t.is_empty() || t.starts_with('/') || t.contains('\\'));
+    if !lexical_ok(target) {
+        return None;
+    }
+    let mut parts: Vec<String> = parent(link)
+        .map(|p| p.split('/').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut pending: std::collections::VecDeque<String> =
+        target.split('/').map(str::to_owned).collect();
+    let mut hops = 0;
+    while let Some(component) = pending.pop_front() {
+        match component.as_str() {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            _ => {
+                parts.push(component);
+                if let Some(next) = links(&parts.join("/")) {
+                    hops += 1;
+                    if hops > MAX_LINK_HOPS || !lexical_ok(next) {
+                        return None;
+                    }
+                    // The link is replaced by its target, read from the
+                    // directory that holds it.
+                    parts.pop();
+                    for c in next.split('/').rev() {
+                        pending.push_front(c.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    Some(parts.join("/"))
+}
+
 /// The key under which two paths collide on a case-insensitive file system.
 pub fn case_fold(path: &str) -> String {
     path.to_lowercase()
@@ -119,6 +171,40 @@ mod tests {
         check("a\0b", Err(PathRule::ControlCharacter));
         check("a\nb", Err(PathRule::ControlCharacter));
         check(&"x".repeat(MAX_PATH_LEN + 1), Err(PathRule::TooLong));
+    }
+
+    #[test]
+    fn link_chains_resolve_through_the_trees_own_links() {
+        let links: std::collections::HashMap<&str, &str> = [
+            ("d/s", ".."),
+            ("loop/a", "b"),
+            ("loop/b", "a"),
+            ("lib", "real/lib"),
+            ("up", "d/s"),
+        ]
+        .into();
+        let resolve =
+            |link: &str, target: &str| resolve_link_in(link, target, |p| links.get(p).copied());
+        // the probe's case: each link alone stays inside, the chain escapes
+        assert_eq!(resolve("deep", "d/s/d/s/d/s/../../../etc/passwd"), None);
+        assert_eq!(resolve("deep", "d/s/../etc/passwd"), None);
+        assert_eq!(resolve("deep", "up/.."), None);
+        // chains that stay inside resolve to where the kernel would go
+        assert_eq!(
+            resolve("x", "d/s/d/s/game.bin").as_deref(),
+            Some("game.bin")
+        );
+        assert_eq!(
+            resolve("bin/run", "../lib/x.so").as_deref(),
+            Some("real/lib/x.so")
+        );
+        assert_eq!(resolve("x", "up").as_deref(), Some(""));
+        // loops end
+        assert_eq!(resolve("x", "loop/a"), None);
+        // with no links it is the lexical rule
+        let none = |_: &str| None;
+        assert_eq!(resolve_link_in("a/b/c", "../..", none).as_deref(), Some(""));
+        assert_eq!(resolve_link_in("a/b", "../../x", none), None);
     }
 
     #[test]

@@ -281,3 +281,87 @@ fn content_checks() {
     m.product = "a b".into();
     assert!(matches!(refused(&m), InvalidManifest::Name { .. }));
 }
+
+#[test]
+fn link_chain_escape_refused_in_manifest() {
+    // The probe: `d/s -> ..` is harmless alone, and so is the text of
+    // `deep`, but followed through `d/s` it climbs out to /etc/passwd.
+    let m = with_entry(
+        with_entry(with_entry(base(), dir("d")), link("d/s", "..")),
+        link("deep", "d/s/d/s/d/s/d/s/../../../../../etc/passwd"),
+    );
+    assert!(matches!(
+        refused(&m),
+        InvalidManifest::LinkEscapes { ref path, .. } if path == "deep"
+    ));
+    // The same links with a chain that stays inside are fine.
+    let m = with_entry(
+        with_entry(with_entry(base(), dir("d")), link("d/s", "..")),
+        link("deep", "d/s/d/s/a.pak"),
+    );
+    m.validate().unwrap();
+    // Loops are refused rather than followed forever.
+    let m = with_entry(with_entry(base(), link("x", "y")), link("y", "x"));
+    assert!(matches!(refused(&m), InvalidManifest::LinkEscapes { .. }));
+}
+
+#[test]
+fn link_chain_escape_refused_in_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("build");
+    fs::create_dir_all(root.join("d")).unwrap();
+    fs::write(root.join("game.bin"), b"x").unwrap();
+    std::os::unix::fs::symlink("..", root.join("d/s")).unwrap();
+    std::os::unix::fs::symlink("d/s/d/s/d/s/../../../etc/passwd", root.join("deep")).unwrap();
+    let err = build_tree(&root).unwrap_err();
+    assert!(err.to_string().contains("outside"), "{err}");
+}
+
+/// Components random link targets are made of: names in the tree and steps.
+const PARTS: &[&str] = &["..", ".", "d", "e", "s", "t", "u", "v", "game.bin"];
+/// Where the random links live (their parents are the tree's directories).
+const LINKS: &[&str] = &["d/s", "d/e/t", "u", "d/v"];
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 96, ..Default::default() })]
+
+    /// The manifest's rule agrees with the kernel: whenever a link of a
+    /// published tree resolves (std::fs::canonicalize, which follows every
+    /// link) to somewhere outside the tree, publishing refuses the tree; and
+    /// whatever publishing accepts resolves inside.
+    #[test]
+    fn accepted_links_resolve_inside_the_tree_on_a_real_file_system(
+        targets in proptest::collection::vec(
+            proptest::collection::vec(proptest::sample::select(PARTS), 1..7),
+            LINKS.len(),
+        )
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        // The tree sits two levels down, so a link that escapes lands on
+        // directories that exist and canonicalize can see it.
+        let root = tmp.path().join("x/y/build");
+        fs::create_dir_all(root.join("d/e")).unwrap();
+        fs::write(root.join("game.bin"), b"x").unwrap();
+        for (link, parts) in LINKS.iter().zip(&targets) {
+            std::os::unix::fs::symlink(parts.join("/"), root.join(link)).unwrap();
+        }
+        let root = root.canonicalize().unwrap();
+        let outside: Vec<&str> = LINKS
+            .iter()
+            .copied()
+            .filter(|l| {
+                root.join(l)
+                    .canonicalize()
+                    .is_ok_and(|real| !real.starts_with(&root))
+            })
+            .collect();
+        let built = build_tree(&root);
+        if !outside.is_empty() {
+            proptest::prop_assert!(built.is_err(), "links {outside:?} escape but the tree was accepted: {targets:?}");
+        }
+        if let Ok(m) = built {
+            // and the accepted manifest passes validation on its own
+            m.validate().unwrap();
+        }
+    }
+}

@@ -59,6 +59,7 @@ fn token(tracker: &SecretKey, swarm: Hash, peer: &Client, expires_at: u64) -> To
         swarm,
         product: "game".into(),
         account: "acc_1".into(),
+        key: "key_1".into(),
         peer_id: peer.peer_id().to_base58(),
         role: Role::Client,
         issued_at: NOW - 10,

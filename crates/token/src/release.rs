@@ -1,7 +1,7 @@
 //! Release metadata signed by the tracker, and the client-side checks that
 //! stop rollbacks (older versions) and freezes (expired metadata).
 
-use crate::{decode, encode, from_hex, to_hex};
+use crate::{CLOCK_SKEW_SECS, decode, encode, from_hex, to_hex};
 use serde::{Deserialize, Serialize};
 use shoal_types::{Hash, PublicKey, SecretKey, Signature};
 
@@ -121,7 +121,9 @@ impl SignedRelease {
                 channel: release.channel,
             });
         }
-        if now > release.expires_at {
+        // The same clock-skew allowance as tokens: a verifier whose clock
+        // runs a little fast must not refuse metadata the tracker just signed.
+        if now > release.expires_at.saturating_add(CLOCK_SKEW_SECS) {
             return Err(ReleaseError::Expired {
                 expires_at: release.expires_at,
                 now,
@@ -177,8 +179,13 @@ mod tests {
                 accepted: 6
             })
         );
+        // expiry allows the tokens' clock skew, and not a second more
+        assert!(
+            s.verify(&pk, "game", "stable", 10_000 + CLOCK_SKEW_SECS, None)
+                .is_ok()
+        );
         assert!(matches!(
-            s.verify(&pk, "game", "stable", 10_001, None),
+            s.verify(&pk, "game", "stable", 10_001 + CLOCK_SKEW_SECS, None),
             Err(ReleaseError::Expired { .. })
         ));
         assert!(matches!(

@@ -8,8 +8,9 @@ use std::fmt;
 
 /// Signature domain of swarm tokens.
 pub const DOMAIN: &str = "shoal/token/v1";
-/// The claims format this code issues and accepts.
-pub const VERSION: u32 = 1;
+/// The claims format this code issues and accepts (2: claims name the API
+/// key they were issued under, so renewal can re-check it).
+pub const VERSION: u32 = 2;
 /// Longest peer id accepted (libp2p's base58 text is about 52 characters).
 pub const MAX_PEER_ID_LEN: usize = 128;
 
@@ -30,6 +31,9 @@ pub struct Claims {
     pub product: String,
     /// Opaque account id of the holder.
     pub account: String,
+    /// Id of the API key the token was issued under: the tracker renews a
+    /// token only while that key is unrevoked.
+    pub key: String,
     /// The holder's libp2p PeerId, base58 text.
     pub peer_id: String,
     pub role: Role,
@@ -188,6 +192,7 @@ mod tests {
             swarm: Hash::of(b"release"),
             product: "game".into(),
             account: "acc_1".into(),
+            key: "key_1".into(),
             peer_id: PEER.into(),
             role: Role::Client,
             issued_at: 1000,

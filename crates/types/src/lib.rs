@@ -6,6 +6,7 @@
 
 mod bitfield;
 mod bytes;
+pub mod id;
 mod keys;
 mod rng;
 

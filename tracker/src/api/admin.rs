@@ -19,14 +19,14 @@ fn check_name(field: &str, value: &str, max: usize) -> ApiResult<()> {
     Ok(())
 }
 
-/// Product and channel ids: the manifest's name rule.
-fn check_id(field: &str, value: &str) -> ApiResult<()> {
-    if shoal_manifest::is_valid_name(value) {
+/// Product and channel ids: the one id grammar ([`shoal_types::id`]).
+pub(super) fn check_id(field: &str, value: &str) -> ApiResult<()> {
+    if shoal_types::id::is_valid(value) {
         Ok(())
     } else {
         Err(ApiError::bad_request(
             "invalid_field",
-            format!("{field} must be 1 to 64 letters, digits, '.', '_' or '-'"),
+            format!("{field} must be {}", shoal_types::id::RULE),
         ))
     }
 }
@@ -235,8 +235,20 @@ pub async fn create_api_key(
     Body(req): Body<NewApiKey>,
 ) -> ApiResult<Response> {
     caller.require(&[Role::Operator])?;
-    if state.db.account(&req.account)?.is_none() {
-        return Err(ApiError::not_found(format!("no account {}", req.account)));
+    let account = state
+        .db
+        .account(&req.account)?
+        .ok_or_else(|| ApiError::not_found(format!("no account {}", req.account)))?;
+    // An organisation's entitlements reach its members through their seats;
+    // a key on the organisation itself would bypass the seat count.
+    if account.kind == AccountKind::Organisation {
+        return Err(ApiError::conflict(
+            "organisation_account",
+            format!(
+                "{} is an organisation: keys belong to member accounts (add one with a seat)",
+                account.id
+            ),
+        ));
     }
     let (record, key) = keys::new_key(
         state.db.next_id("key")?,
@@ -297,6 +309,22 @@ pub struct NewProduct {
     /// Public channels to create; default `["stable"]`.
     #[serde(default)]
     channels: Option<Vec<String>>,
+    /// Accounts whose publisher keys may register, list and roll back its
+    /// releases.
+    #[serde(default)]
+    publishers: Vec<String>,
+}
+
+/// Refuses publisher accounts that do not exist or are organisations.
+fn check_publisher_account(state: &crate::State, id: &str) -> ApiResult<()> {
+    match state.db.account(id)? {
+        None => Err(ApiError::not_found(format!("no account {id}"))),
+        Some(a) if a.kind == AccountKind::Organisation => Err(ApiError::conflict(
+            "organisation_account",
+            format!("{id} is an organisation; name the publishing member account"),
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 pub async fn create_product(
@@ -309,6 +337,9 @@ pub async fn create_product(
     let channels = req.channels.unwrap_or_else(|| vec!["stable".into()]);
     for c in &channels {
         check_id("channel", c)?;
+    }
+    for p in &req.publishers {
+        check_publisher_account(&state, p)?;
     }
     let _guard = state.admin_lock.lock().await;
     if state.db.product(&req.id)?.is_some() {
@@ -330,6 +361,7 @@ pub async fn create_product(
             })
             .collect(),
         publisher_keys: vec![],
+        publishers: req.publishers,
         created_at: state.now(),
     };
     state.db.put_product(&product)?;
@@ -342,7 +374,9 @@ pub async fn list_products(
     caller: super::Caller,
 ) -> ApiResult<Json<Vec<Product>>> {
     caller.require(&[Role::Operator, Role::Publisher])?;
-    Ok(Json(state.db.products(10_000)?))
+    let mut products = state.db.products(10_000)?;
+    products.retain(|p| caller.publishes(p));
+    Ok(Json(products))
 }
 
 pub async fn get_product(
@@ -350,10 +384,52 @@ pub async fn get_product(
     caller: super::Caller,
     PathArgs(id): PathArgs<String>,
 ) -> ApiResult<Json<Product>> {
-    caller.require(&[Role::Operator, Role::Publisher])?;
-    Ok(Json(state.db.product(&id)?.ok_or_else(|| {
-        ApiError::not_found(format!("no product {id}"))
-    })?))
+    Ok(Json(caller.product_to_publish(&state, &id)?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPublisher {
+    account: String,
+}
+
+/// `POST /v1/products/{id}/publishers`: lets an account publish the product.
+pub async fn add_publisher(
+    axum::extract::State(state): St,
+    caller: super::Caller,
+    PathArgs(id): PathArgs<String>,
+    Body(req): Body<NewPublisher>,
+) -> ApiResult<Json<Product>> {
+    caller.require(&[Role::Operator])?;
+    check_publisher_account(&state, &req.account)?;
+    let _guard = state.admin_lock.lock().await;
+    let mut product = load_product(&state, &id)?;
+    if !product.publishers.contains(&req.account) {
+        product.publishers.push(req.account);
+    }
+    state.db.put_product(&product)?;
+    state.db.flush()?;
+    Ok(Json(product))
+}
+
+/// `DELETE /v1/products/{id}/publishers/{account}`.
+pub async fn remove_publisher(
+    axum::extract::State(state): St,
+    caller: super::Caller,
+    PathArgs((id, account)): PathArgs<(String, String)>,
+) -> ApiResult<Json<Product>> {
+    caller.require(&[Role::Operator])?;
+    let _guard = state.admin_lock.lock().await;
+    let mut product = load_product(&state, &id)?;
+    if !product.publishers.contains(&account) {
+        return Err(ApiError::not_found(format!(
+            "{account} does not publish {id}"
+        )));
+    }
+    product.publishers.retain(|a| *a != account);
+    state.db.put_product(&product)?;
+    state.db.flush()?;
+    Ok(Json(product))
 }
 
 /// Loads a product for modification, under the admin lock held by the caller.
@@ -586,25 +662,83 @@ pub async fn audit(
     Ok(Json(audit_page(&state, &q)?))
 }
 
-/// The audit log as JSON lines, one entry per line.
+/// Entries read from the store per page of an export.
+const EXPORT_PAGE: usize = 5000;
+
+/// The audit log as JSON lines, one entry per line: every entry after
+/// `after` that matches the filters, to the end of the log (or `limit`
+/// entries when given), streamed a page at a time so memory stays bounded
+/// however long the log is.
 pub async fn audit_export(
     axum::extract::State(state): St,
     caller: super::Caller,
-    QueryArgs(q): QueryArgs<AuditQuery>,
+    QueryArgs(q): QueryArgs<ExportQuery>,
 ) -> ApiResult<Response> {
     caller.require(&[Role::Operator])?;
-    let q = AuditQuery {
-        limit: q.limit.max(10_000),
-        ..q
-    };
-    let mut body = String::new();
-    for e in audit_page(&state, &q)? {
-        body.push_str(&serde_json::to_string(&e).expect("audit entries serialise"));
-        body.push('\n');
-    }
+    // The first page is read here, so a storage failure is a 503, not a
+    // cut-off body.
+    let first = state.db.audit_after(q.after, EXPORT_PAGE)?;
+    let left = q.limit.unwrap_or(u64::MAX);
+    let pages = futures::stream::unfold(
+        (state, q, Some(first), left),
+        |(state, q, page, left)| async move {
+            let page = match page {
+                Some(p) => p,
+                None => return None,
+            };
+            let last = page.last()?.seq;
+            let mut left = left;
+            let mut body = String::new();
+            for e in page.iter().filter(|e| q.matches(e)) {
+                if left == 0 {
+                    break;
+                }
+                body.push_str(&serde_json::to_string(e).expect("audit entries serialise"));
+                body.push('\n');
+                left -= 1;
+            }
+            let next = if left == 0 || page.len() < EXPORT_PAGE {
+                None
+            } else {
+                match state.db.audit_after(last, EXPORT_PAGE) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        // Headers are gone: end the body early, loudly. The
+                        // client sees a truncated transfer and says so.
+                        tracing::error!(error = %e, "audit export stopped by a storage failure");
+                        return Some((
+                            Err(std::io::Error::other(e.to_string())),
+                            (state, q, None, 0),
+                        ));
+                    }
+                }
+            };
+            Some((Ok::<_, std::io::Error>(body), (state, q, next, left)))
+        },
+    );
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
-        body,
+        axum::body::Body::from_stream(pages),
     )
         .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExportQuery {
+    #[serde(default)]
+    after: u64,
+    /// At most this many entries; all of them when absent.
+    #[serde(default)]
+    limit: Option<u64>,
+    #[serde(default)]
+    account: Option<String>,
+    #[serde(default)]
+    outcome: Option<crate::model::Outcome>,
+}
+
+impl ExportQuery {
+    fn matches(&self, e: &AuditEntry) -> bool {
+        self.account.as_ref().is_none_or(|a| *a == e.account)
+            && self.outcome.is_none_or(|o| o == e.outcome)
+    }
 }

@@ -8,7 +8,7 @@ mod admin;
 mod releases;
 mod swarm;
 
-use crate::model::{Account, ApiKey, Role};
+use crate::model::{Account, ApiKey, Product, Role};
 use crate::{State, keys, store::StoreError};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
@@ -167,6 +167,35 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// Whether the caller may act on `product` as its publisher: operators
+    /// always, publisher keys only for products their account publishes.
+    pub fn publishes(&self, product: &Product) -> bool {
+        match self.key.role {
+            Role::Operator => true,
+            Role::Publisher => product.publishers.contains(&self.account.id),
+            Role::Player | Role::Seed => false,
+        }
+    }
+
+    /// Loads product `id` for an operator or one of its publishers. Anyone
+    /// else hears the same 404 as for a product that does not exist, so the
+    /// answer tells nothing about other publishers' products.
+    pub fn product_to_publish(&self, state: &State, id: &str) -> ApiResult<Product> {
+        self.require(&[Role::Operator, Role::Publisher])?;
+        state
+            .db
+            .product(id)?
+            .filter(|p| self.publishes(p))
+            .ok_or_else(|| not_yours(id))
+    }
+}
+
+/// The answer for a product the caller does not publish (or that is absent).
+pub fn not_yours(id: &str) -> ApiError {
+    ApiError::not_found(format!("no product {id} that this key's account publishes"))
+}
+
 impl FromRequestParts<Arc<State>> for Caller {
     type Rejection = ApiError;
 
@@ -214,10 +243,26 @@ async fn health(axum::extract::State(state): St) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok", "public_key": state.key.public() }))
 }
 
-/// `GET /metrics`: Prometheus text format.
-async fn metrics(axum::extract::State(state): St) -> ApiResult<axum::response::Response> {
+/// `GET /metrics`: Prometheus text format. Series that name products,
+/// channels, releases or seeds go only to an operator API key or the
+/// configured `metrics_token` (or to anyone with `metrics_public_detail`);
+/// everyone else sees totals.
+async fn metrics(
+    axum::extract::State(state): St,
+    headers: HeaderMap,
+) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse as _;
-    let body = crate::metrics::render(&state)?;
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "));
+    let token = &state.config.metrics_token;
+    let detail = state.config.metrics_public_detail
+        || bearer.is_some_and(|b| {
+            (!token.is_empty() && keys::same_secret(b, token))
+                || authenticate(&state, &headers).is_ok_and(|c| c.key.role == Role::Operator)
+        });
+    let body = crate::metrics::render(&state, detail)?;
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
@@ -283,6 +328,11 @@ pub fn router(state: Arc<State>) -> Router {
         .route(
             "/v1/products/{id}/publisher-keys",
             post(admin::add_publisher_key),
+        )
+        .route("/v1/products/{id}/publishers", post(admin::add_publisher))
+        .route(
+            "/v1/products/{id}/publishers/{account}",
+            delete(admin::remove_publisher),
         )
         .route(
             "/v1/products/{id}/publisher-keys/{key}",

@@ -91,10 +91,7 @@ pub async fn register(
         other => invalid(other),
     })?;
     let _guard = state.admin_lock.lock().await;
-    let product = state
-        .db
-        .product(&manifest.product)?
-        .ok_or_else(|| ApiError::not_found(format!("no product {}", manifest.product)))?;
+    let product = caller.product_to_publish(&state, &manifest.product)?;
     if product.channel(&manifest.channel).is_none() {
         return Err(ApiError::not_found(format!(
             "{} has no channel {}",
@@ -141,7 +138,7 @@ pub async fn list(
     caller: super::Caller,
     PathArgs((product, channel)): PathArgs<(String, String)>,
 ) -> ApiResult<Json<Vec<ReleaseView>>> {
-    caller.require(&[Role::Operator, Role::Publisher])?;
+    caller.product_to_publish(&state, &product)?;
     Ok(Json(
         state
             .db
@@ -167,7 +164,7 @@ pub async fn rollback(
     PathArgs((product, channel)): PathArgs<(String, String)>,
     super::Body(req): super::Body<Rollback>,
 ) -> ApiResult<Response> {
-    caller.require(&[Role::Operator, Role::Publisher])?;
+    caller.product_to_publish(&state, &product)?;
     let _guard = state.admin_lock.lock().await;
     let target = state
         .db
@@ -196,19 +193,31 @@ pub async fn rollback(
         .into_response())
 }
 
-/// `GET /v1/releases/{id}/manifest`: the publisher-signed manifest bytes.
+/// `GET /v1/releases/{id}/manifest`: the publisher-signed manifest bytes,
+/// which name every file of the build. Seeds and operators may read any;
+/// publishers those of their products; players only those a token request
+/// would grant them (the same policy decision, unaudited: no token issued).
 pub async fn manifest(
     axum::extract::State(state): St,
-    _caller: super::Caller,
+    caller: super::Caller,
     PathArgs(id): PathArgs<String>,
 ) -> ApiResult<Response> {
     let id: Hash = id
         .parse()
         .map_err(|e| ApiError::bad_request("bad_path", format!("release id: {e}")))?;
-    let record = state
-        .db
-        .release(&id)?
-        .ok_or_else(|| ApiError::not_found(format!("no release {id}")))?;
+    let missing = || ApiError::not_found(format!("no release {id}"));
+    let record = state.db.release(&id)?.ok_or_else(missing)?;
+    match caller.key.role {
+        Role::Operator | Role::Seed => {}
+        Role::Publisher => {
+            caller
+                .product_to_publish(&state, &record.product)
+                .map_err(|_| missing())?;
+        }
+        Role::Player => {
+            super::swarm::entitled(&state, &caller, &record.product, &record.channel)?;
+        }
+    }
     let bytes = state.db.manifest(&record.manifest_hash)?.ok_or_else(|| {
         ApiError::not_found(format!("manifest {} is missing", record.manifest_hash))
     })?;

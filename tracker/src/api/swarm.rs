@@ -2,8 +2,8 @@
 //! and the operators' aggregated views.
 
 use super::{ApiError, ApiResult, Body, St};
-use crate::model::{AuditEntry, Outcome, Role};
-use crate::policy::{self, TokenRequest};
+use crate::model::{ApiKey, AuditEntry, Outcome, ReleaseRecord, Role};
+use crate::policy::{self, Grant, Refusal, TokenRequest};
 use crate::swarm::{PeerInfo, PeerReport, SeedReport, SwarmStats};
 use crate::{State, lock};
 use axum::Json;
@@ -59,17 +59,16 @@ fn check_addrs(addrs: &[String]) -> ApiResult<()> {
     Ok(())
 }
 
-/// Runs the token policy for `account` and writes the decision to the audit
-/// log (durably) before returning it.
-fn decide_and_audit(
+/// The token policy's decision for `account_id` on (product, channel) at
+/// `now`, with the release it would admit to.
+fn decide(
     state: &State,
     role: Role,
     account_id: &str,
     product_id: &str,
     channel: &str,
-    peer_id: &str,
-) -> ApiResult<crate::model::ReleaseRecord> {
-    let now = state.now();
+    now: u64,
+) -> ApiResult<(Result<Grant, Refusal>, Option<ReleaseRecord>)> {
     let account = state
         .db
         .account(account_id)?
@@ -102,6 +101,57 @@ fn decide_and_audit(
         },
         &state.screening,
     );
+    Ok((decision, release))
+}
+
+fn refusal(r: Refusal) -> ApiError {
+    ApiError::new(r.status(), r.code(), r.detail())
+}
+
+/// Whether the caller would be granted a token for (product, channel): the
+/// same decision, neither audited nor counting an identity (no token is
+/// issued). Used to gate what only entitled players may read.
+pub(super) fn entitled(
+    state: &State,
+    caller: &super::Caller,
+    product: &str,
+    channel: &str,
+) -> ApiResult<()> {
+    let (decision, _) = decide(
+        state,
+        caller.key.role,
+        &caller.account.id,
+        product,
+        channel,
+        state.now(),
+    )?;
+    decision.map(|_| ()).map_err(refusal)
+}
+
+/// Runs the token policy for `key`'s account, admits `peer_id` among the
+/// account's live identities, and writes the decision to the audit log
+/// (durably) before returning it.
+fn decide_and_audit(
+    state: &State,
+    key: &ApiKey,
+    product_id: &str,
+    channel: &str,
+    peer_id: &str,
+) -> ApiResult<ReleaseRecord> {
+    let now = state.now();
+    let (mut decision, release) = decide(state, key.role, &key.account, product_id, channel, now)?;
+    if decision.is_ok() {
+        let until = now + state.config.token_lifetime_secs;
+        if let Err(r) = lock(&state.identities).admit(
+            &key.account,
+            peer_id,
+            now,
+            until,
+            state.config.max_peers_per_account,
+        ) {
+            decision = Err(r);
+        }
+    }
     let (outcome, reason) = match decision {
         Ok(grant) => (Outcome::Issued, grant.code()),
         Err(refusal) => (Outcome::Refused, refusal.code()),
@@ -110,7 +160,7 @@ fn decide_and_audit(
     state.db.append_audit(AuditEntry {
         seq: 0,
         at: now,
-        account: account.id.clone(),
+        account: key.account.clone(),
         product: product_id.to_owned(),
         channel: channel.to_owned(),
         peer_id: peer_id.to_owned(),
@@ -120,23 +170,19 @@ fn decide_and_audit(
     state.db.flush()?;
     match decision {
         Ok(_) => Ok(release.expect("policy grants only when a release exists")),
-        Err(r) => Err(ApiError::new(r.status(), r.code(), r.detail())),
+        Err(r) => Err(refusal(r)),
     }
 }
 
-fn issue(
-    state: &State,
-    release: &crate::model::ReleaseRecord,
-    account: &str,
-    peer_id: &str,
-) -> (Token, u64) {
+fn issue(state: &State, release: &ReleaseRecord, key: &ApiKey, peer_id: &str) -> (Token, u64) {
     let now = state.now();
     let expires_at = now + state.config.token_lifetime_secs;
     let claims = Claims {
         version: shoal_token::token_version(),
         swarm: release.id,
         product: release.product.clone(),
-        account: account.to_owned(),
+        account: key.account.clone(),
+        key: key.id.clone(),
         peer_id: peer_id.to_owned(),
         role: shoal_token::Role::Client,
         issued_at: now,
@@ -147,13 +193,34 @@ fn issue(
     (token, expires_at)
 }
 
-/// The least-loaded fresh seeds holding `release` that have capacity left;
-/// when every one is full, the least loaded anyway (the swarm then raises
-/// the no-capacity alert). Stale seeds never.
-fn seeds_for(state: &State, release: &Hash) -> Vec<PeerInfo> {
+/// The key a token was issued under, if it still stands: present, not
+/// revoked, and of the token's account.
+fn standing_key(state: &State, claims: &Claims) -> ApiResult<ApiKey> {
+    state
+        .db
+        .api_key(&claims.key)?
+        .filter(|k| k.revoked_at.is_none() && k.account == claims.account)
+        .ok_or_else(|| {
+            ApiError::new(
+                401,
+                "key_revoked",
+                "the API key this token was issued under was revoked; ask for a new token with a valid key",
+            )
+        })
+}
+
+/// The least-loaded fresh seeds holding the build of `release` that have
+/// capacity left; when every one is full, the least loaded anyway (the swarm
+/// then raises the no-capacity alert). Stale seeds never.
+fn seeds_for(state: &State, release: &ReleaseRecord) -> Vec<PeerInfo> {
     let now = state.now();
     let registry = lock(&state.seeds);
-    let fresh = registry.for_release(release, now, state.config.seed_timeout_secs, usize::MAX);
+    let fresh = registry.for_content(
+        &release.manifest_hash,
+        now,
+        state.config.seed_timeout_secs,
+        usize::MAX,
+    );
     let with_capacity: Vec<_> = fresh
         .iter()
         .copied()
@@ -180,28 +247,45 @@ pub async fn token(
     axum::extract::State(state): St,
     caller: super::Caller,
     Body(req): Body<TokenRequestBody>,
-) -> ApiResult<Json<TokenResponse>> {
+) -> ApiResult<axum::response::Response> {
     if !shoal_token::check_peer_id(&req.peer_id) {
         return Err(ApiError::bad_request(
             "invalid_field",
             "peer_id must be a libp2p PeerId in base58",
         ));
     }
-    if req.product.len() > 64 || req.channel.len() > 64 {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            "product and channel are at most 64 characters",
-        ));
+    super::admin::check_id("product", &req.product)?;
+    super::admin::check_id("channel", &req.channel)?;
+    let now_ms = state.now().saturating_mul(1000);
+    if let Err(wait) = lock(&state.token_rate).take(
+        &caller.key.id,
+        now_ms,
+        state.config.token_requests_per_minute,
+    ) {
+        state.count_decision(Outcome::Refused, "rate_limited");
+        let mut response = ApiError::new(
+            429,
+            "rate_limited",
+            format!(
+                "this key asked for more than {} tokens a minute; retry in {wait} s",
+                state.config.token_requests_per_minute
+            ),
+        )
+        .into_response();
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(wait),
+        );
+        return Ok(response);
     }
     let release = decide_and_audit(
         &state,
-        caller.key.role,
-        &caller.account.id,
+        &caller.key,
         &req.product,
         &req.channel,
         &req.peer_id,
     )?;
-    let (token, expires_at) = issue(&state, &release, &caller.account.id, &req.peer_id);
+    let (token, expires_at) = issue(&state, &release, &caller.key, &req.peer_id);
     let now = state.now();
     let signed = SignedRelease::sign(
         &Release {
@@ -220,7 +304,7 @@ pub async fn token(
     let mut bootstrap = state.with_swarm(&release.id, |s| {
         s.pick(&req.peer_id, None, state.config.bootstrap_peers, &mut rng)
     });
-    bootstrap.extend(seeds_for(&state, &release.id));
+    bootstrap.extend(seeds_for(&state, &release));
     Ok(Json(TokenResponse {
         token: token.to_text(),
         expires_at,
@@ -232,7 +316,8 @@ pub async fn token(
         total_size: release.total_size,
         bootstrap,
         announce_interval: state.config.announce_interval_secs,
-    }))
+    })
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -343,9 +428,22 @@ pub async fn announce(
     state
         .announces
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let leave = || {
+        state.with_swarm(&claims.swarm, |s| s.remove(&claims.peer_id));
+        lock(&state.identities).release(&claims.account, &claims.peer_id);
+    };
+    // A revoked key ends its tokens' announces at once: no peer list, no
+    // renewal (peers still honour a token they hold until it expires).
+    let key = match standing_key(&state, &claims) {
+        Ok(k) => k,
+        Err(e) => {
+            leave();
+            return Err(e);
+        }
+    };
     let interval = state.config.announce_interval_secs;
     if req.stopped {
-        state.with_swarm(&claims.swarm, |s| s.remove(&claims.peer_id));
+        leave();
         return Ok(announce_answer(
             interval,
             &[],
@@ -355,28 +453,29 @@ pub async fn announce(
         ));
     }
 
-    // Renew a token in its last third of life, re-checking entitlement.
+    let release = state
+        .db
+        .release(&claims.swarm)?
+        .ok_or_else(|| ApiError::not_found("the swarm's release is gone"))?;
+    // Renew a token in its last third of life, re-checking everything a new
+    // token request checks (the key above; role, screening, entitlement and
+    // the identity bound here).
     let mut renewed = None;
     if claims.expires_at.saturating_sub(now) < state.config.token_lifetime_secs / 3 {
-        let release = state
-            .db
-            .release(&claims.swarm)?
-            .ok_or_else(|| ApiError::not_found("the swarm's release is gone"))?;
         match decide_and_audit(
             &state,
-            Role::Player,
-            &claims.account,
+            &key,
             &release.product,
             &release.channel,
             &claims.peer_id,
         ) {
             Ok(_) => {
                 // The token stays bound to the same release (swarm).
-                let (token, expires) = issue(&state, &release, &claims.account, &claims.peer_id);
+                let (token, expires) = issue(&state, &release, &key, &claims.peer_id);
                 renewed = Some((token.to_text(), expires));
             }
             Err(e) => {
-                state.with_swarm(&claims.swarm, |s| s.remove(&claims.peer_id));
+                leave();
                 return Err(e);
             }
         }
@@ -408,7 +507,7 @@ pub async fn announce(
     });
     let mut seeds = Vec::new();
     if req.starving || stats.complete < state.config.min_complete_peers {
-        seeds = seeds_for(&state, &claims.swarm);
+        seeds = seeds_for(&state, &release);
         peers.truncate(state.config.max_peers.saturating_sub(seeds.len()));
     }
     Ok(announce_answer(interval, &peers, &seeds, &stats, renewed))
@@ -418,6 +517,53 @@ pub async fn announce(
 pub struct HeartbeatResponse {
     /// Seconds until the next heartbeat is due.
     pub interval: u64,
+    /// Releases the seed does not name but holds the build of (a rollback
+    /// is a new release of an older manifest): serve `release` from `held`.
+    pub aliases: Vec<Alias>,
+}
+
+/// One release a seed serves from the content of another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alias {
+    pub release: Hash,
+    pub held: Hash,
+}
+
+/// Most aliases in one heartbeat answer.
+const MAX_ALIASES: usize = 1000;
+
+/// The builds (manifest hashes) the releases `held` are of, and the other
+/// releases of the same channels with the same builds.
+fn content_of(
+    state: &State,
+    held: &[Hash],
+) -> ApiResult<(std::collections::HashSet<Hash>, Vec<Alias>)> {
+    let mut content = std::collections::HashSet::new();
+    let mut by_manifest: std::collections::HashMap<Hash, Hash> = Default::default();
+    let mut channels = std::collections::BTreeSet::new();
+    for id in held {
+        if let Some(r) = state.db.release(id)? {
+            content.insert(r.manifest_hash);
+            by_manifest.entry(r.manifest_hash).or_insert(*id);
+            channels.insert((r.product, r.channel));
+        }
+    }
+    let held: std::collections::HashSet<&Hash> = held.iter().collect();
+    let mut aliases = Vec::new();
+    for (product, channel) in channels {
+        for r in state.db.releases(&product, &channel, 1000)? {
+            if let Some(source) = by_manifest.get(&r.manifest_hash)
+                && !held.contains(&r.id)
+                && aliases.len() < MAX_ALIASES
+            {
+                aliases.push(Alias {
+                    release: r.id,
+                    held: *source,
+                });
+            }
+        }
+    }
+    Ok((content, aliases))
 }
 
 /// `POST /v1/seeds/heartbeat`: a seed's capacity, load and holdings.
@@ -427,10 +573,13 @@ pub async fn heartbeat(
     Body(report): Body<SeedReport>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
     caller.require(&[Role::Seed])?;
-    if report.seed_id.is_empty() || report.seed_id.len() > 64 || report.releases.len() > 100_000 {
+    if !shoal_types::id::is_valid(&report.seed_id) || report.releases.len() > 100_000 {
         return Err(ApiError::bad_request(
             "invalid_field",
-            "seed_id is 1 to 64 characters; at most 100,000 releases",
+            format!(
+                "seed_id must be {}; at most 100,000 releases",
+                shoal_types::id::RULE
+            ),
         ));
     }
     if !shoal_token::check_peer_id(&report.peer_id) {
@@ -440,9 +589,26 @@ pub async fn heartbeat(
         ));
     }
     check_addrs(&report.addrs)?;
-    lock(&state.seeds).heartbeat(state.now(), &caller.account.id, report);
+    let (content, aliases) = content_of(&state, &report.releases)?;
+    lock(&state.seeds)
+        .heartbeat(
+            state.now(),
+            &caller.account.id,
+            report,
+            content,
+            state.config.max_seeds_per_account,
+        )
+        .map_err(|e| match e {
+            crate::swarm::SeedRefusal::Taken(_) => {
+                ApiError::conflict("seed_id_taken", e.to_string())
+            }
+            crate::swarm::SeedRefusal::TooMany(_) => {
+                ApiError::new(403, "too_many_seeds", e.to_string())
+            }
+        })?;
     Ok(Json(HeartbeatResponse {
         interval: (state.config.seed_timeout_secs / 3).max(1),
+        aliases,
     }))
 }
 

@@ -127,9 +127,10 @@ impl Tracker {
     /// Creates a product with `channels`, authorises a fresh publisher key,
     /// and registers a release on each channel. Returns the publisher's API key.
     pub async fn product(&self, id: &str, paid: bool, channels: &[&str]) -> (String, SecretKey) {
+        let account = self.account(&format!("{id} studio"), "SE").await;
         self.admin(
             "/v1/products",
-            json!({"id": id, "paid": paid, "channels": channels}),
+            json!({"id": id, "paid": paid, "channels": channels, "publishers": [account]}),
         )
         .await;
         let publisher_key = SecretKey::generate().unwrap();
@@ -138,7 +139,6 @@ impl Tracker {
             json!({"public_key": publisher_key.public()}),
         )
         .await;
-        let account = self.account(&format!("{id} studio"), "SE").await;
         let api = self.key(&account, "publisher").await;
         for c in channels {
             let (status, v) = self
