@@ -258,3 +258,71 @@ fn help_explains_publish() {
         assert!(text.contains(needle), "{needle} missing from help");
     }
 }
+
+/// Every file and directory under `root`.
+fn tree(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn product_ids_outside_the_grammar_touch_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("a/b/c");
+    fs::create_dir_all(home.join("config")).unwrap();
+    let before = tree(tmp.path());
+    for product in ["../../x", "..", ".", "-rf", "a/b"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["install", product, "--no-seed"])
+            .current_dir(&home)
+            .env("SHOAL_CONFIG_DIR", home.join("config"))
+            .env("SHOAL_INSTALL_ROOT", home.join("games"))
+            .env("SHOAL_TRACKER", "http://127.0.0.1:9")
+            .env("SHOAL_API_KEY", "key_1.x")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{product}: {stderr}");
+        assert!(
+            stderr.contains("is not an id") || stderr.contains("unexpected argument"),
+            "{product}: {stderr}"
+        );
+        assert_eq!(tree(tmp.path()), before, "{product} created something");
+    }
+}
+
+#[test]
+fn an_unpinned_launcher_refuses_to_start_and_says_how_to_pin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["install", "game", "--no-seed"])
+        .current_dir(tmp.path())
+        .env("SHOAL_CONFIG_DIR", tmp.path().join("config"))
+        .env("SHOAL_INSTALL_ROOT", tmp.path().join("games"))
+        .env("SHOAL_TRACKER", "http://127.0.0.1:9")
+        .env("SHOAL_API_KEY", "key_1.x")
+        .env_remove("SHOAL_TRACKER_KEY")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("error: no tracker key pinned"), "{stderr}");
+    assert!(stderr.contains("shoal-tracker public-key"), "{stderr}");
+    assert!(
+        !tmp.path().join("games").exists(),
+        "nothing is installed before the key is known"
+    );
+}

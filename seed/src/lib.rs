@@ -9,7 +9,7 @@
 
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
-use shoal_manifest::{Bundle, bundle};
+use shoal_manifest::{Bundle, SignedManifest, bundle};
 use shoal_net::{ChunkSource, Keypair};
 use shoal_types::{Bitfield, Hash, PublicKey, SecretKey};
 use std::collections::HashMap;
@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 pub mod metrics;
 pub mod push;
@@ -188,7 +189,31 @@ pub struct Releases {
     failed_reads: AtomicU64,
     /// Woken when a release is added, so the tracker hears of it at once.
     changed: tokio::sync::Notify,
+    /// Swarms a peer holds a valid token for that this seed does not know
+    /// by id, being looked up (is it a build held under another id?), and
+    /// when each lookup started. Chunk requests for them hear `Busy`.
+    resolving: std::sync::Mutex<HashMap<Hash, Lookup>>,
 }
+
+/// Where the lookup of an unknown swarm stands, and since when.
+#[derive(Debug, Clone, Copy)]
+enum Lookup {
+    Pending(Instant),
+    NotHeld(Instant),
+}
+
+impl Lookup {
+    fn fresh(self) -> bool {
+        match self {
+            Lookup::Pending(t) | Lookup::NotHeld(t) => t.elapsed() < RESOLVE_AGAIN,
+        }
+    }
+}
+
+/// Most unknown swarms looked up at once (and remembered as not held).
+const MAX_RESOLVING: usize = 256;
+/// How long an unknown swarm is remembered as not held before asking again.
+const RESOLVE_AGAIN: Duration = Duration::from_secs(60);
 
 impl Releases {
     /// Opens every release under `data/releases`.
@@ -215,6 +240,7 @@ impl Releases {
             chunks_served: AtomicU64::new(0),
             failed_reads: AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
+            resolving: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -249,6 +275,47 @@ impl Releases {
         };
         bundles.insert(release, bundle);
         true
+    }
+
+    /// Starts resolving `swarm` unless it is held, already being resolved or
+    /// recently found not to be held. Returns whether the caller should.
+    fn begin_resolving(&self, swarm: &Hash) -> bool {
+        if self.bundle(swarm).is_some() {
+            return false;
+        }
+        let mut resolving = self.resolving.lock().unwrap_or_else(|p| p.into_inner());
+        if resolving.get(swarm).is_some_and(|l| l.fresh()) {
+            return false;
+        }
+        resolving.retain(|_, l| l.fresh());
+        if resolving.len() >= MAX_RESOLVING {
+            return false;
+        }
+        resolving.insert(*swarm, Lookup::Pending(Instant::now()));
+        true
+    }
+
+    /// Serves `swarm` if `manifest` (its publisher-signed bytes, as the
+    /// tracker has them) is the manifest of a held bundle; the lookup ends
+    /// either way (a swarm not held is remembered for [`RESOLVE_AGAIN`]).
+    fn finish_resolving(&self, swarm: Hash, manifest: Option<&[u8]>) -> bool {
+        let held = manifest
+            .and_then(|bytes| SignedManifest::from_bytes(bytes).ok())
+            .and_then(|m| {
+                let bundles = self.bundles.read().unwrap_or_else(|p| p.into_inner());
+                bundles
+                    .iter()
+                    .find(|(_, b)| b.signed().hash() == m.hash())
+                    .map(|(id, _)| *id)
+            });
+        let aliased = held.is_some_and(|held| self.alias(swarm, held));
+        let mut resolving = self.resolving.lock().unwrap_or_else(|p| p.into_inner());
+        if aliased {
+            resolving.remove(&swarm);
+        } else {
+            resolving.insert(swarm, Lookup::NotHeld(Instant::now()));
+        }
+        aliased
     }
 
     pub(crate) fn bundle(&self, id: &Hash) -> Option<Arc<Bundle>> {
@@ -292,6 +359,18 @@ impl ChunkSource for Releases {
     fn bitfield(&self, swarm: &Hash) -> Option<Bitfield> {
         self.bundle(swarm)
             .map(|b| Bitfield::full(b.manifest().chunks.len() as u32))
+    }
+
+    /// While an unknown swarm is being looked up, its chunks are `Busy`:
+    /// the requester retries instead of forgetting this seed.
+    fn settling(&self, swarm: &Hash) -> bool {
+        matches!(
+            self.resolving
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(swarm),
+            Some(Lookup::Pending(t)) if t.elapsed() < RESOLVE_AGAIN
+        )
     }
 }
 
@@ -418,8 +497,56 @@ pub async fn run_with(
         let bound = push::spawn(addr, state).await?;
         tracing::info!(%bound, "push API at /v1/push");
     }
-    // Events are not needed by a seed; drain them so the node never blocks.
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    // A peer with a valid token for a swarm this seed does not know by id
+    // may want a build it holds under another id (a rollback is a new
+    // release of an old manifest): ask the tracker for that release's
+    // manifest and serve it if it is one held. Other events are not needed.
+    {
+        let (releases, http, base, api_key) = (
+            releases.clone(),
+            http.clone(),
+            base.clone(),
+            config.api_key.clone(),
+        );
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let shoal_net::Event::Authenticated { swarm, .. } = event else {
+                    continue;
+                };
+                if !releases.begin_resolving(&swarm) {
+                    continue;
+                }
+                let (releases, http, base, api_key) = (
+                    releases.clone(),
+                    http.clone(),
+                    base.clone(),
+                    api_key.clone(),
+                );
+                tokio::spawn(
+                    async move {
+                        let manifest = async {
+                            let r = http
+                                .get(format!("{base}/v1/releases/{swarm}/manifest"))
+                                .bearer_auth(&api_key)
+                                .send()
+                                .await
+                                .ok()?;
+                            if !r.status().is_success() {
+                                return None;
+                            }
+                            r.bytes().await.ok()
+                        }
+                        .await;
+                        if releases.finish_resolving(swarm, manifest.as_deref()) {
+                            tracing::info!(%swarm, "serving a release from the same build held under another id");
+                            releases.changed.notify_one();
+                        }
+                    }
+                    .instrument(tracing::info_span!("resolve_swarm", %swarm)),
+                );
+            }
+        });
+    }
 
     tokio::pin!(shutdown);
     let mut interval = Duration::from_secs(1);

@@ -373,6 +373,73 @@ async fn rollback_and_expired_metadata_are_refused() -> anyhow::Result<()> {
     stale.stop().await
 }
 
+/// An operator rolls the channel back: the rollback is a new release of the
+/// old manifest, which the seed holds under the old id. Installed players
+/// update back to the old build and new players install it, through the
+/// seed, without a stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollback_brings_every_player_to_the_older_build() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let lab = lab(tmp.path(), None).await?;
+    let (v1_dir, v2_dir) = (tmp.path().join("v1"), tmp.path().join("v2"));
+    sample::build(&v1_dir, 4 * MIB, 11)?;
+    sample::patch(&v1_dir, &v2_dir, 12)?;
+    lab.publish(&v1_dir, "1.0").await?;
+    let v2 = lab.publish(&v2_dir, "2.0").await?;
+    let (settings, _) = lab.player("returning").await?;
+    let dir = tmp.path().join("install");
+    let (_, never) = tokio::sync::watch::channel(false);
+    let first = install(
+        &settings,
+        &request(&lab, dir.clone(), false, Duration::ZERO),
+        never.clone(),
+    )
+    .await?;
+    assert_eq!(first.version, v2.version);
+    assert_installed(&dir, &v2_dir)?;
+
+    let rolled: serde_json::Value = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/products/{}/channels/stable/rollback",
+            lab.url, lab.options.product
+        ))
+        .bearer_auth(lab.operator_key().unwrap_or_default())
+        .json(&serde_json::json!({"version": 1}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert_eq!(rolled["version"], 3, "{rolled}");
+
+    // Bounded, so a stranded player fails the test instead of hanging it.
+    let back = tokio::time::timeout(
+        Duration::from_secs(120),
+        install(
+            &settings,
+            &request(&lab, dir.clone(), true, Duration::ZERO),
+            never.clone(),
+        ),
+    )
+    .await??;
+    assert_eq!(back.version, 3);
+    assert_installed(&dir, &v1_dir)?;
+    let (settings, _) = lab.player("newcomer").await?;
+    let fresh_dir = tmp.path().join("fresh");
+    let fresh = tokio::time::timeout(
+        Duration::from_secs(120),
+        install(
+            &settings,
+            &request(&lab, fresh_dir.clone(), false, Duration::ZERO),
+            never,
+        ),
+    )
+    .await??;
+    assert_eq!(fresh.version, 3);
+    assert_installed(&fresh_dir, &v1_dir)?;
+    lab.stop().await
+}
+
 /// Damage an install; `verify` finds exactly what is broken and `repair`
 /// fetches only those chunks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
