@@ -7,13 +7,10 @@ use crate::path::{self, PathRule};
 use shoal_types::Hash;
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Read as _};
+use std::io;
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-
-/// Files at least this large are memory-mapped instead of read.
-const MMAP_THRESHOLD: u64 = 1 << 20;
 
 /// Why a build tree could not be turned into a manifest.
 #[derive(Debug, thiserror::Error)]
@@ -197,43 +194,11 @@ fn scan(root: &Path) -> Result<(Vec<Entry>, Vec<FileJob>), BuildError> {
     Ok((entries, jobs))
 }
 
-/// The bytes of a file: mapped when large, read when small.
-enum Content {
-    Mapped(memmap2::Mmap),
-    Read(Vec<u8>),
-}
-
-impl std::ops::Deref for Content {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Content::Mapped(m) => m,
-            Content::Read(v) => v,
-        }
-    }
-}
-
-fn load(job: &FileJob) -> io::Result<Content> {
-    let mut file = fs::File::open(&job.abs)?;
-    if job.size >= MMAP_THRESHOLD {
-        // SAFETY: the map is read-only and private to this build. A build tree
-        // truncated by another process while we read it could fault; publishing
-        // requires a tree that nothing else is writing, and a size change is
-        // detected below.
-        #[allow(unsafe_code)]
-        let map = unsafe { memmap2::Mmap::map(&file)? };
-        Ok(Content::Mapped(map))
-    } else {
-        let mut buf = Vec::with_capacity(job.size as usize);
-        file.read_to_end(&mut buf)?;
-        Ok(Content::Read(buf))
-    }
-}
-
 /// A file's chunks in order, as `(hash, len)`.
 type FileChunks = Vec<(Hash, u32)>;
 
-/// Chunks and hashes one file.
+/// Chunks and hashes one file, read through a bounded window (never mapped
+/// or read whole), so memory stays the same whatever the file's size.
 fn process(
     job: &FileJob,
     rel: &str,
@@ -241,23 +206,42 @@ fn process(
     sink: &dyn ChunkSink,
     progress: &Progress,
 ) -> Result<FileChunks, BuildError> {
-    let data = load(job).map_err(io_err(&job.abs))?;
-    if data.len() as u64 != job.size {
+    let file = fs::File::open(&job.abs).map_err(io_err(&job.abs))?;
+    let mut chunks = Vec::with_capacity((job.size / u64::from(params.avg)) as usize + 1);
+    let window = chunker::STREAM_WINDOW.min(job.size as usize + 1);
+    let read = chunker::stream_chunks(file, params, window, |bytes: &[u8]| {
+        let hash = Hash::of(bytes);
+        sink.put(&hash, bytes)
+            .map_err(|source| Failure::Sink { hash, source })?;
+        chunks.push((hash, bytes.len() as u32));
+        progress
+            .done_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok::<(), Failure>(())
+    })
+    .map_err(|e| match e {
+        Failure::Io(e) => io_err(&job.abs)(e),
+        Failure::Sink { hash, source } => BuildError::Sink { hash, source },
+    })?;
+    if read != job.size {
         return Err(BuildError::Changed {
             path: rel.to_owned(),
         });
     }
-    let mut chunks = Vec::with_capacity(data.len() / params.avg as usize + 1);
-    for (offset, len) in chunker::cut_points(&data, params) {
-        let bytes = &data[offset..offset + len];
-        let hash = Hash::of(bytes);
-        sink.put(&hash, bytes)
-            .map_err(|source| BuildError::Sink { hash, source })?;
-        chunks.push((hash, len as u32));
-        progress.done_bytes.fetch_add(len as u64, Ordering::Relaxed);
-    }
     progress.done_files.fetch_add(1, Ordering::Relaxed);
     Ok(chunks)
+}
+
+/// What can go wrong while a file streams through the chunker.
+enum Failure {
+    Io(io::Error),
+    Sink { hash: Hash, source: io::Error },
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Failure {
+        Failure::Io(e)
+    }
 }
 
 /// Walks `root`, chunks and hashes every file on `options.threads` threads,

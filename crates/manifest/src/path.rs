@@ -100,7 +100,9 @@ pub fn resolve_link_in<'a>(
     target: &str,
     links: impl Fn(&str) -> Option<&'a str>,
 ) -> Option<String> {
-    let lexical_ok = |t: &str| !(t.is_empty() || t.starts_with('/') || t.contains('\\'));
+    let lexical_ok = |t: &str| {
+        !(t.is_empty() || t.starts_with('/') || t.contains('\\') || t.chars().any(char::is_control))
+    };
     if !lexical_ok(target) {
         return None;
     }
@@ -199,8 +201,9 @@ mod tests {
             Some("real/lib/x.so")
         );
         assert_eq!(resolve("x", "up").as_deref(), Some(""));
-        // loops end
+        // loops end; targets follow the path rules' characters too
         assert_eq!(resolve("x", "loop/a"), None);
+        assert_eq!(resolve("x", "game\n.bin"), None);
         // with no links it is the lexical rule
         let none = |_: &str| None;
         assert_eq!(resolve_link_in("a/b/c", "../..", none).as_deref(), Some(""));

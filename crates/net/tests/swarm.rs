@@ -496,3 +496,292 @@ fn me_peer(tx: &tokio::sync::watch::Sender<Token>) -> String {
         .unwrap()
         .peer_id
 }
+
+/// A peer that serves every chunk with bytes appended past its length.
+struct Longer(Arc<BundleSource>);
+
+impl ChunkSource for Longer {
+    fn chunk(&self, swarm: &Hash, index: u32) -> Option<Vec<u8>> {
+        let mut bytes = self.0.chunk(swarm, index)?;
+        bytes.extend(std::iter::repeat_n(0xAA, 64 << 10));
+        Some(bytes)
+    }
+    fn bitfield(&self, swarm: &Hash) -> Option<Bitfield> {
+        self.0.bitfield(swarm)
+    }
+}
+
+/// A peer that trickles: every chunk takes far longer than a request may.
+struct Trickle(Arc<BundleSource>);
+
+impl ChunkSource for Trickle {
+    fn chunk(&self, swarm: &Hash, index: u32) -> Option<Vec<u8>> {
+        std::thread::sleep(Duration::from_secs(4));
+        self.0.chunk(swarm, index)
+    }
+    fn bitfield(&self, swarm: &Hash) -> Option<Bitfield> {
+        self.0.bitfield(swarm)
+    }
+}
+
+/// Downloads `manifest` from `hostile` (which advertises everything) and an
+/// honest seed; returns the report.
+async fn download_beside(
+    hostile: Arc<dyn ChunkSource>,
+    honest: Arc<BundleSource>,
+    manifest: &Manifest,
+    swarm: Hash,
+    scheduler: shoal_scheduler::Config,
+) -> (shoal_net::download::Report, Arc<MemoryChunks>, Client) {
+    let tracker = SecretKey::from_seed([1; 32]);
+    let (seed, _) = spawn(config(&tracker), honest).unwrap();
+    let (evil, _) = spawn(config(&tracker), hostile).unwrap();
+    let store = Arc::new(MemoryChunks::new(swarm, manifest.chunks.len()));
+    let (me, mut events) = spawn(config(&tracker), store.clone()).unwrap();
+    evil.dial(me.peer_id(), addr(&me).await).await.unwrap();
+    evil.authenticate(me.peer_id(), swarm, &token(&tracker, swarm, &evil))
+        .await
+        .unwrap();
+    let full = HaveMessage {
+        swarm,
+        update: HaveUpdate::Bitfield(Bitfield::full(manifest.chunks.len() as u32)),
+    };
+    evil.have(me.peer_id(), full).await.unwrap();
+    let sources = vec![
+        Source {
+            peer: evil.peer_id(),
+            addr: addr(&evil).await,
+            kind: PeerKind::Peer,
+        },
+        Source {
+            peer: seed.peer_id(),
+            addr: addr(&seed).await,
+            kind: PeerKind::Seed,
+        },
+    ];
+    let tok = token(&tracker, swarm, &me);
+    let job = Job {
+        manifest,
+        swarm,
+        token: &tok,
+        sources: &sources,
+        store: &*store,
+        scheduler,
+        download_rate: None,
+        stall: Duration::from_secs(60),
+        more_sources: None,
+        counters: Default::default(),
+        renewed: None,
+    };
+    let report = download(&me, &mut events, job).await.unwrap();
+    (report, store, evil)
+}
+
+/// Bytes past the chunk's length are never kept, and the sender is banned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_more_than_the_chunk_is_banned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (build, out, manifest) = publish(tmp.path());
+    let swarm = Hash::of(b"release");
+    let honest = Arc::new(BundleSource {
+        swarm,
+        bundle: Bundle::open(&out).unwrap(),
+    });
+    let (report, store, evil) = download_beside(
+        Arc::new(Longer(honest.clone())),
+        honest,
+        &manifest,
+        swarm,
+        Default::default(),
+    )
+    .await;
+    assert_eq!(report.banned, vec![evil.peer_id()], "{report:?}");
+    assert_eq!(report.from_peers, 0, "nothing from the liar was kept");
+    assert_same_as_build(&build, &manifest, &store);
+}
+
+/// A peer that trickles its answers is treated as slow: its requests time
+/// out, go to others, and the download completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_peer_does_not_stall_the_download() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (build, out, manifest) = publish(tmp.path());
+    let swarm = Hash::of(b"release");
+    let honest = Arc::new(BundleSource {
+        swarm,
+        bundle: Bundle::open(&out).unwrap(),
+    });
+    let scheduler = shoal_scheduler::Config {
+        request_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let (report, store, _) = download_beside(
+        Arc::new(Trickle(honest.clone())),
+        honest,
+        &manifest,
+        swarm,
+        scheduler,
+    )
+    .await;
+    assert!(report.from_seeds > 0, "{report:?}");
+    assert_same_as_build(&build, &manifest, &store);
+}
+
+/// Tokens that are not the presenter's own get nothing: another peer's,
+/// an expired one, one for another swarm, one the tracker did not sign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_that_are_not_the_presenters_own_get_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, out, _) = publish(tmp.path());
+    let swarm = Hash::of(b"release");
+    let tracker = SecretKey::from_seed([1; 32]);
+    let (seed, _) = spawn(
+        config(&tracker),
+        Arc::new(BundleSource {
+            swarm,
+            bundle: Bundle::open(&out).unwrap(),
+        }),
+    )
+    .unwrap();
+    let seed_addr = addr(&seed).await;
+    let (me, _) = spawn(config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
+    let (other, _) = spawn(config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
+    me.dial(seed.peer_id(), seed_addr).await.unwrap();
+    let claims = |swarm: Hash, peer: &Client, expires_at: u64| Claims {
+        version: shoal_token::token_version(),
+        swarm,
+        product: "game".into(),
+        account: "acc".into(),
+        key: "key_1".into(),
+        peer_id: peer.peer_id().to_base58(),
+        role: Role::Client,
+        issued_at: NOW - 1000,
+        expires_at,
+    };
+    let bad = [
+        (
+            "another peer's",
+            Token::issue(&claims(swarm, &other, NOW + 600), &tracker),
+        ),
+        (
+            "an expired",
+            Token::issue(&claims(swarm, &me, NOW - 120), &tracker),
+        ),
+        (
+            "another swarm's",
+            Token::issue(&claims(Hash::of(b"other"), &me, NOW + 600), &tracker),
+        ),
+        (
+            "a forged",
+            Token::issue(
+                &claims(swarm, &me, NOW + 600),
+                &SecretKey::from_seed([9; 32]),
+            ),
+        ),
+    ];
+    for (what, t) in &bad {
+        assert!(
+            me.authenticate(seed.peer_id(), swarm, t).await.is_err(),
+            "{what} token was accepted"
+        );
+        assert_eq!(
+            me.chunk(seed.peer_id(), swarm, 0).await.unwrap(),
+            ChunkResponse::Unauthorized,
+            "{what} token gave access"
+        );
+    }
+    // a token for another swarm admits there, not here
+    me.authenticate(seed.peer_id(), Hash::of(b"other"), &bad[2].1)
+        .await
+        .unwrap();
+    assert_eq!(
+        me.chunk(seed.peer_id(), swarm, 0).await.unwrap(),
+        ChunkResponse::Unauthorized
+    );
+    // and the presenter's own token works
+    me.authenticate(seed.peer_id(), swarm, &token(&tracker, swarm, &me))
+        .await
+        .unwrap();
+    assert!(matches!(
+        me.chunk(seed.peer_id(), swarm, 0).await.unwrap(),
+        ChunkResponse::Data(_)
+    ));
+}
+
+/// A peer flooding haves and chunk requests, and one connecting again and
+/// again, meets bounds: the node answers Busy past its limits, keeps its
+/// connection count, and still serves an honest peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_haves_requests_and_connections_are_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, out, manifest) = publish(tmp.path());
+    let swarm = Hash::of(b"release");
+    let tracker = SecretKey::from_seed([1; 32]);
+    let mut seed_config = config(&tracker);
+    seed_config.max_uploads = 4;
+    seed_config.max_connections = 8;
+    let (seed, _) = spawn(
+        seed_config,
+        Arc::new(BundleSource {
+            swarm,
+            bundle: Bundle::open(&out).unwrap(),
+        }),
+    )
+    .unwrap();
+    let seed_addr = addr(&seed).await;
+    let (evil, _) = spawn(config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
+    evil.dial(seed.peer_id(), seed_addr.clone()).await.unwrap();
+    evil.authenticate(seed.peer_id(), swarm, &token(&tracker, swarm, &evil))
+        .await
+        .unwrap();
+    // 2,000 have messages, then 64 chunk requests at once
+    let n = manifest.chunks.len() as u32;
+    for i in 0..2000u32 {
+        let m = HaveMessage {
+            swarm,
+            update: HaveUpdate::Have(vec![i % n]),
+        };
+        let _ = evil.have(seed.peer_id(), m).await;
+    }
+    let requests = (0..64).map(|i| evil.chunk(seed.peer_id(), swarm, i % n));
+    let answers = futures::future::join_all(requests).await;
+    let busy = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(ChunkResponse::Busy)))
+        .count();
+    assert!(busy > 0, "64 requests at once met no bound: {answers:?}");
+    // many identities connecting at once: the seed keeps at most its limit
+    let mut crowd = Vec::new();
+    for _ in 0..16 {
+        let (c, _) = spawn(config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
+        let _ = c.dial(seed.peer_id(), seed_addr.clone()).await;
+        crowd.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        seed.connected_peers() <= 8,
+        "{} connections",
+        seed.connected_peers()
+    );
+    // an honest peer is still served once the crowd leaves
+    drop(crowd);
+    let (me, _) = spawn(config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
+    let mut served = false;
+    for _ in 0..50 {
+        if me.dial(seed.peer_id(), seed_addr.clone()).await.is_ok()
+            && me
+                .authenticate(seed.peer_id(), swarm, &token(&tracker, swarm, &me))
+                .await
+                .is_ok()
+            && matches!(
+                me.chunk(seed.peer_id(), swarm, 0).await,
+                Ok(ChunkResponse::Data(_))
+            )
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(served, "the honest peer was never served");
+}

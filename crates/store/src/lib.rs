@@ -143,7 +143,11 @@ impl Install {
                 .open();
             match opened {
                 Ok(db) => break db,
-                Err(sled::Error::Io(io)) if io.kind() == io::ErrorKind::WouldBlock => {
+                // sled reports the held lock as an `Other` error naming it.
+                Err(sled::Error::Io(io))
+                    if io.kind() == io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
                     attempts += 1;
                     if attempts >= 30 {
                         return Err(StoreError::Busy(root.to_owned()));

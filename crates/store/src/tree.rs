@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A build's files and the positions of each chunk within them.
+/// Above this many files, a sync is one syncfs(2) rather than an fsync each.
+const SYNC_FILES_ONE_BY_ONE: usize = 16;
+
 #[derive(Debug)]
 pub struct Tree {
     dir: PathBuf,
@@ -128,6 +131,10 @@ impl Tree {
     }
 
     pub fn sync_files(&self, files: impl IntoIterator<Item = u32>) -> Result<(), StoreError> {
+        let files: Vec<u32> = files.into_iter().collect();
+        if files.len() > SYNC_FILES_ONE_BY_ONE {
+            return crate::disk::sync_fs(&self.dir);
+        }
         for f in files {
             let path = self.path_of(f);
             fs::File::open(&path)
@@ -164,6 +171,9 @@ impl Tree {
 
     /// Makes the tree final: links, modes, every file and directory fsynced.
     pub fn finish(&self) -> Result<(), StoreError> {
+        // Many files: one syncfs at the end makes all of it durable; an
+        // fsync per file and directory costs a disk flush each.
+        let one_by_one = self.files.len() <= SYNC_FILES_ONE_BY_ONE;
         for e in &self.manifest.entries {
             let path = self.dir.join(&e.path);
             match &e.kind {
@@ -171,11 +181,11 @@ impl Tree {
                     let _ = fs::remove_file(&path);
                     std::os::unix::fs::symlink(target, &path).map_err(StoreError::io(&path))?;
                 }
-                EntryKind::File { .. } => {
+                EntryKind::File { .. } if one_by_one => {
                     let f = fs::File::open(&path).map_err(StoreError::io(&path))?;
                     f.sync_all().map_err(StoreError::io(&path))?;
                 }
-                EntryKind::Dir => {}
+                EntryKind::File { .. } | EntryKind::Dir => {}
             }
         }
         // Modes last (a read-only directory would refuse its own files),
@@ -186,11 +196,15 @@ impl Tree {
                 fs::set_permissions(&path, fs::Permissions::from_mode(e.mode & 0o7777))
                     .map_err(StoreError::io(&path))?;
             }
-            if matches!(e.kind, EntryKind::Dir) {
+            if one_by_one && matches!(e.kind, EntryKind::Dir) {
                 sync_dir(&path)?;
             }
         }
-        sync_dir(&self.dir)
+        if one_by_one {
+            sync_dir(&self.dir)
+        } else {
+            crate::disk::sync_fs(&self.dir)
+        }
     }
 
     /// Rehashes every file against the manifest; `progress` gets bytes read.
