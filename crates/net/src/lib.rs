@@ -9,6 +9,7 @@
 
 mod codec;
 pub mod download;
+mod punch;
 pub mod quic;
 
 use codec::{ChunkCodec, WireCodec};

@@ -12,6 +12,11 @@
 //! going. Dials leave from the socket of a listener on the unspecified address of the
 //! same family when there is one, so peers see the port they were told about; otherwise
 //! from a client-only socket.
+//!
+//! Hole punching (DCUtR): a dial in the listener role sends punch packets from the
+//! listening socket to the remote and takes the remote's incoming connection from that
+//! address as its result (`crate::punch`); a dial in the dialer role leaves from the
+//! listening socket as every dial does, so it uses the NAT mapping peers observed.
 
 use std::collections::VecDeque;
 use std::io;
@@ -55,6 +60,8 @@ pub enum QuicError {
     Tls(String),
     #[error("transport settings: {0}")]
     Config(&'static str),
+    #[error("hole punch: {0}")]
+    HolePunch(&'static str),
 }
 
 /// Transport settings; `Default` is what Shoal nodes use.
@@ -70,6 +77,8 @@ pub struct QuicConfig {
     pub receive_window: u32,
     /// Bytes we buffer for sending on the whole connection.
     pub send_window: u64,
+    /// How long a dial in the listener role punches before it gives up.
+    pub hole_punch_timeout: Duration,
 }
 
 impl Default for QuicConfig {
@@ -83,6 +92,7 @@ impl Default for QuicConfig {
             stream_receive_window: 10_000_000,
             receive_window: 15_000_000,
             send_window: 15_000_000,
+            hole_punch_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -374,6 +384,10 @@ type Upgrade = BoxFuture<'static, Result<(PeerId, Connection), QuicError>>;
 struct Listener {
     id: ListenerId,
     endpoint: quinn::Endpoint,
+    /// The endpoint's own UDP socket, shared, for sending punch packets.
+    socket: Arc<std::net::UdpSocket>,
+    /// Hole-punching dials waiting for a connection from an address.
+    waiting: crate::punch::Waiting,
     /// The bound socket address (port resolved).
     local: SocketAddr,
     accept: BoxFuture<'static, Option<quinn::Incoming>>,
@@ -433,32 +447,37 @@ impl Listener {
                 }
             }
         }
-        match self.accept.poll_unpin(cx) {
-            Poll::Ready(Some(incoming)) => {
-                self.accept = accept_next(&self.endpoint);
-                let send_back_addr = multiaddr(incoming.remote_address());
-                let local_ip = incoming.local_ip().unwrap_or(self.local.ip());
-                let local_addr = multiaddr(SocketAddr::new(local_ip, self.local.port()));
-                let upgrade = async move {
-                    let connecting = incoming.accept()?;
-                    establish(connecting, handshake).await
+        loop {
+            let incoming = match self.accept.poll_unpin(cx) {
+                Poll::Ready(Some(incoming)) => incoming,
+                Poll::Ready(None) => {
+                    self.closed = true;
+                    return Poll::Ready(TransportEvent::ListenerClosed {
+                        listener_id: self.id,
+                        reason: Ok(()),
+                    });
                 }
-                .boxed();
-                Poll::Ready(TransportEvent::Incoming {
-                    listener_id: self.id,
-                    upgrade,
-                    local_addr,
-                    send_back_addr,
-                })
+                Poll::Pending => return Poll::Pending,
+            };
+            self.accept = accept_next(&self.endpoint);
+            // The connection a hole-punching dial waits for is that dial's.
+            let Some(incoming) = self.waiting.claim(incoming) else {
+                continue;
+            };
+            let send_back_addr = multiaddr(incoming.remote_address());
+            let local_ip = incoming.local_ip().unwrap_or(self.local.ip());
+            let local_addr = multiaddr(SocketAddr::new(local_ip, self.local.port()));
+            let upgrade = async move {
+                let connecting = incoming.accept()?;
+                establish(connecting, handshake).await
             }
-            Poll::Ready(None) => {
-                self.closed = true;
-                Poll::Ready(TransportEvent::ListenerClosed {
-                    listener_id: self.id,
-                    reason: Ok(()),
-                })
-            }
-            Poll::Pending => Poll::Pending,
+            .boxed();
+            return Poll::Ready(TransportEvent::Incoming {
+                listener_id: self.id,
+                upgrade,
+                local_addr,
+                send_back_addr,
+            });
         }
     }
 }
@@ -522,6 +541,36 @@ impl QuicTransport {
     }
 }
 
+impl QuicTransport {
+    /// A dial in the listener role: punch from a listening socket of `to`'s
+    /// family and take the remote's connection from `to`.
+    fn punch(&mut self, to: SocketAddr) -> Result<Upgrade, QuicError> {
+        let listener = self
+            .listeners
+            .iter_mut()
+            .find(|l| !l.closed && l.local.is_ipv4() == to.is_ipv4())
+            .ok_or(QuicError::HolePunch("no listening socket to punch from"))?;
+        let arrived = listener
+            .waiting
+            .wait_for(to)
+            .ok_or(QuicError::HolePunch("too many hole punches at once"))?;
+        let socket = listener.socket.clone();
+        let (limit, handshake) = (
+            self.config.hole_punch_timeout,
+            self.config.handshake_timeout,
+        );
+        let seed = u64::from(to.port())
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos().into());
+        Ok(async move {
+            let incoming = crate::punch::punch(socket, to, arrived, limit, seed).await?;
+            establish(incoming.accept()?, handshake).await
+        }
+        .boxed())
+    }
+}
+
 impl Transport for QuicTransport {
     type Output = (PeerId, Connection);
     type Error = QuicError;
@@ -536,8 +585,19 @@ impl Transport for QuicTransport {
         let Some(bind) = socket_addr(&addr) else {
             return Err(TransportError::MultiaddrNotSupported(addr));
         };
-        let endpoint = quinn::Endpoint::server(self.server.clone(), bind)
-            .map_err(|e| TransportError::Other(e.into()))?;
+        // The socket is ours, so a clone of it can send punch packets.
+        let other = |e: io::Error| TransportError::Other(e.into());
+        let socket = std::net::UdpSocket::bind(bind).map_err(other)?;
+        let punch_socket = Arc::new(socket.try_clone().map_err(other)?);
+        let runtime = quinn::default_runtime()
+            .ok_or(TransportError::Other(QuicError::Config("no async runtime")))?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(self.server.clone()),
+            socket,
+            runtime,
+        )
+        .map_err(other)?;
         let local = endpoint
             .local_addr()
             .map_err(|e| TransportError::Other(e.into()))?;
@@ -545,6 +605,8 @@ impl Transport for QuicTransport {
             id,
             accept: accept_next(&endpoint),
             endpoint,
+            socket: punch_socket,
+            waiting: Default::default(),
             local,
             interfaces: None,
             events: VecDeque::new(),
@@ -588,13 +650,16 @@ impl Transport for QuicTransport {
     fn dial(
         &mut self,
         addr: Multiaddr,
-        _opts: DialOpts,
+        opts: DialOpts,
     ) -> Result<Self::Dial, TransportError<Self::Error>> {
         let Some(to) = socket_addr(&addr) else {
             return Err(TransportError::MultiaddrNotSupported(addr));
         };
         if to.port() == 0 || to.ip().is_unspecified() {
             return Err(TransportError::MultiaddrNotSupported(addr));
+        }
+        if opts.role == libp2p::core::Endpoint::Listener {
+            return self.punch(to).map_err(TransportError::Other);
         }
         let endpoint = self.endpoint_for(to).map_err(TransportError::Other)?;
         let connecting = endpoint
@@ -900,6 +965,99 @@ mod tests {
         let mut client = QuicTransport::new(&identity::Keypair::generate_ed25519(), quick).unwrap();
         let dial = client.dial(listen_addr, dial_opts()).unwrap();
         assert!(dial.await.is_err(), "nobody accepts any more");
+    }
+
+    /// A transport listening on every interface (as players do), and its port.
+    fn listening_everywhere(config: QuicConfig) -> (identity::Keypair, QuicTransport, u16) {
+        let key = identity::Keypair::generate_ed25519();
+        let mut t = QuicTransport::new(&key, config).unwrap();
+        t.listen_on(
+            ListenerId::next(),
+            "/ip4/0.0.0.0/udp/0/quic-v1".parse().unwrap(),
+        )
+        .unwrap();
+        let port = t.listeners[0].local.port();
+        (key, t, port)
+    }
+
+    fn on_loopback(port: u16) -> Multiaddr {
+        format!("/ip4/127.0.0.1/udp/{port}/quic-v1")
+            .parse()
+            .unwrap()
+    }
+
+    fn role(role: libp2p::core::Endpoint) -> DialOpts {
+        DialOpts {
+            role,
+            port_use: libp2p::core::transport::PortUse::Reuse,
+        }
+    }
+
+    /// Polls `t` until `done` resolves; no connection may arrive as an
+    /// ordinary inbound one meanwhile.
+    async fn drive<T>(t: &mut QuicTransport, done: impl std::future::Future<Output = T>) -> T {
+        let mut done = std::pin::pin!(done);
+        loop {
+            tokio::select! {
+                out = &mut done => return out,
+                event = next_event(t) => assert!(
+                    !matches!(event, TransportEvent::Incoming { .. }),
+                    "the punched connection must be the dial's, not a new inbound one"
+                ),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dial_in_the_listener_role_punches_and_takes_the_remotes_connection() {
+        let (a_key, mut a, a_port) = listening_everywhere(QuicConfig::default());
+        let (b_key, mut b, b_port) = listening_everywhere(QuicConfig::default());
+        // DCUtR: one side punches towards the other's observed address and
+        // waits; the other dials from its listening socket.
+        let punching = a
+            .dial(on_loopback(b_port), role(libp2p::core::Endpoint::Listener))
+            .unwrap();
+        let dialing = b
+            .dial(on_loopback(a_port), role(libp2p::core::Endpoint::Dialer))
+            .unwrap();
+        let both = async { futures::try_join!(punching, dialing) };
+        let both = drive(&mut a, both);
+        let ((a_sees, _), (b_sees, _)) = drive(&mut b, both).await.unwrap();
+        assert_eq!(a_sees, b_key.public().to_peer_id());
+        assert_eq!(b_sees, a_key.public().to_peer_id());
+        assert!(
+            a.listeners[0].waiting.claim_count() == 0,
+            "nothing left waiting"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hole_punch_nobody_answers_fails_in_time() {
+        let quick = QuicConfig {
+            hole_punch_timeout: Duration::from_millis(300),
+            ..QuicConfig::default()
+        };
+        let (_, mut a, _) = listening_everywhere(quick);
+        let (_, _b, b_port) = listening_everywhere(QuicConfig::default());
+        let punching = a
+            .dial(on_loopback(b_port), role(libp2p::core::Endpoint::Listener))
+            .unwrap();
+        let result = drive(&mut a, punching).await;
+        assert!(
+            matches!(result, Err(QuicError::HolePunch(_))),
+            "{:?}",
+            result.err()
+        );
+        // without a listener there is nothing to punch from
+        let mut lone = QuicTransport::new(
+            &identity::Keypair::generate_ed25519(),
+            QuicConfig::default(),
+        )
+        .unwrap();
+        assert!(
+            lone.dial(on_loopback(b_port), role(libp2p::core::Endpoint::Listener))
+                .is_err()
+        );
     }
 
     #[test]
