@@ -20,9 +20,10 @@ pub fn cut_points(data: &[u8], params: ChunkParams) -> impl Iterator<Item = (usi
 pub const STREAM_WINDOW: usize = 32 << 20;
 
 /// Chunks everything `reader` yields exactly as [`cut_points`] would over
-/// the whole of it, holding at most `window` bytes (at least twice the
-/// largest chunk) in memory at a time; calls `each` with every chunk in
-/// order and returns the bytes read.
+/// the whole of it, holding a window of `window` bytes in memory (grown to
+/// twice the largest chunk if the stream turns out longer, so a file known
+/// to be small costs only its size); calls `each` with every chunk in order
+/// and returns the bytes read.
 ///
 /// FastCDC decides the chunk that starts at `s` from the bytes `s..s + max`
 /// alone, unless the data ends sooner. So a chunk found in the window is
@@ -35,7 +36,7 @@ pub fn stream_chunks<E: From<std::io::Error>>(
     mut each: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<u64, E> {
     let max = params.max as usize;
-    let mut buf = vec![0u8; window.max(2 * max)];
+    let mut buf = vec![0u8; window.max(1)];
     let (mut filled, mut eof, mut total) = (0usize, false, 0u64);
     loop {
         while !eof && filled < buf.len() {
@@ -57,6 +58,12 @@ pub fn stream_chunks<E: From<std::io::Error>>(
         total += consumed as u64;
         if eof {
             return Ok(total);
+        }
+        if consumed == 0 {
+            // Nothing could be settled: the window is too small for this
+            // stream; grow it to where a chunk always settles.
+            buf.resize((2 * buf.len()).max(2 * max), 0);
+            continue;
         }
         buf.copy_within(consumed..filled, 0);
         filled -= consumed;
@@ -121,7 +128,7 @@ mod tests {
             let whole: Vec<(usize, usize)> = cut_points(&data, params).collect();
             // windows from the smallest allowed to larger than the data;
             // a reader that returns odd-sized pieces
-            for window in [0, 131_072, 200_001, 1 << 20, 8 << 20] {
+            for window in [0, 1, 4096, 131_072, 200_001, 1 << 20, 8 << 20] {
                 let reader = Pieces(&data, 7777);
                 let mut got = Vec::new();
                 let mut at = 0;

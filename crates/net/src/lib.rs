@@ -9,8 +9,11 @@
 
 mod codec;
 pub mod download;
+mod nat;
 mod punch;
 pub mod quic;
+
+pub use nat::{NatCounters, RelayLimits, is_relayed};
 
 use codec::{ChunkCodec, WireCodec};
 use futures::StreamExt as _;
@@ -85,6 +88,12 @@ pub struct Config {
     pub upload_slots: usize,
     /// Requests waiting for an upload slot; 0 answers `Busy` instead.
     pub upload_queue: usize,
+    /// Run a circuit relay v2 server within these limits (seeds: they are
+    /// public, and unreachable players reserve a slot on them).
+    pub relay: Option<RelayLimits>,
+    /// Serve chunk requests that arrive over a relayed circuit. Off: they
+    /// hear `Busy` until the hole-punched direct connection carries them.
+    pub chunks_over_relay: bool,
 }
 
 impl Config {
@@ -109,6 +118,8 @@ impl Config {
             max_uploads: 16,
             upload_slots: 4,
             upload_queue: 8,
+            relay: None,
+            chunks_over_relay: false,
         }
     }
 }
@@ -150,10 +161,19 @@ struct Behaviour {
     auth: rr::Behaviour<WireCodec<AuthRequest, AuthResponse>>,
     have: rr::Behaviour<WireCodec<HaveMessage, HaveAck>>,
     chunk: rr::Behaviour<ChunkCodec>,
+    /// Observed addresses: the candidates a hole punch uses.
+    identify: libp2p::identify::Behaviour,
+    /// Reservations on relays and dials through them.
+    relay_client: libp2p::relay::client::Behaviour,
+    /// The relay server (seeds only).
+    relay: libp2p::swarm::behaviour::toggle::Toggle<libp2p::relay::Behaviour>,
+    /// Upgrades relayed connections to direct ones by hole punching.
+    dcutr: libp2p::dcutr::Behaviour,
 }
 
 enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Listen(Multiaddr, oneshot::Sender<Result<(), NetError>>),
     Dial(PeerId, Multiaddr, oneshot::Sender<Result<(), NetError>>),
     Authenticate(PeerId, AuthRequest, oneshot::Sender<Result<(), NetError>>),
     Chunk(
@@ -174,6 +194,7 @@ pub struct Client {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
     connected: Arc<std::sync::atomic::AtomicUsize>,
+    nat: Arc<NatCounters>,
 }
 
 impl std::fmt::Debug for Command {
@@ -201,9 +222,21 @@ impl Client {
         self.connected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The addresses the node listens on (after binding).
+    /// The addresses the node listens on (after binding), relayed ones
+    /// (`…/p2p-circuit`) included once their reservation stands.
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetError> {
         ask(&self.commands, Command::ListenAddrs).await
+    }
+
+    /// Listens on `addr` too, e.g. `<relay addr>/p2p/<relay>/p2p-circuit`
+    /// to be reachable through a relay while unreachable directly.
+    pub async fn listen_on(&self, addr: Multiaddr) -> Result<(), NetError> {
+        ask(&self.commands, |r| Command::Listen(addr, r)).await?
+    }
+
+    /// Direct and relayed connections and hole punches so far.
+    pub fn nat(&self) -> &NatCounters {
+        &self.nat
     }
 
     /// Connects to `peer` at `addr`.
@@ -244,6 +277,9 @@ impl Client {
     }
 }
 
+/// The identify protocol's version string.
+const IDENTIFY_PROTOCOL: &str = "/shoal/id/1";
+
 /// Bounds: commands queued to the loop, and events queued to the application.
 const COMMAND_QUEUE: usize = 256;
 const EVENT_QUEUE: usize = 1024;
@@ -280,6 +316,11 @@ const MAX_SENT_REMEMBERED: usize = 1 << 20;
 struct Loop {
     swarm: libp2p::Swarm<Behaviour>,
     connected: Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections that go through a relay, and to whom.
+    relayed: HashMap<libp2p::swarm::ConnectionId, PeerId>,
+    /// Peers that presented a valid token (they may reserve a relay slot).
+    admitted: nat::Admitted,
+    nat: Arc<NatCounters>,
     /// When each chunk was last sent, and to whom (super-seeding only).
     sent: HashMap<(Hash, u32), (Duration, PeerId)>,
     /// Super-seeding: while the upload is backlogged, the least-served
@@ -335,13 +376,33 @@ pub fn spawn(
         .with_max_concurrent_streams(config.max_concurrent_streams);
     let protocol = |p: &'static str| [(StreamProtocol::new(p), ProtocolSupport::Full)];
     let transport = quic::QuicTransport::new(&config.keypair, quic::QuicConfig::default())?;
+    let admitted = nat::Admitted::default();
+    let relay_limits = config.relay.clone();
+    let relay_admitted = admitted.clone();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_other_transport(|_| transport)?
-        .with_behaviour(|_| Behaviour {
-            auth: rr::Behaviour::new(protocol(AUTH_PROTOCOL), rr_config.clone()),
-            have: rr::Behaviour::new(protocol(HAVE_PROTOCOL), rr_config.clone()),
-            chunk: rr::Behaviour::new(protocol(CHUNK_PROTOCOL), rr_config.clone()),
+        // A relayed connection is a stream over the relay's connection, so it
+        // needs its own security and multiplexing.
+        .with_relay_client(libp2p::noise::Config::new, libp2p::yamux::Config::default)?
+        .with_behaviour(|key, relay_client| {
+            let me = key.public().to_peer_id();
+            Behaviour {
+                auth: rr::Behaviour::new(protocol(AUTH_PROTOCOL), rr_config.clone()),
+                have: rr::Behaviour::new(protocol(HAVE_PROTOCOL), rr_config.clone()),
+                chunk: rr::Behaviour::new(protocol(CHUNK_PROTOCOL), rr_config.clone()),
+                identify: libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+                    IDENTIFY_PROTOCOL.into(),
+                    key.public(),
+                )),
+                relay_client,
+                relay: relay_limits
+                    .map(|l| {
+                        libp2p::relay::Behaviour::new(me, nat::relay_config(&l, relay_admitted))
+                    })
+                    .into(),
+                dcutr: libp2p::dcutr::Behaviour::new(me),
+            }
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
@@ -358,8 +419,12 @@ pub fn spawn(
         )))
     });
     let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let nat = Arc::new(NatCounters::default());
     let node = Loop {
         connected: connected.clone(),
+        relayed: HashMap::new(),
+        admitted,
+        nat: nat.clone(),
         sent: HashMap::new(),
         fair: shoal_scheduler::FairShare::default(),
         uploads: std::collections::HashSet::new(),
@@ -385,6 +450,7 @@ pub fn spawn(
             peer_id,
             commands,
             connected,
+            nat,
         },
         events_rx,
     ))
@@ -430,6 +496,14 @@ impl Loop {
         match c {
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Listen(addr, reply) => {
+                let result = self
+                    .swarm
+                    .listen_on(addr.clone())
+                    .map(|_| ())
+                    .map_err(|e| NetError::Dial(addr.to_string(), e.to_string()));
+                let _ = reply.send(result);
             }
             Command::Dial(peer, addr, reply) => {
                 if self.swarm.is_connected(&peer) {
@@ -483,15 +557,42 @@ impl Loop {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
+                endpoint,
                 ..
             } => {
                 if self.swarm.connected_peers().count() > self.config.max_connections {
                     tracing::debug!(%peer_id, "connection limit reached; closing");
                     self.swarm.close_connection(connection_id);
                 }
+                // Inbound circuits name the circuit in their local address,
+                // outbound ones in the remote: `is_relayed` looks at both.
+                if endpoint.is_relayed() {
+                    NatCounters::add(&self.nat.relayed_connections);
+                    self.relayed.insert(connection_id, peer_id);
+                } else {
+                    NatCounters::add(&self.nat.direct_connections);
+                    // A direct connection replaces a relayed one (it was hole
+                    // punched, or dialed): requests must not take the relay.
+                    let superseded: Vec<_> = self
+                        .relayed
+                        .iter()
+                        .filter(|(_, p)| **p == peer_id)
+                        .map(|(c, _)| *c)
+                        .collect();
+                    for c in superseded {
+                        tracing::debug!(%peer_id, "closing the relayed connection a direct one replaced");
+                        self.swarm.close_connection(c);
+                    }
+                }
                 for reply in self.dials.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Ok(()));
                 }
+            }
+            // A relay (a seed) is public by definition: its listen addresses
+            // are its external ones, which the relay protocol requires before
+            // it offers slots.
+            SwarmEvent::NewListenAddr { address, .. } if self.config.relay.is_some() => {
+                self.swarm.add_external_address(address);
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
@@ -503,10 +604,19 @@ impl Loop {
                 }
             }
             SwarmEvent::ConnectionClosed {
+                connection_id,
+                num_established,
+                ..
+            } if num_established > 0 => {
+                self.relayed.remove(&connection_id);
+            }
+            SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
                 ..
             } => {
+                self.relayed.remove(&connection_id);
+                self.admitted.forget(&peer_id);
                 self.authorised.remove(&peer_id);
                 self.fair.forget(&peer_id);
                 self.waiting.retain(|w| w.peer != peer_id);
@@ -516,6 +626,9 @@ impl Loop {
             SwarmEvent::Behaviour(BehaviourEvent::Auth(e)) => self.auth_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::Have(e)) => self.have_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::Chunk(e)) => self.chunk_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => self.relay_client_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => self.relay_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.dcutr_event(e),
             _ => {}
         }
     }
@@ -541,6 +654,7 @@ impl Loop {
                 });
                 let response = match verdict {
                     Ok(claims) => {
+                        self.admitted.admit(peer);
                         let list = self.authorised.entry(peer).or_default();
                         list.retain(|(s, _)| *s != request.swarm);
                         if list.len() >= MAX_SWARMS_PER_PEER {
@@ -742,20 +856,70 @@ impl Loop {
         }
     }
 
+    fn relay_client_event(&mut self, e: libp2p::relay::client::Event) {
+        match e {
+            libp2p::relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal,
+                ..
+            } => {
+                if !renewal {
+                    NatCounters::add(&self.nat.reservations);
+                }
+                tracing::info!(relay = %relay_peer_id, renewal, "reachable through a relay");
+            }
+            other => tracing::debug!(event = ?other, "relay client"),
+        }
+    }
+
+    fn relay_event(&mut self, e: libp2p::relay::Event) {
+        match e {
+            libp2p::relay::Event::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } => {
+                NatCounters::add(&self.nat.circuits_relayed);
+                tracing::debug!(src = %src_peer_id, dst = %dst_peer_id, "relaying a circuit");
+            }
+            libp2p::relay::Event::ReservationReqDenied { src_peer_id, .. } => {
+                tracing::debug!(peer = %src_peer_id, "relay slot refused (no valid token presented, or limits)");
+            }
+            other => tracing::trace!(event = ?other, "relay server"),
+        }
+    }
+
+    fn dcutr_event(&mut self, e: libp2p::dcutr::Event) {
+        NatCounters::add(&self.nat.punch_attempts);
+        match e.result {
+            Ok(_) => {
+                NatCounters::add(&self.nat.punch_successes);
+                tracing::info!(peer = %e.remote_peer_id, "hole punch made a direct connection");
+            }
+            Err(error) => tracing::info!(
+                peer = %e.remote_peer_id,
+                %error,
+                "hole punch failed; the peer stays reachable only through the relay"
+            ),
+        }
+    }
+
     fn chunk_event(&mut self, e: rr::Event<ChunkRequest, ChunkResponse>) {
         match e {
             rr::Event::Message {
                 peer,
+                connection_id,
                 message:
                     rr::Message::Request {
                         request,
                         channel,
                         request_id,
                     },
-                ..
             } => {
                 let now = self.started.elapsed();
                 let key = (request.swarm, request.index);
+                // Over a relay: wait for the hole-punched connection.
+                let over_relay =
+                    !self.config.chunks_over_relay && self.relayed.contains_key(&connection_id);
                 // A peer asking again for what it was sent lost it (a repair,
                 // a restart): it gets the chunk; others are sent elsewhere.
                 let recently_sent = self.config.super_seed.is_some_and(|w| {
@@ -768,6 +932,9 @@ impl Loop {
                 let queues = self.queues();
                 let refusal = if !self.is_authorised(&peer, &request.swarm) {
                     Some(ChunkResponse::Unauthorized)
+                } else if over_relay {
+                    NatCounters::add(&self.nat.chunks_refused_relayed);
+                    Some(ChunkResponse::Busy)
                 } else if recently_sent {
                     Some(ChunkResponse::SentElsewhere)
                 } else if queues {

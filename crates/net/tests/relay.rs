@@ -1,0 +1,224 @@
+//! Circuit relay v2 and hole punching over real QUIC on loopback: a seed
+//! runs the relay, a player that presented a token reserves a slot and is
+//! reachable through it, another player dials it through the circuit, DCUtR
+//! punches a direct connection through our transport, and chunks move over
+//! that connection while the relayed one carried only the coordination.
+//! (The NAT topologies themselves are the netns tests' job.)
+
+#![allow(clippy::unwrap_used)]
+
+use libp2p::multiaddr::Protocol;
+use shoal_net::{ChunkSource, Client, Config, RelayLimits, generate_keypair, spawn};
+use shoal_token::{Claims, Role, Token};
+use shoal_types::{Bitfield, Hash, SecretKey};
+use shoal_wire::ChunkResponse;
+use std::sync::Arc;
+use std::time::Duration;
+
+const NOW: u64 = 1_800_000_000;
+
+/// Holds one chunk of one swarm.
+struct One(Hash);
+
+impl ChunkSource for One {
+    fn chunk(&self, swarm: &Hash, index: u32) -> Option<Vec<u8>> {
+        (*swarm == self.0 && index == 0).then(|| vec![7u8; 256 << 10])
+    }
+    fn bitfield(&self, swarm: &Hash) -> Option<Bitfield> {
+        (*swarm == self.0).then(|| Bitfield::full(1))
+    }
+}
+
+fn config(tracker: &SecretKey, listen: &str) -> Config {
+    Config::new(
+        generate_keypair(),
+        vec![listen.parse().unwrap()],
+        tracker.public(),
+        Arc::new(|| NOW),
+    )
+}
+
+fn token(tracker: &SecretKey, swarm: Hash, peer: &Client) -> Token {
+    Token::issue(
+        &Claims {
+            version: shoal_token::token_version(),
+            swarm,
+            product: "game".into(),
+            account: "acc".into(),
+            key: "key_1".into(),
+            peer_id: peer.peer_id().to_base58(),
+            role: Role::Client,
+            issued_at: NOW - 10,
+            expires_at: NOW + 600,
+        },
+        tracker,
+    )
+}
+
+/// Waits (bounded) for `f` to hold.
+async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} never happened");
+}
+
+/// The first listen address of `c` that is not relayed and not unspecified.
+async fn direct_addr(c: &Client) -> libp2p::Multiaddr {
+    let mut found = None;
+    until("a listen address", async || {
+        found =
+            c.listen_addrs().await.unwrap().into_iter().find(|a| {
+                !shoal_net::is_relayed(a) && a.to_string().starts_with("/ip4/127.0.0.1/")
+            });
+        found.is_some()
+    })
+    .await;
+    found.unwrap()
+}
+
+/// A relay seed, and player B reserved on it: (relay, B, B's circuit address).
+async fn relay_and_reserved_player(
+    tracker: &SecretKey,
+    swarm: Hash,
+    b_listen: Option<&str>,
+) -> (Client, Client, libp2p::Multiaddr) {
+    let mut relay_config = config(tracker, "/ip4/127.0.0.1/udp/0/quic-v1");
+    relay_config.relay = Some(RelayLimits::default());
+    let (relay, _) = spawn(relay_config, Arc::new(One(Hash::of(b"none")))).unwrap();
+    let relay_addr = direct_addr(&relay).await;
+    let b_config = match b_listen {
+        Some(listen) => config(tracker, listen),
+        None => Config {
+            listen: vec![],
+            ..config(tracker, "/ip4/127.0.0.1/udp/0/quic-v1")
+        },
+    };
+    let (b, _) = spawn(b_config, Arc::new(One(swarm))).unwrap();
+    b.dial(relay.peer_id(), relay_addr.clone()).await.unwrap();
+    // Only a peer that presented a valid token may reserve a slot.
+    let via = relay_addr
+        .with(Protocol::P2p(relay.peer_id()))
+        .with(Protocol::P2pCircuit);
+    b.authenticate(relay.peer_id(), swarm, &token(tracker, swarm, &b))
+        .await
+        .unwrap();
+    b.listen_on(via.clone()).await.unwrap();
+    let mut circuit = None;
+    until("a relay reservation", async || {
+        circuit = b
+            .listen_addrs()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(shoal_net::is_relayed);
+        circuit.is_some()
+    })
+    .await;
+    // `<relay>/p2p/<relay id>/p2p-circuit/p2p/<B>`: what B will advertise.
+    (relay, b, circuit.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_reached_through_a_relay_is_hole_punched_and_serves_directly() {
+    let tracker = SecretKey::from_seed([1; 32]);
+    let swarm = Hash::of(b"release");
+    // Players listen on every interface, as launchers do, so dials and
+    // punches leave from their listening sockets.
+    let (relay, b, circuit) =
+        relay_and_reserved_player(&tracker, swarm, Some("/ip4/0.0.0.0/udp/0/quic-v1")).await;
+    let (a, _) = spawn(
+        config(&tracker, "/ip4/0.0.0.0/udp/0/quic-v1"),
+        Arc::new(One(Hash::of(b"none"))),
+    )
+    .unwrap();
+    // A knows of B only its relayed address.
+    a.dial(b.peer_id(), circuit).await.unwrap();
+    until("a hole-punched direct connection", async || {
+        shoal_net::NatCounters::get(&b.nat().punch_successes) > 0
+            || shoal_net::NatCounters::get(&a.nat().punch_successes) > 0
+    })
+    .await;
+    assert!(shoal_net::NatCounters::get(&relay.nat().circuits_relayed) >= 1);
+    assert!(shoal_net::NatCounters::get(&a.nat().relayed_connections) >= 1);
+    // The chunk moves over the direct connection (the relay's circuit
+    // limit is 64 KiB; this chunk is 256 KiB).
+    a.authenticate(b.peer_id(), swarm, &token(&tracker, swarm, &a))
+        .await
+        .unwrap();
+    let mut got = None;
+    until("a chunk over the direct connection", async || {
+        got = Some(a.chunk(b.peer_id(), swarm, 0).await.unwrap());
+        matches!(got, Some(ChunkResponse::Data(_)))
+    })
+    .await;
+    let Some(ChunkResponse::Data(bytes)) = got else {
+        unreachable!()
+    };
+    assert_eq!(bytes.len(), 256 << 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_are_not_served_over_a_relayed_circuit() {
+    let tracker = SecretKey::from_seed([1; 32]);
+    let swarm = Hash::of(b"release");
+    // Neither player has a listening socket: neither can take a direct
+    // connection or punch from one, so theirs stays relayed (as behind two
+    // symmetric NATs).
+    let (_relay, b, circuit) = relay_and_reserved_player(&tracker, swarm, None).await;
+    let (a, _) = spawn(
+        Config {
+            listen: vec![],
+            ..config(&tracker, "/ip4/127.0.0.1/udp/0/quic-v1")
+        },
+        Arc::new(One(Hash::of(b"none"))),
+    )
+    .unwrap();
+    a.dial(b.peer_id(), circuit).await.unwrap();
+    a.authenticate(b.peer_id(), swarm, &token(&tracker, swarm, &a))
+        .await
+        .unwrap();
+    let answer = a.chunk(b.peer_id(), swarm, 0).await;
+    assert_eq!(
+        answer.unwrap(),
+        ChunkResponse::Busy,
+        "a chunk must not cross the relay"
+    );
+    assert!(shoal_net::NatCounters::get(&b.nat().chunks_refused_relayed) >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_grants_slots_only_to_peers_that_presented_a_token() {
+    let tracker = SecretKey::from_seed([1; 32]);
+    let mut relay_config = config(&tracker, "/ip4/127.0.0.1/udp/0/quic-v1");
+    relay_config.relay = Some(RelayLimits::default());
+    let (relay, _) = spawn(relay_config, Arc::new(One(Hash::of(b"none")))).unwrap();
+    let relay_addr = direct_addr(&relay).await;
+    let (stranger, _) = spawn(
+        config(&tracker, "/ip4/127.0.0.1/udp/0/quic-v1"),
+        Arc::new(One(Hash::of(b"none"))),
+    )
+    .unwrap();
+    stranger
+        .dial(relay.peer_id(), relay_addr.clone())
+        .await
+        .unwrap();
+    stranger
+        .listen_on(
+            relay_addr
+                .with(Protocol::P2p(relay.peer_id()))
+                .with(Protocol::P2pCircuit),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let addrs = stranger.listen_addrs().await.unwrap();
+    assert!(
+        !addrs.iter().any(shoal_net::is_relayed),
+        "a peer without a token got a relay slot: {addrs:?}"
+    );
+    assert_eq!(shoal_net::NatCounters::get(&stranger.nat().reservations), 0);
+}
