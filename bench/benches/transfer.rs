@@ -171,7 +171,7 @@ async fn role_fetch() -> anyhow::Result<()> {
     let token = shoal_token::Token::issue(&claims, &SecretKey::from_seed(TRACKER_SEED));
     let sources = [Source {
         peer,
-        addr,
+        addrs: vec![addr],
         kind: shoal_scheduler::PeerKind::Seed,
     }];
     // Requests in flight to the lone seed (SHOAL_BENCH_DEPTH, default 8).

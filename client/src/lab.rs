@@ -201,6 +201,7 @@ impl Lab {
             metrics: options.seed_metrics.clone(),
             push_listen: options.seed_push.as_ref().map(|(a, _)| a.clone()),
             push_key: options.seed_push.as_ref().map(|(_, k)| k.clone()),
+            relay: Default::default(),
         };
         tasks.push(tokio::spawn(shoal_seed::run_with(
             seed_config,

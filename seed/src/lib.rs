@@ -68,6 +68,60 @@ pub struct Config {
     /// `push_listen`; prefer the `SHOAL_SEED_PUSH_KEY` variable to the file.
     #[serde(default)]
     pub push_key: Option<String>,
+    /// The circuit relay this seed runs for players behind NATs.
+    #[serde(default)]
+    pub relay: RelayConfig,
+}
+
+/// The seed's circuit relay v2 server: players that cannot be dialed
+/// reserve a slot here and are reached through it until a hole punch makes
+/// the connection direct. Circuits carry the handshake and the punch's
+/// coordination; chunk requests over them are refused, and every circuit
+/// closes after `circuit_secs` or `circuit_bytes`. Only peers that presented
+/// a valid swarm token to this seed may reserve.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    pub enabled: bool,
+    /// Players reachable through this seed at once.
+    pub max_reservations: usize,
+    /// A reservation lasts this long before the player renews it.
+    pub reservation_secs: u64,
+    /// Circuits open at once, and per source peer.
+    pub max_circuits: usize,
+    pub max_circuits_per_peer: usize,
+    /// A circuit closes after this long, or this many bytes.
+    pub circuit_secs: u64,
+    pub circuit_bytes: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        let limits = shoal_net::RelayLimits::default();
+        RelayConfig {
+            enabled: true,
+            max_reservations: limits.max_reservations,
+            reservation_secs: limits.reservation_duration.as_secs(),
+            max_circuits: limits.max_circuits,
+            max_circuits_per_peer: limits.max_circuits_per_peer,
+            circuit_secs: limits.circuit_duration.as_secs(),
+            circuit_bytes: limits.circuit_bytes,
+        }
+    }
+}
+
+impl RelayConfig {
+    /// The node's relay limits, or `None` when the relay is off.
+    pub fn limits(&self) -> Option<shoal_net::RelayLimits> {
+        self.enabled.then(|| shoal_net::RelayLimits {
+            max_reservations: self.max_reservations,
+            reservation_duration: Duration::from_secs(self.reservation_secs),
+            max_circuits: self.max_circuits,
+            max_circuits_per_peer: self.max_circuits_per_peer,
+            circuit_duration: Duration::from_secs(self.circuit_secs),
+            circuit_bytes: self.circuit_bytes,
+        })
+    }
 }
 
 fn default_max_peers() -> usize {
@@ -418,6 +472,7 @@ pub async fn run_with(
         .min(config.capacity_mbit);
     net_config.upload_rate = Some(cap_mbit * 1_000_000 / 8);
     net_config.max_connections = config.max_peers;
+    net_config.relay = config.relay.limits();
     // A seed answers or refuses at once (super-seeding and FairShare decide
     // who); the neediest-first queue is for players' nodes.
     net_config.upload_queue = 0;
@@ -629,6 +684,20 @@ mod tests {
         assert_eq!(config.max_peers, 500);
         assert_eq!(config.super_seed_secs, 10);
         assert_eq!(config.metrics.as_deref(), Some("127.0.0.1:9101"));
+        assert_eq!(config.relay, RelayConfig::default());
+        let limits = config.relay.limits().unwrap();
+        assert_eq!(limits.circuit_bytes, 65536);
+        let off: Config = toml::from_str(
+            "data = \"x\"\ntracker = \"y\"\napi_key = \"z\"\n[relay]\nenabled = false",
+        )
+        .unwrap();
+        assert!(off.relay.limits().is_none());
+        assert!(
+            toml::from_str::<Config>(
+                "data = \"x\"\ntracker = \"y\"\napi_key = \"z\"\n[relay]\ntypo = 1"
+            )
+            .is_err()
+        );
         assert!(
             toml::from_str::<Config>("data = \"x\"\ntracker = \"y\"\napi_key = \"z\"\ntypo = 1")
                 .is_err()

@@ -134,6 +134,7 @@ impl ServeArgs {
                 metrics: None,
                 push_listen: None,
                 push_key: None,
+                relay: Default::default(),
             },
         };
         c.data = data.unwrap_or(c.data);

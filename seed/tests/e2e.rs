@@ -177,6 +177,7 @@ async fn publish_seed_and_download_through_the_tracker() {
         metrics: Some("127.0.0.1:0".into()),
         push_listen: None,
         push_key: None,
+        relay: Default::default(),
     };
     tokio::spawn(shoal_seed::run(config, std::future::pending()));
 
@@ -235,7 +236,7 @@ async fn publish_seed_and_download_through_the_tracker() {
         .iter()
         .map(|p| Source {
             peer: p["peer_id"].as_str().unwrap().parse().unwrap(),
-            addr: p["addrs"][0].as_str().unwrap().parse().unwrap(),
+            addrs: vec![p["addrs"][0].as_str().unwrap().parse().unwrap()],
             kind: if p["seed"] == true {
                 PeerKind::Seed
             } else {

@@ -140,10 +140,17 @@ impl PeerInfo {
         if peer == *me {
             return None;
         }
-        let addr = self.addrs.iter().find_map(|a| a.parse().ok())?;
+        // Every usable address, direct ones first: a relayed address is the
+        // way in to a player behind a NAT until the hole punch.
+        let mut addrs: Vec<shoal_net::Addr> =
+            self.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        if addrs.is_empty() {
+            return None;
+        }
+        addrs.sort_by_key(shoal_net::is_relayed);
         Some(Source {
             peer,
-            addr,
+            addrs,
             kind: if self.seed {
                 PeerKind::Seed
             } else {

@@ -85,7 +85,9 @@ impl ChunkSource for MemoryChunks {
 #[derive(Debug, Clone)]
 pub struct Source {
     pub peer: Peer,
-    pub addr: crate::Addr,
+    /// Where it may be reached, tried in order: direct addresses first,
+    /// relayed ones (`…/p2p-circuit`) last.
+    pub addrs: Vec<crate::Addr>,
     pub kind: PeerKind,
 }
 
@@ -183,7 +185,7 @@ struct Joiner<'a> {
 }
 
 impl Joiner<'_> {
-    fn join(&mut self, peer: Peer, addr: Option<crate::Addr>, kind: PeerKind) {
+    fn join(&mut self, peer: Peer, addrs: Vec<crate::Addr>, kind: PeerKind) {
         if !self.busy.insert(peer) {
             return;
         }
@@ -193,8 +195,20 @@ impl Joiner<'_> {
         let swarm = self.swarm;
         tokio::spawn(async move {
             let ready = async {
-                if let Some(addr) = addr {
-                    client.dial(peer, addr).await?;
+                // The first address that answers; a peer joining us needs none.
+                let mut dialled = addrs.is_empty();
+                let mut last = None;
+                for addr in addrs {
+                    match client.dial(peer, addr).await {
+                        Ok(()) => {
+                            dialled = true;
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                if !dialled && let Some(e) = last {
+                    return Err(e);
                 }
                 client.authenticate(peer, swarm, &token).await
             };
@@ -267,7 +281,7 @@ pub async fn download(
         busy: HashSet::new(),
     };
     for s in sources {
-        joiner.join(s.peer, Some(s.addr.clone()), s.kind);
+        joiner.join(s.peer, s.addrs.clone(), s.kind);
     }
     // Without later sources, the first ones must do.
     let mut waiting = sources.len();
@@ -426,7 +440,7 @@ pub async fn download(
             source = async { more_sources.as_mut()?.recv().await }, if more_sources.is_some() => {
                 match source {
                     Some(s) if !known.index_of.contains_key(&s.peer) && !known.banned.contains(&s.peer) => {
-                        joiner.join(s.peer, Some(s.addr), s.kind);
+                        joiner.join(s.peer, s.addrs, s.kind);
                     }
                     Some(_) => {}
                     None => more_sources = None,
@@ -465,7 +479,7 @@ pub async fn download(
                             && !known.index_of.contains_key(&peer)
                             && !known.banned.contains(&peer) =>
                     {
-                        joiner.join(peer, None, PeerKind::Peer);
+                        joiner.join(peer, Vec::new(), PeerKind::Peer);
                     }
                     Event::Disconnected { peer } => {
                         if let Some(idx) = known.index_of.remove(&peer) {

@@ -152,7 +152,7 @@ async fn downloaders_share_chunks_with_each_other() {
     .unwrap();
     let seed_source = Source {
         peer: seed.peer_id(),
-        addr: addr(&seed).await,
+        addrs: vec![addr(&seed).await],
         kind: PeerKind::Seed,
     };
 
@@ -168,7 +168,7 @@ async fn downloaders_share_chunks_with_each_other() {
         .iter()
         .map(|(c, _, _, a)| Source {
             peer: c.peer_id(),
-            addr: a.clone(),
+            addrs: vec![a.clone()],
             kind: PeerKind::Peer,
         })
         .collect();
@@ -251,12 +251,12 @@ async fn corrupt_peer_is_banned_and_download_completes() {
     let sources = vec![
         Source {
             peer: evil.peer_id(),
-            addr: addr(&evil).await,
+            addrs: vec![addr(&evil).await],
             kind: PeerKind::Peer,
         },
         Source {
             peer: seed.peer_id(),
-            addr: addr(&seed).await,
+            addrs: vec![addr(&seed).await],
             kind: PeerKind::Seed,
         },
     ];
@@ -347,7 +347,7 @@ async fn upload_and_download_caps_hold() {
         let (me, mut events) = spawn(config(&tracker), store.clone()).unwrap();
         let sources = [Source {
             peer: seed.peer_id(),
-            addr: addr(&seed).await,
+            addrs: vec![addr(&seed).await],
             kind: PeerKind::Seed,
         }];
         let tok = token(&tracker, swarm, &me);
@@ -447,7 +447,7 @@ async fn renewed_tokens_keep_a_long_download_going() {
     let (renew_tx, renew_rx) = tokio::sync::watch::channel(first.clone());
     let sources = vec![Source {
         peer: seed.peer_id(),
-        addr: addr(&seed).await,
+        addrs: vec![addr(&seed).await],
         kind: PeerKind::Seed,
     }];
     // About 4 MB at 1 MB/s: the first token "expires" after one second.
@@ -550,12 +550,12 @@ async fn download_beside(
     let sources = vec![
         Source {
             peer: evil.peer_id(),
-            addr: addr(&evil).await,
+            addrs: vec![addr(&evil).await],
             kind: PeerKind::Peer,
         },
         Source {
             peer: seed.peer_id(),
-            addr: addr(&seed).await,
+            addrs: vec![addr(&seed).await],
             kind: PeerKind::Seed,
         },
     ];
