@@ -126,6 +126,57 @@ impl NatCounters {
     }
 }
 
+/// What the relay and hole-punching behaviours report, as the node's event
+/// loop handles it: counters and clear logs (a failed punch says so).
+impl crate::Loop {
+    pub(crate) fn relay_client_event(&mut self, e: libp2p::relay::client::Event) {
+        match e {
+            libp2p::relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal,
+                ..
+            } => {
+                if !renewal {
+                    NatCounters::add(&self.nat.reservations);
+                }
+                tracing::info!(relay = %relay_peer_id, renewal, "reachable through a relay");
+            }
+            other => tracing::debug!(event = ?other, "relay client"),
+        }
+    }
+
+    pub(crate) fn relay_event(&mut self, e: libp2p::relay::Event) {
+        match e {
+            libp2p::relay::Event::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } => {
+                NatCounters::add(&self.nat.circuits_relayed);
+                tracing::debug!(src = %src_peer_id, dst = %dst_peer_id, "relaying a circuit");
+            }
+            libp2p::relay::Event::ReservationReqDenied { src_peer_id, .. } => {
+                tracing::debug!(peer = %src_peer_id, "relay slot refused (no valid token presented, or limits)");
+            }
+            other => tracing::trace!(event = ?other, "relay server"),
+        }
+    }
+
+    pub(crate) fn dcutr_event(&mut self, e: libp2p::dcutr::Event) {
+        NatCounters::add(&self.nat.punch_attempts);
+        match e.result {
+            Ok(_) => {
+                NatCounters::add(&self.nat.punch_successes);
+                tracing::info!(peer = %e.remote_peer_id, "hole punch made a direct connection");
+            }
+            Err(error) => tracing::info!(
+                peer = %e.remote_peer_id,
+                %error,
+                "hole punch failed; the peer stays reachable only through the relay"
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
