@@ -226,55 +226,19 @@ async fn corrupt_peer_is_banned_and_download_completes() {
     let tmp = tempfile::tempdir().unwrap();
     let (build, out, manifest) = publish(tmp.path());
     let swarm = Hash::of(b"release");
-    let tracker = SecretKey::from_seed([1; 32]);
     let honest = Arc::new(BundleSource {
         swarm,
         bundle: Bundle::open(&out).unwrap(),
     });
-    let (seed, _) = spawn(config(&tracker), honest.clone()).unwrap();
-    let (evil, _) = spawn(config(&tracker), Arc::new(Corrupt(honest))).unwrap();
-    let store = Arc::new(MemoryChunks::new(swarm, manifest.chunks.len()));
-    let (me, mut events) = spawn(config(&tracker), store.clone()).unwrap();
-    let my_addr = addr(&me).await;
-
     // The attacker holds a valid token of its own and advertises everything.
-    evil.dial(me.peer_id(), my_addr).await.unwrap();
-    evil.authenticate(me.peer_id(), swarm, &token(&tracker, swarm, &evil))
-        .await
-        .unwrap();
-    let full = HaveMessage {
+    let (report, store, evil) = download_beside(
+        Arc::new(Corrupt(honest.clone())),
+        honest,
+        &manifest,
         swarm,
-        update: HaveUpdate::Bitfield(Bitfield::full(manifest.chunks.len() as u32)),
-    };
-    evil.have(me.peer_id(), full).await.unwrap();
-
-    let sources = vec![
-        Source {
-            peer: evil.peer_id(),
-            addrs: vec![addr(&evil).await],
-            kind: PeerKind::Peer,
-        },
-        Source {
-            peer: seed.peer_id(),
-            addrs: vec![addr(&seed).await],
-            kind: PeerKind::Seed,
-        },
-    ];
-    let tok = token(&tracker, swarm, &me);
-    let job = Job {
-        manifest: &manifest,
-        swarm,
-        token: &tok,
-        sources: &sources,
-        store: &*store,
-        scheduler: Default::default(),
-        download_rate: None,
-        stall: Duration::from_secs(60),
-        more_sources: None,
-        counters: Default::default(),
-        renewed: None,
-    };
-    let report = download(&me, &mut events, job).await.unwrap();
+        Default::default(),
+    )
+    .await;
     assert_eq!(report.banned, vec![evil.peer_id()], "{report:?}");
     assert!(
         report.wasted > 0,
