@@ -473,6 +473,8 @@ pub async fn run_with(
     net_config.upload_rate = Some(cap_mbit * 1_000_000 / 8);
     net_config.max_connections = config.max_peers;
     net_config.relay = config.relay.limits();
+    // Seeds are public: they tell players whether players are reachable.
+    net_config.autonat_server = true;
     // A seed answers or refuses at once (super-seeding and FairShare decide
     // who); the neediest-first queue is for players' nodes.
     net_config.upload_queue = 0;

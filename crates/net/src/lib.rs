@@ -12,6 +12,7 @@ pub mod download;
 mod nat;
 mod punch;
 pub mod quic;
+mod reach;
 
 pub use nat::{NatCounters, RelayLimits, is_relayed};
 
@@ -94,6 +95,10 @@ pub struct Config {
     /// Serve chunk requests that arrive over a relayed circuit. Off: they
     /// hear `Busy` until the hole-punched direct connection carries them.
     pub chunks_over_relay: bool,
+    /// Run an AutoNAT v2 server: dial peers back at the addresses they ask
+    /// about, from a fresh port, so they learn whether they are reachable
+    /// (seeds: public by definition).
+    pub autonat_server: bool,
 }
 
 impl Config {
@@ -120,6 +125,7 @@ impl Config {
             upload_queue: 8,
             relay: None,
             chunks_over_relay: false,
+            autonat_server: false,
         }
     }
 }
@@ -169,10 +175,15 @@ struct Behaviour {
     relay: libp2p::swarm::behaviour::toggle::Toggle<libp2p::relay::Behaviour>,
     /// Upgrades relayed connections to direct ones by hole punching.
     dcutr: libp2p::dcutr::Behaviour,
+    /// Asks servers to dial our observed addresses back (reachability).
+    autonat: libp2p_autonat::v2::client::Behaviour,
+    /// Dials others back for theirs (seeds only).
+    autonat_server: libp2p::swarm::behaviour::toggle::Toggle<libp2p_autonat::v2::server::Behaviour>,
 }
 
 enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Advertised(oneshot::Sender<Vec<Multiaddr>>),
     Listen(Multiaddr, oneshot::Sender<Result<(), NetError>>),
     Dial(PeerId, Multiaddr, oneshot::Sender<Result<(), NetError>>),
     Authenticate(PeerId, AuthRequest, oneshot::Sender<Result<(), NetError>>),
@@ -195,6 +206,7 @@ pub struct Client {
     commands: mpsc::Sender<Command>,
     connected: Arc<std::sync::atomic::AtomicUsize>,
     nat: Arc<NatCounters>,
+    reach: Arc<reach::Shared>,
 }
 
 impl std::fmt::Debug for Command {
@@ -237,6 +249,18 @@ impl Client {
     /// Direct and relayed connections and hole punches so far.
     pub fn nat(&self) -> &NatCounters {
         &self.nat
+    }
+
+    /// Whether other peers can dial this node, as AutoNAT found so far.
+    pub fn reachability(&self) -> shoal_types::Reachability {
+        self.reach.get()
+    }
+
+    /// The addresses worth telling others, best first: external addresses
+    /// AutoNAT confirmed, then listen addresses (bound interfaces and, once
+    /// a relay reservation stands, `…/p2p-circuit` ones). Never unspecified.
+    pub async fn advertised_addrs(&self) -> Result<Vec<Multiaddr>, NetError> {
+        ask(&self.commands, Command::Advertised).await
     }
 
     /// Connects to `peer` at `addr`.
@@ -321,6 +345,9 @@ struct Loop {
     /// Peers that presented a valid token (they may reserve a relay slot).
     admitted: nat::Admitted,
     nat: Arc<NatCounters>,
+    /// What AutoNAT found, and the reading clients see.
+    probes: reach::Probes,
+    reach: Arc<reach::Shared>,
     /// When each chunk was last sent, and to whom (super-seeding only).
     sent: HashMap<(Hash, u32), (Duration, PeerId)>,
     /// Super-seeding: while the upload is backlogged, the least-served
@@ -379,6 +406,7 @@ pub fn spawn(
     let admitted = nat::Admitted::default();
     let relay_limits = config.relay.clone();
     let relay_admitted = admitted.clone();
+    let autonat_server = config.autonat_server;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_other_transport(|_| transport)?
@@ -402,6 +430,10 @@ pub fn spawn(
                     })
                     .into(),
                 dcutr: libp2p::dcutr::Behaviour::new(me),
+                autonat: reach::client(),
+                autonat_server: autonat_server
+                    .then(libp2p_autonat::v2::server::Behaviour::default)
+                    .into(),
             }
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
@@ -420,7 +452,10 @@ pub fn spawn(
     });
     let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let nat = Arc::new(NatCounters::default());
+    let reach = Arc::new(reach::Shared::default());
     let node = Loop {
+        probes: reach::Probes::default(),
+        reach: reach.clone(),
         connected: connected.clone(),
         relayed: HashMap::new(),
         admitted,
@@ -451,6 +486,7 @@ pub fn spawn(
             commands,
             connected,
             nat,
+            reach,
         },
         events_rx,
     ))
@@ -496,6 +532,15 @@ impl Loop {
         match c {
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Advertised(reply) => {
+                let mut addrs: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
+                for a in self.swarm.listeners() {
+                    if !addrs.contains(a) && !reach::unspecified(a) {
+                        addrs.push(a.clone());
+                    }
+                }
+                let _ = reply.send(addrs);
             }
             Command::Listen(addr, reply) => {
                 let result = self
@@ -629,6 +674,8 @@ impl Loop {
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => self.relay_client_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => self.relay_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.dcutr_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => self.autonat_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::AutonatServer(e)) => self.autonat_server_event(e),
             _ => {}
         }
     }

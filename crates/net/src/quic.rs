@@ -10,8 +10,8 @@
 //! It supports `/ip4|ip6/…/udp/…/quic-v1[/p2p/…]`. A listener bound to an unspecified
 //! address reports one address per local interface and follows interfaces coming and
 //! going. Dials leave from the socket of a listener on the unspecified address of the
-//! same family when there is one, so peers see the port they were told about; otherwise
-//! from a client-only socket.
+//! same family when there is one, so peers see the port they were told about; otherwise,
+//! or when the dial asks for a new port (AutoNAT's dial-back), from a client-only socket.
 //!
 //! Hole punching (DCUtR): a dial in the listener role sends punch packets from the
 //! listening socket to the remote and takes the remote's incoming connection from that
@@ -30,7 +30,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use libp2p::core::Transport;
 use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
-use libp2p::core::transport::{DialOpts, ListenerId, TransportError, TransportEvent};
+use libp2p::core::transport::{DialOpts, ListenerId, PortUse, TransportError, TransportEvent};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, identity};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -518,10 +518,19 @@ impl QuicTransport {
         })
     }
 
-    /// The endpoint a dial to `to` leaves from.
-    fn endpoint_for(&mut self, to: SocketAddr) -> Result<quinn::Endpoint, QuicError> {
+    /// The endpoint a dial to `to` leaves from: a listening socket unless
+    /// the dial asks for a new port (AutoNAT's dial-back, which must not
+    /// slip through the NAT mapping of the peer's own connection to us).
+    fn endpoint_for(
+        &mut self,
+        to: SocketAddr,
+        port: PortUse,
+    ) -> Result<quinn::Endpoint, QuicError> {
         let shared = self.listeners.iter().find(|l| {
-            !l.closed && l.local.is_ipv4() == to.is_ipv4() && l.local.ip().is_unspecified()
+            port == PortUse::Reuse
+                && !l.closed
+                && l.local.is_ipv4() == to.is_ipv4()
+                && l.local.ip().is_unspecified()
         });
         if let Some(listener) = shared {
             return Ok(listener.endpoint.clone());
@@ -661,7 +670,9 @@ impl Transport for QuicTransport {
         if opts.role == libp2p::core::Endpoint::Listener {
             return self.punch(to).map_err(TransportError::Other);
         }
-        let endpoint = self.endpoint_for(to).map_err(TransportError::Other)?;
+        let endpoint = self
+            .endpoint_for(to, opts.port_use)
+            .map_err(TransportError::Other)?;
         let connecting = endpoint
             .connect_with(self.client.clone(), to, SERVER_NAME)
             .map_err(|e| TransportError::Other(e.into()))?;

@@ -10,7 +10,7 @@
 use libp2p::multiaddr::Protocol;
 use shoal_net::{ChunkSource, Client, Config, RelayLimits, generate_keypair, spawn};
 use shoal_token::{Claims, Role, Token};
-use shoal_types::{Bitfield, Hash, SecretKey};
+use shoal_types::{Bitfield, Hash, Reachability, SecretKey};
 use shoal_wire::ChunkResponse;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,16 +80,32 @@ async fn direct_addr(c: &Client) -> libp2p::Multiaddr {
     found.unwrap()
 }
 
+/// A seed as seeds run: relay and AutoNAT server. With its address.
+async fn relay_seed(tracker: &SecretKey) -> (Client, libp2p::Multiaddr) {
+    let mut relay_config = config(tracker, "/ip4/127.0.0.1/udp/0/quic-v1");
+    relay_config.relay = Some(RelayLimits::default());
+    relay_config.autonat_server = true;
+    let (relay, _) = spawn(relay_config, Arc::new(One(Hash::of(b"none")))).unwrap();
+    let addr = direct_addr(&relay).await;
+    (relay, addr)
+}
+
+/// Waits until `c` has learned its reachability from a server's dial-back.
+async fn learns_reachability(c: &Client) -> Reachability {
+    until("a reachability verdict", async || {
+        c.reachability() != Reachability::Unknown
+    })
+    .await;
+    c.reachability()
+}
+
 /// A relay seed, and player B reserved on it: (relay, B, B's circuit address).
 async fn relay_and_reserved_player(
     tracker: &SecretKey,
     swarm: Hash,
     b_listen: Option<&str>,
 ) -> (Client, Client, libp2p::Multiaddr) {
-    let mut relay_config = config(tracker, "/ip4/127.0.0.1/udp/0/quic-v1");
-    relay_config.relay = Some(RelayLimits::default());
-    let (relay, _) = spawn(relay_config, Arc::new(One(Hash::of(b"none")))).unwrap();
-    let relay_addr = direct_addr(&relay).await;
+    let (relay, relay_addr) = relay_seed(tracker).await;
     let b_config = match b_listen {
         Some(listen) => config(tracker, listen),
         None => Config {
@@ -135,6 +151,14 @@ async fn a_player_reached_through_a_relay_is_hole_punched_and_serves_directly() 
         Arc::new(One(Hash::of(b"none"))),
     )
     .unwrap();
+    // Both know where they are seen (the hole punch's candidates) before
+    // they meet, as players that have talked to a seed do; otherwise DCUtR
+    // has no address to offer.
+    a.dial(relay.peer_id(), direct_addr(&relay).await)
+        .await
+        .unwrap();
+    learns_reachability(&a).await;
+    learns_reachability(&b).await;
     // A knows of B only its relayed address.
     a.dial(b.peer_id(), circuit).await.unwrap();
     until("a hole-punched direct connection", async || {
@@ -193,10 +217,7 @@ async fn chunks_are_not_served_over_a_relayed_circuit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_grants_slots_only_to_peers_that_presented_a_token() {
     let tracker = SecretKey::from_seed([1; 32]);
-    let mut relay_config = config(&tracker, "/ip4/127.0.0.1/udp/0/quic-v1");
-    relay_config.relay = Some(RelayLimits::default());
-    let (relay, _) = spawn(relay_config, Arc::new(One(Hash::of(b"none")))).unwrap();
-    let relay_addr = direct_addr(&relay).await;
+    let (relay, relay_addr) = relay_seed(&tracker).await;
     let (stranger, _) = spawn(
         config(&tracker, "/ip4/127.0.0.1/udp/0/quic-v1"),
         Arc::new(One(Hash::of(b"none"))),
@@ -221,4 +242,37 @@ async fn a_relay_grants_slots_only_to_peers_that_presented_a_token() {
         "a peer without a token got a relay slot: {addrs:?}"
     );
     assert_eq!(shoal_net::NatCounters::get(&stranger.nat().reservations), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_tells_a_listening_player_it_is_reachable_and_a_closed_one_it_is_not() {
+    let tracker = SecretKey::from_seed([1; 32]);
+    let (seed, seed_addr) = relay_seed(&tracker).await;
+    let (open, _) = spawn(
+        config(&tracker, "/ip4/0.0.0.0/udp/0/quic-v1"),
+        Arc::new(One(Hash::of(b"none"))),
+    )
+    .unwrap();
+    // No listening socket: it dials from a client-only one, which takes no
+    // connections, so the seed's dial-back fails, as behind a NAT.
+    let (closed, _) = spawn(
+        Config {
+            listen: vec![],
+            ..config(&tracker, "/ip4/127.0.0.1/udp/0/quic-v1")
+        },
+        Arc::new(One(Hash::of(b"none"))),
+    )
+    .unwrap();
+    assert_eq!(open.reachability(), Reachability::Unknown);
+    open.dial(seed.peer_id(), seed_addr.clone()).await.unwrap();
+    closed.dial(seed.peer_id(), seed_addr).await.unwrap();
+    assert_eq!(learns_reachability(&open).await, Reachability::Public);
+    assert_eq!(learns_reachability(&closed).await, Reachability::Private);
+    // What the open one advertises starts with the confirmed address.
+    let advertised = open.advertised_addrs().await.unwrap();
+    assert!(
+        advertised[0].to_string().starts_with("/ip4/127.0.0.1/udp/"),
+        "{advertised:?}"
+    );
+    assert!(!advertised.iter().any(|a| a.to_string().contains("0.0.0.0")));
 }

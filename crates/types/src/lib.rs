@@ -14,3 +14,19 @@ pub use bitfield::Bitfield;
 pub use bytes::{Hash, ParseHexError};
 pub use keys::{KeyFileError, PublicKey, SecretKey, Signature, SignatureError};
 pub use rng::Rng;
+
+/// Whether other peers can dial a node directly, as the node learned it by
+/// AutoNAT probes (a server dials back each address it was seen at).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Reachability {
+    /// Not probed yet (no AutoNAT server connected, or probes still running).
+    #[default]
+    Unknown,
+    /// A server dialed back at least one address.
+    Public,
+    /// Every address probed failed the dial-back: behind a NAT or firewall.
+    Private,
+}
