@@ -82,12 +82,13 @@ pub fn render(o: &Value) -> String {
     }
     out.push_str("\nSWARMS\n");
     out.push_str(&format!(
-        "  {:<14} {:<8} {:>4} {:>6} {:>9} {:>6} {:>11} {:>11} {:>8} {:>8}\n",
+        "  {:<14} {:<8} {:>4} {:>6} {:>9} {:>10} {:>6} {:>11} {:>11} {:>8} {:>8}\n",
         "product",
         "channel",
         "ver",
         "peers",
         "complete",
+        "behind NAT",
         "seeds",
         "from peers",
         "from seeds",
@@ -96,12 +97,13 @@ pub fn render(o: &Value) -> String {
     ));
     for w in o["swarms"].as_array().unwrap_or(&empty) {
         out.push_str(&format!(
-            "  {:<14} {:<8} {:>4} {:>6} {:>9} {:>6} {:>11} {:>11} {:>8} {:>8}\n",
+            "  {:<14} {:<8} {:>4} {:>6} {:>9} {:>10} {:>6} {:>11} {:>11} {:>8} {:>8}\n",
             w["product"].as_str().unwrap_or("?"),
             w["channel"].as_str().unwrap_or("?"),
             w["version"].as_u64().map_or("?".into(), |v| v.to_string()),
             w["peers"],
             w["complete"],
+            unreachable_share(w),
             w["seeds"],
             bytes(&w["bytes_from_peers"]),
             bytes(&w["bytes_from_seeds"]),
@@ -110,6 +112,8 @@ pub fn render(o: &Value) -> String {
         ));
     }
     out.push_str("\nSEEDS\n");
+    // (Members nobody can dial are reached through seeds' relays and hole
+    // punches; a high share with low offload says the punches fail.)
     out.push_str(&format!(
         "  {:<12} {:>14} {:>14} {:>6} {:>6} {:>11} {:>10} {:>6}\n",
         "seed", "capacity", "egress", "util", "peers", "free disk", "heartbeat", "state"
@@ -139,4 +143,12 @@ pub fn render(o: &Value) -> String {
         }
     }
     out
+}
+
+/// Members behind NATs as a share of the swarm ("-" when empty).
+fn unreachable_share(w: &serde_json::Value) -> String {
+    match (w["unreachable"].as_u64(), w["peers"].as_u64()) {
+        (Some(u), Some(p)) if p > 0 => format!("{:.0}%", 100.0 * u as f64 / p as f64),
+        _ => "-".into(),
+    }
 }

@@ -622,6 +622,7 @@ pub async fn run_with(
             "peers": client.connected_peers(),
             "free_disk": shoal_store::free_disk(&config.data),
             "releases": releases.ids(),
+            "relay": config.relay.enabled,
         });
         match http
             .post(format!("{base}/v1/seeds/heartbeat"))

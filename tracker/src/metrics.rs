@@ -133,6 +133,14 @@ pub fn render(state: &State, detail: bool) -> Result<String, crate::store::Store
     );
     gauges(
         &mut r,
+        "swarm_unreachable_peers",
+        "Members nobody can dial (behind NATs, by their AutoNAT verdict)",
+        s,
+        swarm_labels,
+        |w| f(w.stats.unreachable),
+    );
+    gauges(
+        &mut r,
         "swarm_seeds_serving",
         "Fresh seeds holding the release",
         s,

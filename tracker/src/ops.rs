@@ -219,6 +219,7 @@ mod tests {
                 peers: 0,
                 free_disk: 0,
                 releases: vec![],
+                relay: false,
             },
             account: "acc".into(),
             last_heartbeat: last,

@@ -2,7 +2,7 @@
 //! heartbeats, kept in memory. Pure: time and randomness are passed in.
 
 use serde::{Deserialize, Serialize};
-use shoal_types::Hash;
+use shoal_types::{Hash, Reachability};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -20,6 +20,33 @@ pub struct PeerReport {
     pub uploaded: u64,
     pub downloaded: u64,
     pub downloaded_from_seeds: u64,
+    /// Whether others can dial it (its AutoNAT verdict).
+    pub reachability: Reachability,
+}
+
+impl PeerReport {
+    /// Whether any peer can reach it: directly, or through a relay it holds
+    /// a slot on (a `…/p2p-circuit` address) to hole punch from there.
+    /// A peer behind a NAT without one can only dial out.
+    fn dialable(&self) -> bool {
+        !self.addrs.is_empty() && (self.reachability != Reachability::Private || self.has_circuit())
+    }
+
+    pub fn has_circuit(&self) -> bool {
+        self.addrs.iter().any(|a| a.contains("/p2p-circuit"))
+    }
+}
+
+/// Members reachable directly come first in every peer list, those not yet
+/// probed next, and those behind NATs (reached through a relay, then a hole
+/// punch) last: a player behind a NAT gets sources it can actually dial,
+/// and the punches, which can fail, are the fallback.
+fn reach_rank(r: Reachability) -> u8 {
+    match r {
+        Reachability::Public => 0,
+        Reachability::Unknown => 1,
+        Reachability::Private => 2,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +64,7 @@ impl Member {
             peer_id: report.peer_id.clone(),
             addrs: report.addrs.clone(),
             seed: false,
+            reachability: report.reachability,
         };
         let listing = serde_json::to_string(&info)
             .expect("peer info serialises")
@@ -55,6 +83,8 @@ pub struct PeerInfo {
     pub peer_id: String,
     pub addrs: Vec<String>,
     pub seed: bool,
+    #[serde(default)]
+    pub reachability: Reachability,
 }
 
 /// Aggregates of one swarm.
@@ -67,11 +97,14 @@ pub struct SwarmStats {
     pub uploaded: u64,
     pub downloaded: u64,
     pub downloaded_from_seeds: u64,
+    /// Members whose AutoNAT verdict is that nobody can dial them.
+    pub unreachable: usize,
 }
 
 impl SwarmStats {
     fn add(&mut self, r: &PeerReport) {
         self.peers += 1;
+        self.unreachable += usize::from(r.reachability == Reachability::Private);
         self.complete += usize::from(r.complete);
         self.have_chunks = self.have_chunks.saturating_add(r.have);
         self.uploaded = self.uploaded.saturating_add(r.uploaded);
@@ -83,6 +116,7 @@ impl SwarmStats {
 
     fn sub(&mut self, r: &PeerReport) {
         self.peers -= 1;
+        self.unreachable -= usize::from(r.reachability == Reachability::Private);
         self.complete -= usize::from(r.complete);
         self.have_chunks = self.have_chunks.saturating_sub(r.have);
         self.uploaded = self.uploaded.saturating_sub(r.uploaded);
@@ -118,7 +152,9 @@ impl Swarm {
             Some(&i) => {
                 let member = &mut self.members[i];
                 self.totals.sub(&member.report);
-                if member.report.addrs == report.addrs {
+                if member.report.addrs == report.addrs
+                    && member.report.reachability == report.reachability
+                {
                     member.report = report;
                     member.last_seen = now;
                 } else {
@@ -162,7 +198,9 @@ impl Swarm {
         self.totals.clone()
     }
 
-    /// Up to `max` other members for `me`: same region first, then random.
+    /// Up to `max` other members for `me` that can be dialed: reachable
+    /// ones first ([`reach_rank`]), same region first within a rank, then
+    /// random.
     fn pick_members(
         &self,
         me: &str,
@@ -171,7 +209,7 @@ impl Swarm {
         rng: &mut Rng,
     ) -> Vec<&Member> {
         let n = self.members.len();
-        let eligible = |m: &Member| m.report.peer_id != me && !m.report.addrs.is_empty();
+        let eligible = |m: &Member| m.report.peer_id != me && m.report.dialable();
         let mut chosen: Vec<&Member> = if n <= 3 * max {
             // Small swarm: everyone, shuffled.
             let mut all: Vec<&Member> = self.members.iter().filter(|m| eligible(m)).collect();
@@ -194,9 +232,12 @@ impl Swarm {
             }
             picked.into_iter().map(|i| &self.members[i]).collect()
         };
-        if region.is_some() {
-            chosen.sort_by_key(|m| m.report.region.as_deref() != region);
-        }
+        chosen.sort_by_key(|m| {
+            (
+                reach_rank(m.report.reachability),
+                region.is_some() && m.report.region.as_deref() != region,
+            )
+        });
         chosen.truncate(max);
         chosen
     }
@@ -209,6 +250,7 @@ impl Swarm {
                 peer_id: m.report.peer_id.clone(),
                 addrs: m.report.addrs.clone(),
                 seed: false,
+                reachability: m.report.reachability,
             })
             .collect()
     }
@@ -243,6 +285,9 @@ pub struct SeedReport {
     pub free_disk: u64,
     /// Release ids the seed holds.
     pub releases: Vec<Hash>,
+    /// It runs a circuit relay: players behind NATs may reserve a slot.
+    #[serde(default)]
+    pub relay: bool,
 }
 
 /// A seed as the tracker sees it.
@@ -375,6 +420,7 @@ mod tests {
             uploaded: 1,
             downloaded: 2,
             downloaded_from_seeds: 1,
+            reachability: Reachability::Unknown,
         }
     }
 
@@ -398,6 +444,40 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert_eq!(s.stats().uploaded, 1);
         assert_eq!(s.stats().peers, 1);
+    }
+
+    #[test]
+    fn a_large_swarm_lists_reachable_members_first_and_never_undialable_ones() {
+        let mut s = Swarm::default();
+        for i in 0..1000 {
+            let mut r = report(&format!("p{i}"), None);
+            r.reachability = match i % 4 {
+                0 => Reachability::Public,
+                1 => Reachability::Unknown,
+                _ => Reachability::Private,
+            };
+            if i % 4 == 3 {
+                r.addrs.push(format!(
+                    "/ip4/1.2.3.4/udp/1/quic-v1/p2p/R/p2p-circuit/p2p/p{i}"
+                ));
+            }
+            s.announce(0, r);
+        }
+        assert_eq!(s.stats().unreachable, 500);
+        let picked = s.pick("me", None, 30, &mut Rng::new(7));
+        assert_eq!(picked.len(), 30);
+        let ranks: Vec<u8> = picked.iter().map(|p| reach_rank(p.reachability)).collect();
+        assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{ranks:?}");
+        assert_eq!(ranks[0], 0, "reachable members come first");
+        assert!(picked.iter().all(|p| {
+            p.reachability != Reachability::Private
+                || p.addrs.iter().any(|a| a.contains("p2p-circuit"))
+        }));
+        // A member that changes its verdict moves the totals with it.
+        let mut r = report("p2", None);
+        r.reachability = Reachability::Public;
+        s.announce(1, r);
+        assert_eq!(s.stats().unreachable, 499);
     }
 
     #[test]
@@ -490,6 +570,7 @@ mod tests {
             peers: 0,
             free_disk: 0,
             releases: vec![],
+            relay: true,
         }
     }
 

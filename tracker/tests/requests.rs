@@ -534,3 +534,94 @@ async fn bootstrap_prefers_seeds_with_capacity_and_never_stale_ones() {
         "{o}"
     );
 }
+
+/// What peer `i` announces: its reachability and, if `circuit`, an address
+/// through the seed's relay.
+fn announce_reach(token: &str, i: u32, reachability: &str, circuit: bool) -> Value {
+    let mut addrs = vec![format!("/ip4/10.0.0.{i}/udp/4000/quic-v1")];
+    if circuit {
+        addrs.push(format!(
+            "/ip4/127.0.0.1/udp/9000/quic-v1/p2p/{}/p2p-circuit/p2p/{}",
+            peer(100),
+            peer(i)
+        ));
+    }
+    json!({
+        "token": token, "listen_addrs": addrs, "have": 0, "complete": false,
+        "uploaded": 0, "downloaded": 0, "downloaded_from_seeds": 0,
+        "reachability": reachability,
+    })
+}
+
+#[tokio::test]
+async fn players_behind_nats_get_reachable_peers_first_and_a_relay_to_reserve_on() {
+    let t = start(Config::default()).await;
+    t.product("game", false, &["stable"]).await;
+    let player = t.account("P", "FR").await;
+    let key = t.key(&player, "player").await;
+    let mut tokens = Vec::new();
+    for i in 0..5 {
+        let (_, v) = t.token(&key, "game", "stable", &peer(i)).await;
+        tokens.push(v["token"].as_str().unwrap().to_owned());
+    }
+    let (_, first) = t.token(&key, "game", "stable", &peer(0)).await;
+    let swarm = first["swarm"].as_str().unwrap().to_owned();
+    let seed_account = t.account("seed-1", "SE").await;
+    let seed_key = t.key(&seed_account, "seed").await;
+    let hb = json!({
+        "seed_id": "seed-1", "peer_id": peer(100), "addrs": ["/ip4/127.0.0.1/udp/9000/quic-v1"],
+        "capacity_bps": 1_000_000_000u64, "egress_bps": 0u64, "peers": 0, "free_disk": 1u64 << 40,
+        "releases": [swarm], "relay": true,
+    });
+    let (s, v) = t.post("/v1/seeds/heartbeat", &seed_key, hb).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let announce = async |i: usize, reach: &str, circuit: bool| {
+        let (s, a) = t
+            .call(
+                Method::POST,
+                "/v1/announce",
+                None,
+                Some(announce_reach(&tokens[i], i as u32, reach, circuit)),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{a}");
+        a
+    };
+    // 1: behind a NAT with no relay slot (can only dial out); 2: behind a
+    // NAT with a slot; 3: reachable; 4: not probed yet.
+    announce(1, "private", false).await;
+    announce(2, "private", true).await;
+    announce(3, "public", false).await;
+    announce(4, "unknown", false).await;
+    // Player 0, behind a NAT: the reachable peer first, then the unprobed,
+    // then the one behind a relay; never the one nobody can dial. And the
+    // seed's relay, since it has no slot yet.
+    let a = announce(0, "private", false).await;
+    let order: Vec<&str> = a["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["seed"] == false)
+        .map(|p| p["peer_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, [peer(3), peer(4), peer(2)], "{a}");
+    assert_eq!(a["peers"][0]["reachability"], "public");
+    assert_eq!(a["relays"][0]["peer_id"], peer(100).as_str(), "{a}");
+    assert_eq!(a["swarm"]["unreachable"], 3, "players 0, 1 and 2");
+    // With a slot announced, no more relays; reachable players get none.
+    let a = announce(0, "private", true).await;
+    assert_eq!(a["relays"], json!([]), "{a}");
+    let a = announce(3, "public", false).await;
+    assert_eq!(a["relays"], json!([]), "{a}");
+    // An unknown verdict is refused as a bad field, not a 5xx.
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/v1/announce",
+            None,
+            Some(announce_reach(&tokens[0], 0, "sideways", false)),
+        )
+        .await;
+    assert_eq!(s.as_u16() / 100, 4, "{v}");
+    assert!(v["error"].is_string(), "{v}");
+}

@@ -70,6 +70,38 @@ pub struct Outcome {
     pub banned_peers: usize,
     pub download_secs: f64,
     pub seeded_secs: f64,
+    /// How the node reached and was reached by peers.
+    pub nat: NatReport,
+}
+
+/// The node's reachability and NAT traversal, at the end of the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NatReport {
+    pub reachability: shoal_types::Reachability,
+    pub direct_connections: u64,
+    pub relayed_connections: u64,
+    pub punch_attempts: u64,
+    pub punch_successes: u64,
+    /// Relay slots this node held (it was behind a NAT).
+    pub reservations: u64,
+    /// Chunk requests it answered Busy because they came over a relay.
+    pub chunks_refused_relayed: u64,
+}
+
+impl NatReport {
+    fn of(client: &shoal_net::Client) -> NatReport {
+        let n = client.nat();
+        let get = shoal_net::NatCounters::get;
+        NatReport {
+            reachability: client.reachability(),
+            direct_connections: get(&n.direct_connections),
+            relayed_connections: get(&n.relayed_connections),
+            punch_attempts: get(&n.punch_attempts),
+            punch_successes: get(&n.punch_successes),
+            reservations: get(&n.reservations),
+            chunks_refused_relayed: get(&n.chunks_refused_relayed),
+        }
+    }
 }
 
 /// The tracker's answer to a token request.
@@ -278,7 +310,7 @@ impl Swarm {
         config.upload_rate = settings.max_upload;
         let (client, events) = shoal_net::spawn(config, serving.clone())
             .map_err(|e| anyhow::anyhow!("starting the peer node: {e}"))?;
-        let addrs = node::listen_addrs(&client).await?;
+        node::listen_addrs(&client).await?;
         if let Some(addr) = &settings.metrics {
             let render = node::metrics(client.clone(), serving.clone(), counters.clone());
             let bound = shoal_seed::metrics::spawn(addr, render).await?;
@@ -287,7 +319,8 @@ impl Swarm {
         let announcer = Arc::new(Announcer {
             tracker: tracker.clone(),
             token: RwLock::new(ticket.token.to_text()),
-            listen: addrs,
+            client: client.clone(),
+            reserving: Default::default(),
             me: client.peer_id(),
             counters: counters.clone(),
             serving,
@@ -592,8 +625,10 @@ pub async fn install(
 
     // Step 7: give back.
     req.seeding.store(true, Ordering::SeqCst);
+    let client = swarm.client.clone();
     outcome.seeded_secs = swarm.give_back(&req.dir, req.seed_for, stop).await?;
     outcome.uploaded = serving.uploaded.load(Ordering::Relaxed);
+    outcome.nat = NatReport::of(&client);
     Ok(outcome)
 }
 

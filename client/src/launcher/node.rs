@@ -131,6 +131,8 @@ pub struct PeerInfo {
     pub addrs: Vec<String>,
     #[serde(default)]
     pub seed: bool,
+    #[serde(default)]
+    pub reachability: shoal_types::Reachability,
 }
 
 impl PeerInfo {
@@ -140,14 +142,16 @@ impl PeerInfo {
         if peer == *me {
             return None;
         }
-        // Every usable address, direct ones first: a relayed address is the
-        // way in to a player behind a NAT until the hole punch.
+        // Every usable address, direct ones first; for a player behind a
+        // NAT its relayed address first (its direct ones are private), the
+        // way in until the hole punch.
         let mut addrs: Vec<shoal_net::Addr> =
             self.addrs.iter().filter_map(|a| a.parse().ok()).collect();
         if addrs.is_empty() {
             return None;
         }
-        addrs.sort_by_key(shoal_net::is_relayed);
+        let behind_nat = self.reachability == shoal_types::Reachability::Private;
+        addrs.sort_by_key(|a| shoal_net::is_relayed(a) != behind_nat);
         Some(Source {
             peer,
             addrs,
@@ -165,7 +169,12 @@ impl PeerInfo {
 pub struct Announcer {
     pub tracker: Tracker,
     pub token: RwLock<String>,
-    pub listen: Vec<String>,
+    /// The node: what it advertises and whether it is reachable are read
+    /// afresh for every announce (AutoNAT's verdict and a relay slot come
+    /// after the node starts).
+    pub client: Client,
+    /// The relay a slot was last asked of, and when.
+    pub reserving: std::sync::Mutex<Option<(Peer, std::time::Instant)>>,
     pub me: Peer,
     pub counters: Arc<Counters>,
     pub serving: Arc<Serving>,
@@ -181,17 +190,61 @@ struct Answer {
     peers: Vec<PeerInfo>,
     #[serde(default)]
     token: Option<String>,
+    /// Relays to reserve a slot on (we are behind a NAT and hold none).
+    #[serde(default)]
+    relays: Vec<PeerInfo>,
+}
+
+/// How often the announce loop looks for a change in how we are reached.
+const REACH_CHECK: Duration = Duration::from_secs(1);
+
+/// How long a relay slot asked for may take before another relay is tried.
+const RESERVE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// What the node tells the tracker about how to reach it.
+#[derive(Debug, Clone)]
+struct Reach {
+    addrs: Vec<String>,
+    reachability: shoal_types::Reachability,
+}
+
+impl Reach {
+    /// The same addresses (in any order) and verdict.
+    fn same(&self, other: &Reach) -> bool {
+        let sorted = |r: &Reach| {
+            let mut a = r.addrs.clone();
+            a.sort();
+            a
+        };
+        self.reachability == other.reachability && sorted(self) == sorted(other)
+    }
 }
 
 impl Announcer {
-    async fn announce_once(&self, stopped: bool) -> anyhow::Result<Answer> {
+    async fn reach(&self) -> Reach {
+        let addrs = match self.client.advertised_addrs().await {
+            Ok(a) => a.iter().map(ToString::to_string).collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "the node did not say its addresses");
+                Vec::new()
+            }
+        };
+        Reach {
+            addrs,
+            reachability: self.client.reachability(),
+        }
+    }
+
+    async fn announce_once(&self, stopped: bool) -> anyhow::Result<(Answer, Reach)> {
         let have = self
             .serving
             .bitfield(&self.serving.swarm)
             .map_or(0, |b| u64::from(b.count()));
+        let reach = self.reach().await;
         let body = serde_json::json!({
             "token": *self.token.read().unwrap_or_else(|p| p.into_inner()),
-            "listen_addrs": self.listen,
+            "listen_addrs": reach.addrs,
+            "reachability": reach.reachability,
             "have": have,
             "complete": self.complete.load(Ordering::Relaxed),
             "uploaded": self.serving.uploaded.load(Ordering::Relaxed),
@@ -213,32 +266,95 @@ impl Announcer {
                 Err(e) => tracing::warn!(error = %e, "the tracker renewed our token with garbage"),
             }
         }
-        Ok(answer)
+        Ok((answer, reach))
+    }
+
+    /// Behind a NAT with no relay slot: asks one of `relays` for a slot
+    /// (presenting our token, which the relay requires), so peers can reach
+    /// us through it and hole punch. One relay at a time; another after
+    /// [`RESERVE_PATIENCE`].
+    async fn reserve(&self, relays: &[PeerInfo]) {
+        let now = std::time::Instant::now();
+        let previous = *self.reserving.lock().unwrap_or_else(|p| p.into_inner());
+        if previous.is_some_and(|(_, at)| now.duration_since(at) < RESERVE_PATIENCE) {
+            return;
+        }
+        let candidates: Vec<Source> = relays.iter().filter_map(|r| r.source(&self.me)).collect();
+        let Some(relay) = candidates
+            .iter()
+            .find(|r| previous.is_none_or(|(p, _)| p != r.peer))
+            .or(candidates.first())
+        else {
+            return;
+        };
+        *self.reserving.lock().unwrap_or_else(|p| p.into_inner()) = Some((relay.peer, now));
+        let token = self.token.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let result = async {
+            let token = shoal_token::Token::from_text(&token)?;
+            let addr = relay
+                .addrs
+                .first()
+                .ok_or_else(|| anyhow::anyhow!("the relay has no address"))?
+                .clone();
+            self.client.dial(relay.peer, addr.clone()).await?;
+            self.client
+                .authenticate(relay.peer, self.serving.swarm, &token)
+                .await?;
+            let circuit = addr
+                .with(shoal_net::Protocol::P2p(relay.peer))
+                .with(shoal_net::Protocol::P2pCircuit);
+            self.client.listen_on(circuit).await?;
+            anyhow::Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                tracing::info!(relay = %relay.peer, "behind a NAT: asked a seed's relay for a slot")
+            }
+            Err(e) => {
+                tracing::warn!(relay = %relay.peer, error = %crate::one_line(&e), "behind a NAT: no relay slot")
+            }
+        }
     }
 
     /// Announces now and then every interval, sending new peers to `more`
-    /// (while anyone listens). Runs until aborted.
+    /// (while anyone listens); announces early when what peers need to
+    /// reach us changes (a reachability verdict, a relay slot). Runs until
+    /// aborted.
     pub async fn run(self: Arc<Self>, more: mpsc::Sender<Source>) {
         let mut interval = Duration::from_secs(5);
         loop {
+            let mut told = None;
             match self.announce_once(false).await {
-                Ok(answer) => {
+                Ok((answer, reach)) => {
                     interval = Duration::from_secs(answer.interval.clamp(1, 600));
                     for p in &answer.peers {
                         if let Some(s) = p.source(&self.me) {
                             let _ = more.try_send(s);
                         }
                     }
+                    if !answer.relays.is_empty() {
+                        self.reserve(&answer.relays).await;
+                    }
+                    told = Some(reach);
                 }
                 Err(e) => tracing::warn!(error = %crate::one_line(&e), "announce failed; retrying"),
             }
-            tokio::time::sleep(interval).await;
+            let deadline = tokio::time::Instant::now() + interval;
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(REACH_CHECK.min(interval)).await;
+                if let Some(told) = &told
+                    && !told.same(&self.reach().await)
+                {
+                    break;
+                }
+            }
         }
     }
 
     /// Tells the tracker we are leaving the swarm.
     pub async fn leave(&self) {
-        if let Err(e) = self.announce_once(true).await {
+        if let Err(e) = self.announce_once(true).await.map(|_| ()) {
             tracing::debug!(error = %crate::one_line(&e), "leaving announce failed");
         }
     }
@@ -272,6 +388,7 @@ pub fn metrics(
         let have = serving.bitfield(&serving.swarm);
         let (held, total) = have.map_or((0, 0), |b| (b.count(), b.len()));
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let nat = shoal_net::NatCounters::get;
         shoal_seed::metrics::Scrape::new("shoal_client")
             .counter(
                 "downloaded_from_peers_bytes",
@@ -307,6 +424,35 @@ pub fn metrics(
                 "peers_connected",
                 "Peers connected",
                 client.connected_peers() as f64,
+            )
+            .counter(
+                "connections_direct",
+                "Connections made directly (dialed or hole punched)",
+                nat(&client.nat().direct_connections),
+            )
+            .counter(
+                "connections_relayed",
+                "Connections through a relay",
+                nat(&client.nat().relayed_connections),
+            )
+            .counter(
+                "hole_punch_attempts",
+                "Hole punches tried",
+                nat(&client.nat().punch_attempts),
+            )
+            .counter(
+                "hole_punch_successes",
+                "Hole punches that made a direct connection",
+                nat(&client.nat().punch_successes),
+            )
+            .gauge(
+                "reachable",
+                "1 if AutoNAT found others can dial this node, 0 if not, -1 before a verdict",
+                match client.reachability() {
+                    shoal_types::Reachability::Public => 1.0,
+                    shoal_types::Reachability::Private => 0.0,
+                    shoal_types::Reachability::Unknown => -1.0,
+                },
             )
             .gauge("chunks_held", "Chunks of the release held", f64::from(held))
             .gauge("chunks_total", "Chunks in the release", f64::from(total))

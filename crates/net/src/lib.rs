@@ -33,6 +33,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 pub use libp2p::identity::Keypair;
+pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr as Addr, PeerId as Peer};
 
 /// Where chunks come from on the serving side. Implementations return only

@@ -212,6 +212,40 @@ fn standing_key(state: &State, claims: &Claims) -> ApiResult<ApiKey> {
 /// The least-loaded fresh seeds holding the build of `release` that have
 /// capacity left; when every one is full, the least loaded anyway (the swarm
 /// then raises the no-capacity alert). Stale seeds never.
+/// Most relays named in one announce answer.
+const MAX_RELAYS_LISTED: usize = 2;
+
+/// Fresh seeds of `release`'s build that run a relay, least loaded first.
+fn relays_for(state: &State, release: &ReleaseRecord) -> Vec<PeerInfo> {
+    let now = state.now();
+    let registry = lock(&state.seeds);
+    let mut relays: Vec<_> = registry
+        .for_content(
+            &release.manifest_hash,
+            now,
+            state.config.seed_timeout_secs,
+            usize::MAX,
+        )
+        .into_iter()
+        .filter(|s| s.report.relay)
+        .collect();
+    relays.sort_by_key(|s| s.report.peers);
+    relays
+        .into_iter()
+        .take(MAX_RELAYS_LISTED)
+        .map(seed_info)
+        .collect()
+}
+
+fn seed_info(s: &crate::swarm::SeedState) -> PeerInfo {
+    PeerInfo {
+        peer_id: s.report.peer_id.clone(),
+        addrs: s.report.addrs.clone(),
+        seed: true,
+        reachability: shoal_types::Reachability::Public,
+    }
+}
+
 fn seeds_for(state: &State, release: &ReleaseRecord) -> Vec<PeerInfo> {
     let now = state.now();
     let registry = lock(&state.seeds);
@@ -234,11 +268,7 @@ fn seeds_for(state: &State, release: &ReleaseRecord) -> Vec<PeerInfo> {
     chosen
         .into_iter()
         .take(MAX_SEEDS_LISTED)
-        .map(|s| PeerInfo {
-            peer_id: s.report.peer_id.clone(),
-            addrs: s.report.addrs.clone(),
-            seed: true,
-        })
+        .map(seed_info)
         .collect()
 }
 
@@ -339,15 +369,20 @@ pub struct AnnounceBody {
     /// The client is leaving the swarm.
     #[serde(default)]
     stopped: bool,
+    /// Whether others can dial the client (its AutoNAT verdict).
+    #[serde(default)]
+    reachability: shoal_types::Reachability,
 }
 
-/// The announce answer: `{interval, peers: [PeerInfo…], swarm: SwarmStats,
-/// token?, token_expires_at?}`. Built by splicing members' cached JSON
-/// listings, since it is the tracker's hottest path.
+/// The announce answer: `{interval, peers: [PeerInfo…], relays:
+/// [PeerInfo…], swarm: SwarmStats, token?, token_expires_at?}`. Built by
+/// splicing members' cached JSON listings, since it is the tracker's
+/// hottest path.
 fn announce_answer(
     interval: u64,
     listings: &[std::sync::Arc<str>],
     seeds: &[PeerInfo],
+    relays: &[PeerInfo],
     stats: &SwarmStats,
     renewed: Option<(String, u64)>,
 ) -> axum::response::Response {
@@ -369,7 +404,9 @@ fn announce_answer(
         }
         body.push_str(&part);
     }
-    body.push_str("],\"swarm\":");
+    body.push_str("],\"relays\":");
+    body.push_str(&serde_json::to_string(relays).expect("peer info serialises"));
+    body.push_str(",\"swarm\":");
     body.push_str(&serde_json::to_string(stats).expect("stats serialise"));
     if let Some((token, expires)) = renewed {
         body.push_str(",\"token\":");
@@ -448,6 +485,7 @@ pub async fn announce(
             interval,
             &[],
             &[],
+            &[],
             &SwarmStats::default(),
             None,
         ));
@@ -491,6 +529,16 @@ pub async fn announce(
         uploaded: req.uploaded,
         downloaded: req.downloaded,
         downloaded_from_seeds: req.downloaded_from_seeds,
+        reachability: req.reachability,
+    };
+    // A client nobody can dial is told the relays it may reserve a slot on
+    // (seeds of this build: it presents its token to them anyway), until it
+    // announces a `/p2p-circuit` address.
+    let relays = if req.reachability == shoal_types::Reachability::Private && !report.has_circuit()
+    {
+        relays_for(&state, &release)
+    } else {
+        Vec::new()
     };
     let mut rng = state.rng();
     let (mut peers, stats) = state.with_swarm(&claims.swarm, |s| {
@@ -510,7 +558,9 @@ pub async fn announce(
         seeds = seeds_for(&state, &release);
         peers.truncate(state.config.max_peers.saturating_sub(seeds.len()));
     }
-    Ok(announce_answer(interval, &peers, &seeds, &stats, renewed))
+    Ok(announce_answer(
+        interval, &peers, &seeds, &relays, &stats, renewed,
+    ))
 }
 
 #[derive(Debug, Serialize)]
