@@ -2,6 +2,7 @@
 //! and the location of the `shoal` binary for tests that run it as a process.
 
 pub mod layering;
+pub mod netns;
 
 use std::path::{Path, PathBuf};
 
@@ -18,22 +19,42 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// it matters when only this package's tests were built).
 pub fn shoal_bin() -> anyhow::Result<PathBuf> {
     static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    bin(&BUILT, "shoal-client", "shoal")
+}
+
+/// The `shoal-tracker` binary, as [`shoal_bin`].
+pub fn tracker_bin() -> anyhow::Result<PathBuf> {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    bin(&BUILT, "shoal-tracker", "shoal-tracker")
+}
+
+/// The `shoal-seed` binary, as [`shoal_bin`].
+pub fn seed_bin() -> anyhow::Result<PathBuf> {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    bin(&BUILT, "shoal-seed", "shoal-seed")
+}
+
+fn bin(
+    built: &std::sync::OnceLock<Result<(), String>>,
+    package: &str,
+    name: &str,
+) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .ok_or_else(|| anyhow::anyhow!("unexpected test binary path {}", exe.display()))?;
-    let built = BUILT.get_or_init(|| {
+    let built = built.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         match std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", "shoal-client", "--bin", "shoal"])
+            .args(["build", "--quiet", "-p", package, "--bin", name])
             .status()
         {
             Ok(s) if s.success() => Ok(()),
-            Ok(s) => Err(format!("building the shoal binary failed: {s}")),
+            Ok(s) => Err(format!("building the {name} binary failed: {s}")),
             Err(e) => Err(format!("running cargo: {e}")),
         }
     });
     built.clone().map_err(anyhow::Error::msg)?;
-    Ok(dir.join("shoal"))
+    Ok(dir.join(name))
 }
