@@ -420,3 +420,34 @@ async fn two_players_behind_home_routers_hole_punch_and_swap_chunks() -> anyhow:
     );
     Ok(())
 }
+
+/// Both players behind symmetric NATs: the port a peer learns is never the
+/// one a new flow uses, so no punch can work. Both still complete, from the
+/// seed, without a stall; the test says which path the bytes took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_behind_symmetric_nats_still_complete_from_the_seed() -> anyhow::Result<()> {
+    let (w, _tmp) = world("sym", &[Nat::Symmetric, Nat::Symmetric], 64).await?;
+    let t0 = Instant::now();
+    let outcomes = install_all(&w, 2, Duration::from_secs(240)).await?;
+    let payload = n(&outcomes[0]["release_bytes"]);
+    for (i, o) in outcomes.iter().enumerate() {
+        let p = i + 1;
+        eprintln!(
+            "p{p}: {} bytes from the seed, {} from the other player; punches {} of {}; {:.1} s",
+            n(&o["from_seeds"]),
+            n(&o["from_peers"]),
+            n(&o["nat"]["punch_successes"]),
+            n(&o["nat"]["punch_attempts"]),
+            o["download_secs"].as_f64().unwrap_or(0.0)
+        );
+        assert_eq!(o["nat"]["reachability"], "private", "{o}");
+        assert_eq!(n(&o["from_peers"]) + n(&o["from_seeds"]), payload, "{o}");
+        sample::same(
+            &w.dir.join("build"),
+            &install_dir(&w.dir, p).join("current"),
+        )?
+        .map_err(anyhow::Error::msg)?;
+    }
+    eprintln!("both installed in {:.1} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
