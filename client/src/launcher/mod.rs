@@ -80,6 +80,8 @@ pub struct NatReport {
     pub reachability: shoal_types::Reachability,
     pub direct_connections: u64,
     pub relayed_connections: u64,
+    /// Hole-punch upgrades finished (a success, or a failure after DCUtR's
+    /// 3 tries), and the successes.
     pub punch_attempts: u64,
     pub punch_successes: u64,
     /// Relay slots this node held (it was behind a NAT).

@@ -437,7 +437,7 @@ pub fn metrics(
             )
             .counter(
                 "hole_punch_attempts",
-                "Hole punches tried",
+                "Hole-punch upgrades finished (a success, or a failure after 3 tries)",
                 nat(&client.nat().punch_attempts),
             )
             .counter(

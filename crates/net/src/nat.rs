@@ -106,7 +106,9 @@ pub fn is_relayed(addr: &Multiaddr) -> bool {
 pub struct NatCounters {
     pub direct_connections: AtomicU64,
     pub relayed_connections: AtomicU64,
-    /// Hole punches tried and the ones that made a direct connection.
+    /// DCUtR upgrades that finished (a direct connection, or a failure once
+    /// its 3 tries ran out; tries still running are not counted), and the
+    /// ones that made a direct connection.
     pub punch_attempts: AtomicU64,
     pub punch_successes: AtomicU64,
     /// Relay slots this node holds on relays, and circuits it relayed.
