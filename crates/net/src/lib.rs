@@ -7,6 +7,7 @@
 //! oneshots. Chunks are served only to connections whose authenticated
 //! PeerId presented a valid swarm token for that swarm.
 
+mod behaviour;
 mod codec;
 pub mod download;
 mod nat;
@@ -16,17 +17,14 @@ mod reach;
 
 pub use nat::{NatCounters, RelayLimits, is_relayed};
 
-use codec::{ChunkCodec, WireCodec};
+use behaviour::{Behaviour, BehaviourEvent};
 use futures::StreamExt as _;
-use libp2p::request_response::{self as rr, OutboundRequestId, ProtocolSupport};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, identity};
+use libp2p::request_response::{self as rr, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, identity};
 use shoal_token::Token;
 use shoal_types::{Bitfield, Hash, PublicKey};
-use shoal_wire::{
-    AUTH_PROTOCOL, AuthRequest, AuthResponse, CHUNK_PROTOCOL, ChunkRequest, ChunkResponse,
-    HAVE_PROTOCOL, HaveAck, HaveMessage,
-};
+use shoal_wire::{AuthRequest, AuthResponse, ChunkRequest, ChunkResponse, HaveAck, HaveMessage};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,25 +161,6 @@ pub enum Event {
     Disconnected { peer: PeerId },
 }
 
-#[derive(NetworkBehaviour)]
-struct Behaviour {
-    auth: rr::Behaviour<WireCodec<AuthRequest, AuthResponse>>,
-    have: rr::Behaviour<WireCodec<HaveMessage, HaveAck>>,
-    chunk: rr::Behaviour<ChunkCodec>,
-    /// Observed addresses: the candidates a hole punch uses.
-    identify: libp2p::identify::Behaviour,
-    /// Reservations on relays and dials through them.
-    relay_client: libp2p::relay::client::Behaviour,
-    /// The relay server (seeds only).
-    relay: libp2p::swarm::behaviour::toggle::Toggle<libp2p::relay::Behaviour>,
-    /// Upgrades relayed connections to direct ones by hole punching.
-    dcutr: libp2p::dcutr::Behaviour,
-    /// Asks servers to dial our observed addresses back (reachability).
-    autonat: libp2p_autonat::v2::client::Behaviour,
-    /// Dials others back for theirs (seeds only).
-    autonat_server: libp2p::swarm::behaviour::toggle::Toggle<libp2p_autonat::v2::server::Behaviour>,
-}
-
 enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Advertised(oneshot::Sender<Vec<Multiaddr>>),
@@ -302,9 +281,6 @@ impl Client {
     }
 }
 
-/// The identify protocol's version string.
-const IDENTIFY_PROTOCOL: &str = "/shoal/id/1";
-
 /// Bounds: commands queued to the loop, and events queued to the application.
 const COMMAND_QUEUE: usize = 256;
 const EVENT_QUEUE: usize = 1024;
@@ -399,46 +375,8 @@ pub fn spawn(
     config: Config,
     source: Arc<dyn ChunkSource>,
 ) -> Result<(Client, mpsc::Receiver<Event>), Box<dyn std::error::Error + Send + Sync>> {
-    let rr_config = rr::Config::default()
-        .with_request_timeout(config.request_timeout)
-        .with_max_concurrent_streams(config.max_concurrent_streams);
-    let protocol = |p: &'static str| [(StreamProtocol::new(p), ProtocolSupport::Full)];
-    let transport = quic::QuicTransport::new(&config.keypair, quic::QuicConfig::default())?;
     let admitted = nat::Admitted::default();
-    let relay_limits = config.relay.clone();
-    let relay_admitted = admitted.clone();
-    let autonat_server = config.autonat_server;
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
-        .with_tokio()
-        .with_other_transport(|_| transport)?
-        // A relayed connection is a stream over the relay's connection, so it
-        // needs its own security and multiplexing.
-        .with_relay_client(libp2p::noise::Config::new, libp2p::yamux::Config::default)?
-        .with_behaviour(|key, relay_client| {
-            let me = key.public().to_peer_id();
-            Behaviour {
-                auth: rr::Behaviour::new(protocol(AUTH_PROTOCOL), rr_config.clone()),
-                have: rr::Behaviour::new(protocol(HAVE_PROTOCOL), rr_config.clone()),
-                chunk: rr::Behaviour::new(protocol(CHUNK_PROTOCOL), rr_config.clone()),
-                identify: libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
-                    IDENTIFY_PROTOCOL.into(),
-                    key.public(),
-                )),
-                relay_client,
-                relay: relay_limits
-                    .map(|l| {
-                        libp2p::relay::Behaviour::new(me, nat::relay_config(&l, relay_admitted))
-                    })
-                    .into(),
-                dcutr: libp2p::dcutr::Behaviour::new(me),
-                autonat: reach::client(),
-                autonat_server: autonat_server
-                    .then(libp2p_autonat::v2::server::Behaviour::default)
-                    .into(),
-            }
-        })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = behaviour::swarm(&config, admitted.clone())?;
     for addr in &config.listen {
         swarm.listen_on(addr.clone())?;
     }
