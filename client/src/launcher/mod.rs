@@ -38,8 +38,9 @@ pub struct Request {
     pub seed_for: Duration,
     /// Only update an existing install (refuse an empty directory).
     pub update: bool,
-    /// Set once the build is swapped in and seeding starts (so a Ctrl-C
-    /// handler can end seeding gracefully instead of interrupting).
+    /// Set once every chunk is here, before the swap (so a Ctrl-C handler
+    /// lets the swap finish and ends seeding gracefully instead of
+    /// interrupting).
     pub seeding: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -607,6 +608,11 @@ pub async fn install(
     outcome.from_seeds = counters.from_seeds.load(Ordering::Relaxed);
     outcome.banned_peers = report.banned.len();
 
+    // Every chunk is here and synced: from now on a signal lets the swap
+    // finish and ends gracefully with the summary (with many files the
+    // swap takes a while, and `status` already says installed during it).
+    req.seeding.store(true, Ordering::SeqCst);
+
     // Step 6: finish and swap. Peers told of our last chunks ask for them
     // now: while the files move they hear Busy, not NotFound.
     serving.settle();
@@ -626,7 +632,6 @@ pub async fn install(
     tracing::info!(product = %req.product, version = outcome.version, "installed");
 
     // Step 7: give back.
-    req.seeding.store(true, Ordering::SeqCst);
     let client = swarm.client.clone();
     outcome.seeded_secs = swarm.give_back(&req.dir, req.seed_for, stop).await?;
     outcome.uploaded = serving.uploaded.load(Ordering::Relaxed);
