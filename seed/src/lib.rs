@@ -415,6 +415,11 @@ impl ChunkSource for Releases {
             .map(|b| Bitfield::full(b.manifest().chunks.len() as u32))
     }
 
+    fn chunk_len(&self, swarm: &Hash, index: u32) -> Option<u32> {
+        let bundle = self.bundle(swarm)?;
+        bundle.manifest().chunks.get(index as usize).map(|c| c.len)
+    }
+
     /// While an unknown swarm is being looked up, its chunks are `Busy`:
     /// the requester retries instead of forgetting this seed.
     fn settling(&self, swarm: &Hash) -> bool {
@@ -496,6 +501,7 @@ pub async fn run_with(
         let capacity = config.capacity_mbit * 1_000_000;
         let cap = cap_mbit * 1_000_000;
         let render: metrics::Render = Arc::new(move || {
+            let get = shoal_net::NatCounters::get;
             metrics::Scrape::new("shoal_seed")
                 .counter(
                     "egress_bytes",
@@ -529,6 +535,22 @@ pub async fn run_with(
                     shoal_store::free_disk(&data) as f64,
                 )
                 .gauge("releases", "Releases held", releases.ids().len() as f64)
+                .counter(
+                    "relay_circuits",
+                    "Circuits relayed for players behind NATs (handshakes and hole punches)",
+                    get(&client.nat().circuits_relayed),
+                )
+                .counter(
+                    "chunks_refused_relayed",
+                    "Chunk requests refused because they came over a relayed circuit",
+                    get(&client.nat().chunks_refused_relayed),
+                )
+                .counter(
+                    "chunks_last_resort",
+                    "Chunks sent again inside the super-seeding window because the requester \
+                     could reach no peer holding them",
+                    get(&client.nat().chunks_last_resort),
+                )
                 .render()
         });
         let bound = metrics::spawn(addr, render).await?;

@@ -87,6 +87,17 @@ impl ChunkSource for Serving {
         *swarm == self.swarm && self.settling.load(Ordering::SeqCst)
     }
 
+    fn chunk_len(&self, swarm: &Hash, index: u32) -> Option<u32> {
+        if *swarm != self.swarm {
+            return None;
+        }
+        let len = |m: &shoal_manifest::Manifest| m.chunks.get(index as usize).map(|c| c.len);
+        match self.held() {
+            Held::Staging(s) => len(s.manifest()),
+            Held::Build(b) | Held::Repair(b, _) => len(b.manifest()),
+        }
+    }
+
     fn bitfield(&self, swarm: &Hash) -> Option<Bitfield> {
         if *swarm != self.swarm {
             return None;
@@ -133,6 +144,10 @@ pub struct PeerInfo {
     pub seed: bool,
     #[serde(default)]
     pub reachability: shoal_types::Reachability,
+    /// Behind our own router (it announced from our address): reached on
+    /// the LAN, so its relayed address is left out.
+    #[serde(default)]
+    pub same_site: bool,
 }
 
 impl PeerInfo {
@@ -151,6 +166,9 @@ impl PeerInfo {
             return None;
         }
         let behind_nat = self.reachability == shoal_types::Reachability::Private;
+        if self.same_site && addrs.iter().any(|a| !shoal_net::is_relayed(a)) {
+            addrs.retain(|a| !shoal_net::is_relayed(a));
+        }
         addrs.sort_by_key(|a| shoal_net::is_relayed(a) != behind_nat);
         Some(Source {
             peer,

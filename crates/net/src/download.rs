@@ -8,7 +8,7 @@ use shoal_manifest::{Manifest, VerifiedChunk, verify};
 use shoal_scheduler::{Action, Download, PeerIdx, PeerKind};
 use shoal_token::Token;
 use shoal_types::{Bitfield, Hash};
-use shoal_wire::{ChunkResponse, HaveMessage, HaveUpdate};
+use shoal_wire::{ChunkRequest, ChunkResponse, HaveMessage, HaveUpdate};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -293,7 +293,11 @@ pub async fn download(
     loop {
         while let Some(action) = sched.poll() {
             match action {
-                Action::Request { peer, chunk } => {
+                Action::Request {
+                    peer,
+                    chunk,
+                    last_resort,
+                } => {
                     let client = client.clone();
                     let tx = done_tx.clone();
                     let target = known.peers[peer.0 as usize];
@@ -303,7 +307,12 @@ pub async fn download(
                         .map_or(Duration::ZERO, |b| b.reserve(start.elapsed(), len));
                     tokio::spawn(async move {
                         tokio::time::sleep(wait).await;
-                        let result = client.chunk(target, swarm, chunk).await;
+                        let request = ChunkRequest {
+                            swarm,
+                            index: chunk,
+                            last_resort,
+                        };
+                        let result = client.request_chunk(target, request).await;
                         let _ = tx
                             .send(Done::Chunk {
                                 peer,
@@ -388,7 +397,8 @@ pub async fn download(
                         }
                     },
                     Ok(ChunkResponse::Busy) => sched.handle_busy(t, peer, index),
-                    Ok(ChunkResponse::SentElsewhere | ChunkResponse::NotFound | ChunkResponse::Unauthorized) | Err(_) => {
+                    Ok(ChunkResponse::SentElsewhere) => sched.handle_sent_elsewhere(t, peer, index),
+                    Ok(ChunkResponse::NotFound | ChunkResponse::Unauthorized) | Err(_) => {
                         sched.handle_failed(t, peer, index);
                     }
                 }

@@ -47,6 +47,22 @@ pub trait ChunkSource: Send + Sync + 'static {
     fn settling(&self, _swarm: &Hash) -> bool {
         false
     }
+    /// The length of chunk `index` of `swarm`, if known without reading it:
+    /// small chunks then count for their share of [`Config::max_uploads`].
+    fn chunk_len(&self, _swarm: &Hash, _index: u32) -> Option<u32> {
+        None
+    }
+}
+
+/// [`Config::max_uploads`] counts chunks of the usual 1 MiB; a smaller one
+/// weighs its share, in units of 1/64 (16 KiB), at least one unit.
+const UPLOAD_UNIT: u64 = 16 << 10;
+const UNITS_PER_UPLOAD: u64 = (1 << 20) / UPLOAD_UNIT;
+
+fn upload_weight(len: Option<u32>) -> u64 {
+    len.map_or(UNITS_PER_UPLOAD, |l| {
+        u64::from(l).div_ceil(UPLOAD_UNIT).max(1)
+    })
 }
 
 /// Node settings.
@@ -73,8 +89,9 @@ pub struct Config {
     /// more than this much already-promised upload, so a slow uploader is
     /// asked only for what it can deliver soon and requesters go elsewhere.
     pub max_upload_backlog: Duration,
-    /// Chunk answers being read or sent at once; further requests hear
-    /// `Busy`. This bounds the queue behind an uplink the node cannot see
+    /// Chunk answers being read or sent at once, in chunks of 1 MiB (a
+    /// 16 KiB chunk counts 1/64, so many small files keep as many bytes
+    /// moving); further requests hear `Busy`. This bounds the queue behind an uplink the node cannot see
     /// (no cap configured, or a slower link than the cap), which would
     /// otherwise grow until requests time out and go to a seed.
     pub max_uploads: usize,
@@ -269,10 +286,24 @@ impl Client {
         swarm: Hash,
         index: u32,
     ) -> Result<ChunkResponse, NetError> {
-        ask(&self.commands, |r| {
-            Command::Chunk(peer, ChunkRequest { swarm, index }, r)
-        })
-        .await?
+        self.request_chunk(
+            peer,
+            ChunkRequest {
+                swarm,
+                index,
+                last_resort: false,
+            },
+        )
+        .await
+    }
+
+    /// Sends `peer` a chunk request as given (see [`ChunkRequest::last_resort`]).
+    pub async fn request_chunk(
+        &self,
+        peer: PeerId,
+        request: ChunkRequest,
+    ) -> Result<ChunkResponse, NetError> {
+        ask(&self.commands, |r| Command::Chunk(peer, request, r)).await?
     }
 
     /// Tells `peer` what we hold.
@@ -331,7 +362,9 @@ struct Loop {
     /// requesters go first.
     fair: shoal_scheduler::FairShare<PeerId>,
     /// Chunk requests admitted and not yet fully answered.
-    uploads: std::collections::HashSet<rr::InboundRequestId>,
+    /// Answers being read or sent, with their weights ([`upload_weight`]).
+    uploads: HashMap<rr::InboundRequestId, u64>,
+    upload_units: u64,
     /// Answers being read or waiting for the upload cap.
     answering: usize,
     /// Requests waiting for an upload slot, neediest first.
@@ -401,7 +434,8 @@ pub fn spawn(
         nat: nat.clone(),
         sent: HashMap::new(),
         fair: shoal_scheduler::FairShare::default(),
-        uploads: std::collections::HashSet::new(),
+        uploads: HashMap::new(),
+        upload_units: 0,
         answering: 0,
         waiting: shoal_scheduler::NeedQueue::new(config.upload_queue),
         held: HashMap::new(),
@@ -458,7 +492,7 @@ impl Loop {
                     self.answering = self.answering.saturating_sub(1);
                     if self.swarm.behaviour_mut().chunk.send_response(channel, response).is_err() {
                         // The requester is gone: no ResponseSent will come.
-                        self.uploads.remove(&id);
+                        self.upload_done(id);
                     }
                     self.serve_waiting();
                 }
@@ -755,6 +789,12 @@ impl Loop {
         }
     }
 
+    fn upload_done(&mut self, id: rr::InboundRequestId) {
+        if let Some(w) = self.uploads.remove(&id) {
+            self.upload_units -= w;
+        }
+    }
+
     /// Starts answering a chunk request: read and verify off the loop, then
     /// wait for the upload cap.
     fn answer(
@@ -773,7 +813,9 @@ impl Loop {
             self.sent.insert(key, (now, peer));
             self.fair.served(now, &peer);
         }
-        self.uploads.insert(request_id);
+        let weight = upload_weight(self.source.chunk_len(&request.swarm, request.index));
+        self.uploads.insert(request_id, weight);
+        self.upload_units += weight;
         // Reading and re-verifying the chunk happens off the event
         // loop, which keeps driving every connection meanwhile; the
         // upload cap then delays the answer by what its bytes cost.
@@ -860,12 +902,17 @@ impl Loop {
                 let over_relay =
                     !self.config.chunks_over_relay && self.relayed.contains_key(&connection_id);
                 // A peer asking again for what it was sent lost it (a repair,
-                // a restart): it gets the chunk; others are sent elsewhere.
+                // a restart): it gets the chunk; others are sent elsewhere,
+                // unless they cannot reach the peer it went to.
                 let recently_sent = self.config.super_seed.is_some_and(|w| {
                     self.sent
                         .get(&key)
                         .is_some_and(|&(t, to)| now < t + w && to != peer)
                 });
+                if recently_sent && request.last_resort {
+                    NatCounters::add(&self.nat.chunks_last_resort);
+                }
+                let recently_sent = recently_sent && !request.last_resort;
                 let backlog = self.backlog();
                 // A capped player's node queues what it cannot answer yet.
                 let queues = self.queues();
@@ -879,7 +926,9 @@ impl Loop {
                 } else if queues {
                     None
                 } else if backlog > self.config.max_upload_backlog
-                    || self.uploads.len() >= self.config.max_uploads
+                    || self.upload_units
+                        + upload_weight(self.source.chunk_len(&request.swarm, request.index))
+                        > self.config.max_uploads as u64 * UNITS_PER_UPLOAD
                     || (self.config.super_seed.is_some()
                         && !self.fair.admit(
                             now,
@@ -944,7 +993,7 @@ impl Loop {
             }
             rr::Event::ResponseSent { request_id, .. }
             | rr::Event::InboundFailure { request_id, .. } => {
-                self.uploads.remove(&request_id);
+                self.upload_done(request_id);
             }
         }
     }

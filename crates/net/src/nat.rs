@@ -116,6 +116,9 @@ pub struct NatCounters {
     pub circuits_relayed: AtomicU64,
     /// Chunk requests refused because they came over a relayed circuit.
     pub chunks_refused_relayed: AtomicU64,
+    /// Super-seeding: chunks sent again within the window because the
+    /// requester could reach none of the peers holding them.
+    pub chunks_last_resort: AtomicU64,
 }
 
 impl NatCounters {

@@ -381,6 +381,24 @@ async fn super_seeding_refuses_repeats() {
         clients[1].chunk(seed.peer_id(), swarm, 1).await.unwrap(),
         ChunkResponse::Data(_)
     ));
+    // The second asker cannot reach the first: as a last resort it is sent
+    // the chunk too, and the seed counts it.
+    let last_resort = shoal_wire::ChunkRequest {
+        swarm,
+        index: 0,
+        last_resort: true,
+    };
+    assert!(matches!(
+        clients[1]
+            .request_chunk(seed.peer_id(), last_resort)
+            .await
+            .unwrap(),
+        ChunkResponse::Data(_)
+    ));
+    assert_eq!(
+        shoal_net::NatCounters::get(&seed.nat().chunks_last_resort),
+        1
+    );
 }
 
 /// A download outlives its token: when the seed's clock passes the first

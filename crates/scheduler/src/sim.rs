@@ -234,7 +234,7 @@ impl World {
         let lat = self.latency();
         while let Some(action) = self.downloads[node].as_mut().and_then(Download::poll) {
             match action {
-                Action::Request { peer, chunk } => {
+                Action::Request { peer, chunk, .. } => {
                     self.push(
                         now + lat,
                         Event::Request {
@@ -376,9 +376,10 @@ impl World {
                 if let Some(d) = self.downloads[to].as_mut() {
                     match why {
                         Decline::Busy => d.handle_busy(now_d, PeerIdx(from as u32), chunk),
-                        Decline::SentElsewhere | Decline::NoSuchChunk => {
-                            d.handle_failed(now_d, PeerIdx(from as u32), chunk)
+                        Decline::SentElsewhere => {
+                            d.handle_sent_elsewhere(now_d, PeerIdx(from as u32), chunk)
                         }
+                        Decline::NoSuchChunk => d.handle_failed(now_d, PeerIdx(from as u32), chunk),
                     }
                 }
                 self.drain(to);

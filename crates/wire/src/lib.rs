@@ -4,14 +4,15 @@
 //! followed by the encoded message.
 //!
 //! Protocols: `/shoal/auth/1` (present a swarm token), `/shoal/have/1`
-//! (bitfield, then updates), `/shoal/chunk/1` (request by swarm and index).
+//! (bitfield, then updates), `/shoal/chunk/2` (request by swarm and index;
+//! version 2 added `last_resort`).
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use shoal_types::{Bitfield, Hash};
 
 pub const AUTH_PROTOCOL: &str = "/shoal/auth/1";
 pub const HAVE_PROTOCOL: &str = "/shoal/have/1";
-pub const CHUNK_PROTOCOL: &str = "/shoal/chunk/1";
+pub const CHUNK_PROTOCOL: &str = "/shoal/chunk/2";
 
 /// Largest chunk any manifest may have (FastCDC's maximum).
 pub const MAX_CHUNK_LEN: usize = 16 << 20;
@@ -148,18 +149,23 @@ impl Message for HaveAck {
     const MAX: usize = 16;
 }
 
-/// `/shoal/chunk/1` request.
+/// `/shoal/chunk/2` request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRequest {
     pub swarm: Hash,
     pub index: u32,
+    /// A super-seed refused this chunk before (it had sent it to another
+    /// peer), and none of the requester's peers holds it yet: the peer it
+    /// went to is out of the requester's reach. A super-seed then sends it
+    /// anyway instead of `SentElsewhere`.
+    pub last_resort: bool,
 }
 
 impl Message for ChunkRequest {
     const MAX: usize = 64;
 }
 
-/// `/shoal/chunk/1` response.
+/// `/shoal/chunk/2` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChunkResponse {
     Data(#[serde(with = "raw")] Vec<u8>),
@@ -282,7 +288,11 @@ mod tests {
             swarm,
             update: HaveUpdate::Have(vec![1, 5]),
         });
-        round_trip(&ChunkRequest { swarm, index: 9 });
+        round_trip(&ChunkRequest {
+            swarm,
+            index: 9,
+            last_resort: true,
+        });
         round_trip(&ChunkResponse::Data(vec![7; 1000]));
         round_trip(&ChunkResponse::Busy);
     }
@@ -302,6 +312,7 @@ mod tests {
         let mut trailing = ChunkRequest {
             swarm: Hash::of(b"s"),
             index: 1,
+            last_resort: false,
         }
         .encode();
         trailing.push(0);
