@@ -97,6 +97,28 @@ impl Default for QuicConfig {
     }
 }
 
+/// UDP socket buffers asked for (the kernel caps them at
+/// `net.core.rmem_max` / `wmem_max`). Linux's default 208 KiB receive
+/// buffer overflows when several senders' bursts of GSO datagrams arrive
+/// at once: three players on one LAN dropped about one datagram in ten in
+/// the NAT test, and QUIC resent each (11% more bytes over the router).
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// A UDP socket bound to `addr`, with [`SOCKET_BUFFER`]-sized buffers
+/// where the kernel allows.
+fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(SOCKET_BUFFER) {
+        tracing::debug!(error = %e, "could not enlarge the UDP receive buffer");
+    }
+    if let Err(e) = socket.set_send_buffer_size(SOCKET_BUFFER) {
+        tracing::debug!(error = %e, "could not enlarge the UDP send buffer");
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 /// TLS 1.3 suites, AES-GCM first: the server takes the client's order, so this is
 /// the cipher two Shoal nodes agree on. ChaCha20 stays for peers that ask for it.
 fn provider() -> rustls::crypto::CryptoProvider {
@@ -544,7 +566,10 @@ impl QuicTransport {
         } else {
             Ipv6Addr::UNSPECIFIED.into()
         };
-        let endpoint = quinn::Endpoint::client(SocketAddr::new(any, 0))?;
+        let runtime = quinn::default_runtime().ok_or(QuicError::Config("no async runtime"))?;
+        let socket = udp_socket(SocketAddr::new(any, 0))?;
+        let endpoint =
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?;
         *slot = Some(endpoint.clone());
         Ok(endpoint)
     }
@@ -596,7 +621,7 @@ impl Transport for QuicTransport {
         };
         // The socket is ours, so a clone of it can send punch packets.
         let other = |e: io::Error| TransportError::Other(e.into());
-        let socket = std::net::UdpSocket::bind(bind).map_err(other)?;
+        let socket = udp_socket(bind).map_err(other)?;
         let punch_socket = Arc::new(socket.try_clone().map_err(other)?);
         let runtime = quinn::default_runtime()
             .ok_or(TransportError::Other(QuicError::Config("no async runtime")))?;
