@@ -62,6 +62,13 @@ pub struct Config {
     pub metrics_token: String,
     /// Show the named series to anyone (a tracker on a private network).
     pub metrics_public_detail: bool,
+    /// Behind a reverse proxy: take a client's address from the last entry
+    /// of `X-Forwarded-For` (the one the proxy added) instead of the TCP
+    /// connection's. Players announcing from one address are paired as
+    /// being behind one router; without this, every player behind the proxy
+    /// would look like one site. Only turn it on when a proxy always sets
+    /// the header.
+    pub trust_forwarded_for: bool,
     pub screening: ScreeningConfig,
 }
 
@@ -82,6 +89,7 @@ impl Default for Config {
             seed_forget_secs: 3600,
             metrics_token: String::new(),
             metrics_public_detail: false,
+            trust_forwarded_for: false,
             screening: ScreeningConfig::default(),
         }
     }

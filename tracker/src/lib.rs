@@ -392,6 +392,8 @@ pub async fn serve(
         })
     };
     let app = api::router(state);
+    // Announces note the address they come from (players behind one router).
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

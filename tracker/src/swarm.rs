@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 use shoal_types::{Hash, Reachability};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use shoal_types::Rng;
@@ -22,6 +23,12 @@ pub struct PeerReport {
     pub downloaded_from_seeds: u64,
     /// Whether others can dial it (its AutoNAT verdict).
     pub reachability: Reachability,
+    /// The address its announce came from. Members that share one sit
+    /// behind the same router (a household, an office, a LAN café): they
+    /// reach each other on their LAN, so the site's uplink carries the
+    /// build about once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<IpAddr>,
 }
 
 impl PeerReport {
@@ -34,6 +41,11 @@ impl PeerReport {
 
     pub fn has_circuit(&self) -> bool {
         self.addrs.iter().any(|a| a.contains("/p2p-circuit"))
+    }
+
+    /// Whether `self` and `other` announced from the same address.
+    fn same_site(&self, other: &PeerReport) -> bool {
+        self.site.is_some() && self.site == other.site
     }
 }
 
@@ -60,19 +72,23 @@ struct Member {
 
 impl Member {
     fn new(report: PeerReport, last_seen: u64) -> Member {
-        let info = PeerInfo {
-            peer_id: report.peer_id.clone(),
-            addrs: report.addrs.clone(),
-            seed: false,
-            reachability: report.reachability,
-        };
-        let listing = serde_json::to_string(&info)
+        let listing = serde_json::to_string(&Member::info(&report, false))
             .expect("peer info serialises")
             .into();
         Member {
             report,
             last_seen,
             listing,
+        }
+    }
+
+    fn info(report: &PeerReport, same_site: bool) -> PeerInfo {
+        PeerInfo {
+            peer_id: report.peer_id.clone(),
+            addrs: report.addrs.clone(),
+            seed: false,
+            reachability: report.reachability,
+            same_site,
         }
     }
 }
@@ -85,6 +101,10 @@ pub struct PeerInfo {
     pub seed: bool,
     #[serde(default)]
     pub reachability: Reachability,
+    /// It announced from the requester's own address (behind the same
+    /// router): dial its LAN addresses, not its relayed one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub same_site: bool,
 }
 
 /// Aggregates of one swarm.
@@ -133,8 +153,14 @@ impl SwarmStats {
 pub struct Swarm {
     members: Vec<Member>,
     index: HashMap<String, usize>,
+    /// Members by the address they announce from (see [`PeerReport::site`]).
+    sites: HashMap<IpAddr, HashSet<String>>,
     totals: SwarmStats,
 }
+
+/// Most members of the requester's own site put in one peer list: they come
+/// first, and other sources still get the rest of the list.
+const MAX_SAME_SITE: usize = 8;
 
 impl Swarm {
     pub fn len(&self) -> usize {
@@ -148,10 +174,21 @@ impl Swarm {
     /// Records an announce.
     pub fn announce(&mut self, now: u64, report: PeerReport) {
         self.totals.add(&report);
+        if let Some(site) = report.site {
+            self.sites
+                .entry(site)
+                .or_default()
+                .insert(report.peer_id.clone());
+        }
         match self.index.get(&report.peer_id) {
             Some(&i) => {
                 let member = &mut self.members[i];
                 self.totals.sub(&member.report);
+                if let Some(old) = member.report.site
+                    && member.report.site != report.site
+                {
+                    forget_site(&mut self.sites, old, &report.peer_id);
+                }
                 if member.report.addrs == report.addrs
                     && member.report.reachability == report.reachability
                 {
@@ -174,6 +211,9 @@ impl Swarm {
         if let Some(i) = self.index.remove(peer_id) {
             let gone = self.members.swap_remove(i);
             self.totals.sub(&gone.report);
+            if let Some(site) = gone.report.site {
+                forget_site(&mut self.sites, site, peer_id);
+            }
             if let Some(moved) = self.members.get(i) {
                 self.index.insert(moved.report.peer_id.clone(), i);
             }
@@ -198,18 +238,32 @@ impl Swarm {
         self.totals.clone()
     }
 
-    /// Up to `max` other members for `me` that can be dialed: reachable
-    /// ones first ([`reach_rank`]), same region first within a rank, then
-    /// random.
+    /// Up to `max` other members for `me` that can be dialed: those behind
+    /// `me`'s own router first (up to [`MAX_SAME_SITE`]; they are reached on
+    /// the LAN whatever their reachability), then reachable ones
+    /// ([`reach_rank`]), same region first within a rank, then random. Each
+    /// comes with whether it shares `me`'s site.
     fn pick_members(
         &self,
         me: &str,
         region: Option<&str>,
         max: usize,
         rng: &mut Rng,
-    ) -> Vec<&Member> {
+    ) -> Vec<(&Member, bool)> {
+        let mine = self.index.get(me).map(|&i| &self.members[i].report);
+        let same_site = |m: &Member| mine.is_some_and(|r| r.same_site(&m.report));
+        let mut site: Vec<&Member> = mine
+            .and_then(|r| r.site)
+            .and_then(|ip| self.sites.get(&ip))
+            .into_iter()
+            .flatten()
+            .filter(|p| p.as_str() != me)
+            .filter_map(|p| self.index.get(p).map(|&i| &self.members[i]))
+            .filter(|m| !m.report.addrs.is_empty())
+            .take(MAX_SAME_SITE.min(max))
+            .collect();
         let n = self.members.len();
-        let eligible = |m: &Member| m.report.peer_id != me && m.report.dialable();
+        let eligible = |m: &Member| m.report.peer_id != me && m.report.dialable() && !same_site(m);
         let mut chosen: Vec<&Member> = if n <= 3 * max {
             // Small swarm: everyone, shuffled.
             let mut all: Vec<&Member> = self.members.iter().filter(|m| eligible(m)).collect();
@@ -238,20 +292,20 @@ impl Swarm {
                 region.is_some() && m.report.region.as_deref() != region,
             )
         });
-        chosen.truncate(max);
-        chosen
+        chosen.truncate(max - site.len());
+        let site_len = site.len();
+        site.extend(chosen);
+        site.into_iter()
+            .enumerate()
+            .map(|(i, m)| (m, i < site_len))
+            .collect()
     }
 
     /// Up to `max` other peers for `me`, same region first, as [`PeerInfo`].
     pub fn pick(&self, me: &str, region: Option<&str>, max: usize, rng: &mut Rng) -> Vec<PeerInfo> {
         self.pick_members(me, region, max, rng)
             .into_iter()
-            .map(|m| PeerInfo {
-                peer_id: m.report.peer_id.clone(),
-                addrs: m.report.addrs.clone(),
-                seed: false,
-                reachability: m.report.reachability,
-            })
+            .map(|(m, same_site)| Member::info(&m.report, same_site))
             .collect()
     }
 
@@ -266,8 +320,26 @@ impl Swarm {
     ) -> Vec<Arc<str>> {
         self.pick_members(me, region, max, rng)
             .into_iter()
-            .map(|m| Arc::clone(&m.listing))
+            .map(|(m, same_site)| {
+                if same_site {
+                    // Few per list: made fresh, not cached.
+                    serde_json::to_string(&Member::info(&m.report, true))
+                        .expect("peer info serialises")
+                        .into()
+                } else {
+                    Arc::clone(&m.listing)
+                }
+            })
             .collect()
+    }
+}
+
+fn forget_site(sites: &mut HashMap<IpAddr, HashSet<String>>, site: IpAddr, peer_id: &str) {
+    if let Some(set) = sites.get_mut(&site) {
+        set.remove(peer_id);
+        if set.is_empty() {
+            sites.remove(&site);
+        }
     }
 }
 
@@ -421,7 +493,45 @@ mod tests {
             downloaded: 2,
             downloaded_from_seeds: 1,
             reachability: Reachability::Unknown,
+            site: None,
         }
+    }
+
+    #[test]
+    fn members_behind_the_requesters_router_come_first_even_when_undialable() {
+        let home: IpAddr = "203.0.113.7".parse().unwrap();
+        let mut s = Swarm::default();
+        for i in 0..1000 {
+            let mut r = report(&format!("p{i}"), None);
+            r.reachability = Reachability::Public;
+            r.site = Some(format!("198.51.100.{}", i % 250).parse().unwrap());
+            s.announce(0, r);
+        }
+        // Three players behind one router, none dialable from outside.
+        for id in ["h0", "h1", "h2"] {
+            let mut r = report(id, None);
+            r.reachability = Reachability::Private;
+            r.site = Some(home);
+            s.announce(0, r);
+        }
+        let picked = s.pick("h0", None, 30, &mut Rng::new(3));
+        assert_eq!(picked.len(), 30);
+        let mut firsts: Vec<&str> = picked[..2].iter().map(|p| p.peer_id.as_str()).collect();
+        firsts.sort();
+        assert_eq!(firsts, ["h1", "h2"]);
+        assert!(picked[..2].iter().all(|p| p.same_site));
+        assert!(picked[2..].iter().all(|p| !p.same_site));
+        // Someone elsewhere never gets them (they cannot be dialed from there).
+        let far = s.pick("p5", None, 1000, &mut Rng::new(3));
+        assert!(far.iter().all(|p| !p.peer_id.starts_with('h')));
+        // A member that moves leaves its old site.
+        let mut moved = report("h2", None);
+        moved.site = Some("192.0.2.1".parse().unwrap());
+        s.announce(1, moved);
+        s.remove("h1");
+        let picked = s.pick("h0", None, 30, &mut Rng::new(3));
+        assert!(picked.iter().all(|p| !p.same_site));
+        assert_eq!(s.sites[&home].len(), 1);
     }
 
     #[test]

@@ -625,3 +625,62 @@ async fn players_behind_nats_get_reachable_peers_first_and_a_relay_to_reserve_on
     assert_eq!(s.as_u16() / 100, 4, "{v}");
     assert!(v["error"].is_string(), "{v}");
 }
+
+/// Behind a reverse proxy that names clients in `X-Forwarded-For` (and only
+/// when the operator says to trust it): players announcing from one address
+/// are listed to each other first, marked `same_site`, even when nobody
+/// outside can dial them; others never get them.
+#[tokio::test]
+async fn players_behind_one_router_are_paired_through_a_trusted_proxy() {
+    let t = start(Config {
+        trust_forwarded_for: true,
+        ..Config::default()
+    })
+    .await;
+    t.product("game", false, &["stable"]).await;
+    let player = t.account("P", "FR").await;
+    let key = t.key(&player, "player").await;
+    let mut tokens = Vec::new();
+    for i in 0..4 {
+        let (_, v) = t.token(&key, "game", "stable", &peer(i)).await;
+        tokens.push(v["token"].as_str().unwrap().to_owned());
+    }
+    let announce = async |i: usize, from: &str, reach: &str| -> Value {
+        let resp = t
+            .http
+            .post(format!("{}/v1/announce", t.url))
+            .header("x-forwarded-for", format!("198.51.100.9, {from}"))
+            .json(&announce_reach(&tokens[i], i as u32, reach, false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.json().await.unwrap()
+    };
+    // 0 and 1 share a home router; 2 is reachable elsewhere; 3 is behind
+    // another router.
+    announce(0, "203.0.113.5", "private").await;
+    announce(2, "192.0.2.80", "public").await;
+    announce(3, "203.0.113.99", "private").await;
+    let a = announce(1, "203.0.113.5", "private").await;
+    let peers: Vec<(&str, bool)> = a["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["peer_id"].as_str().unwrap(), p["same_site"] == true))
+        .collect();
+    assert_eq!(
+        peers,
+        [(peer(0).as_str(), true), (peer(2).as_str(), false)],
+        "{a}"
+    );
+    let a = announce(3, "203.0.113.99", "private").await;
+    assert!(
+        a["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["same_site"] != true),
+        "{a}"
+    );
+}

@@ -141,6 +141,49 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for QueryAr
     }
 }
 
+/// Where a request came from: the far end of its TCP connection (behind a
+/// NAT, the router's public address) when the server knows it, and the last
+/// address in `X-Forwarded-For`, which only a trusted proxy's is worth
+/// anything (see `Config::trust_forwarded_for`).
+#[derive(Debug, Clone, Copy)]
+pub struct Remote {
+    pub peer: Option<std::net::IpAddr>,
+    pub forwarded: Option<std::net::IpAddr>,
+}
+
+impl Remote {
+    /// The address that names a client's site, if it names one: loopback
+    /// and unspecified addresses (a proxy or a test on the same host) do not.
+    pub fn site(&self, trust_forwarded_for: bool) -> Option<std::net::IpAddr> {
+        let ip = if trust_forwarded_for {
+            self.forwarded
+        } else {
+            self.peer
+        }?;
+        (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Remote {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        Ok(Remote { peer, forwarded })
+    }
+}
+
 /// The caller, authenticated by `Authorization: Bearer <api key>`.
 #[derive(Debug, Clone)]
 pub struct Caller {

@@ -243,6 +243,7 @@ fn seed_info(s: &crate::swarm::SeedState) -> PeerInfo {
         addrs: s.report.addrs.clone(),
         seed: true,
         reachability: shoal_types::Reachability::Public,
+        same_site: false,
     }
 }
 
@@ -451,6 +452,7 @@ fn check_token(state: &State, text: &str, now: u64) -> ApiResult<Claims> {
 /// `POST /v1/announce`: report progress, get peers.
 pub async fn announce(
     axum::extract::State(state): St,
+    remote: super::Remote,
     Body(req): Body<AnnounceBody>,
 ) -> ApiResult<axum::response::Response> {
     let now = state.now();
@@ -530,6 +532,7 @@ pub async fn announce(
         downloaded: req.downloaded,
         downloaded_from_seeds: req.downloaded_from_seeds,
         reachability: req.reachability,
+        site: remote.site(state.config.trust_forwarded_for),
     };
     // A client nobody can dial is told the relays it may reserve a slot on
     // (seeds of this build: it presents its token to them anyway), until it
