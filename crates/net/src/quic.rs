@@ -9,9 +9,10 @@
 //!
 //! It supports `/ip4|ip6/…/udp/…/quic-v1[/p2p/…]`. A listener bound to an unspecified
 //! address reports one address per local interface and follows interfaces coming and
-//! going. Dials leave from the socket of a listener on the unspecified address of the
-//! same family when there is one, so peers see the port they were told about; otherwise,
-//! or when the dial asks for a new port (AutoNAT's dial-back), from a client-only socket.
+//! going. Dials leave from the socket of a listener of the same family (on the
+//! unspecified address if there is one, else on an address that can reach the remote),
+//! so peers see the port they were told about; otherwise, or when the dial asks for a
+//! new port (AutoNAT's dial-back), from a client-only socket.
 //!
 //! Hole punching (DCUtR): a dial in the listener role sends punch packets from the
 //! listening socket to the remote and takes the remote's incoming connection from that
@@ -548,12 +549,25 @@ impl QuicTransport {
         to: SocketAddr,
         port: PortUse,
     ) -> Result<quinn::Endpoint, QuicError> {
-        let shared = self.listeners.iter().find(|l| {
-            port == PortUse::Reuse
-                && !l.closed
-                && l.local.is_ipv4() == to.is_ipv4()
-                && l.local.ip().is_unspecified()
-        });
+        // A listener on the unspecified address first; else one bound to
+        // an address that can send to `to` (a loopback address reaches only
+        // loopback). A node told to listen on its LAN address, behind a
+        // NAT, must dial from that socket too: a separate one gets another
+        // NAT mapping than the one peers observed and punch towards.
+        let can_send = |l: &&Listener| {
+            port == PortUse::Reuse && !l.closed && l.local.is_ipv4() == to.is_ipv4()
+        };
+        let shared = self
+            .listeners
+            .iter()
+            .filter(can_send)
+            .find(|l| l.local.ip().is_unspecified())
+            .or_else(|| {
+                self.listeners
+                    .iter()
+                    .filter(can_send)
+                    .find(|l| l.local.ip().is_loopback() == to.ip().is_loopback())
+            });
         if let Some(listener) = shared {
             return Ok(listener.endpoint.clone());
         }

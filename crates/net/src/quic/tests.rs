@@ -127,6 +127,43 @@ async fn a_removed_listener_closes_and_takes_no_more_connections() {
     assert!(dial.await.is_err(), "nobody accepts any more");
 }
 
+/// A node listening on one address (a player configured with its LAN
+/// address) dials from that socket, so the remote, and a NAT on the way,
+/// see the port it listens on; a dial that asks for a new port does not.
+#[tokio::test]
+async fn dials_leave_from_a_listener_bound_to_a_specific_address() {
+    let (_, mut server, server_addr) = listening().await;
+    let (_, mut client, client_addr) = listening().await;
+    let client_port = socket_addr(&client_addr).unwrap().port();
+    for (port_use, same) in [
+        (libp2p::core::transport::PortUse::Reuse, true),
+        (libp2p::core::transport::PortUse::New, false),
+    ] {
+        let opts = DialOpts {
+            role: libp2p::core::Endpoint::Dialer,
+            port_use,
+        };
+        let dial = client.dial(server_addr.clone(), opts).unwrap();
+        let TransportEvent::Incoming {
+            upgrade,
+            send_back_addr,
+            ..
+        } = next_event(&mut server).await
+        else {
+            panic!("expected an incoming connection");
+        };
+        let seen = socket_addr(&send_back_addr).unwrap().port();
+        assert_eq!(
+            seen == client_port,
+            same,
+            "{port_use:?}: seen from port {seen}"
+        );
+        let (_, _) = drive(&mut client, futures::future::try_join(upgrade, dial))
+            .await
+            .unwrap();
+    }
+}
+
 /// A transport listening on every interface (as players do), and its port.
 fn listening_everywhere(config: QuicConfig) -> (identity::Keypair, QuicTransport, u16) {
     let key = identity::Keypair::generate_ed25519();
