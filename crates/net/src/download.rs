@@ -173,13 +173,24 @@ impl std::fmt::Debug for Job<'_> {
     }
 }
 
+/// How joining a source went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Joined {
+    Failed,
+    /// Authenticated over a direct connection: ready for requests.
+    Direct,
+    /// Authenticated, but only through a relay, which carries no chunks:
+    /// it becomes a source if a hole punch succeeds ([`Event::Direct`]).
+    Relayed,
+}
+
 /// A source dialled (when it has an address) and authenticated off the
 /// loop; the outcome comes back on `joined`.
 struct Joiner<'a> {
     client: &'a Client,
     swarm: Hash,
     token: Token,
-    tx: mpsc::Sender<(Peer, PeerKind, bool)>,
+    tx: mpsc::Sender<(Peer, PeerKind, Joined)>,
     /// Sources being dialled or joined, so none is dialled twice at once.
     busy: HashSet<Peer>,
 }
@@ -212,14 +223,18 @@ impl Joiner<'_> {
                 }
                 client.authenticate(peer, swarm, &token).await
             };
-            let ok = match ready.await {
-                Ok(()) => true,
+            let joined = match ready.await {
+                Ok(()) if kind == PeerKind::Seed => Joined::Direct,
+                Ok(()) => match client.is_direct(peer).await {
+                    Ok(false) => Joined::Relayed,
+                    _ => Joined::Direct,
+                },
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "source unavailable");
-                    false
+                    Joined::Failed
                 }
             };
-            let _ = tx.send((peer, kind, ok)).await;
+            let _ = tx.send((peer, kind, joined)).await;
         });
     }
 }
@@ -233,6 +248,40 @@ struct Sources {
     banned: HashSet<Peer>,
     /// What peers announced before they finished joining (replayed on join).
     early: HashMap<Peer, Bitfield>,
+    /// Joined through a relay only: waiting for a direct connection.
+    relayed: HashSet<Peer>,
+}
+
+impl Sources {
+    /// Hands a joined source to the scheduler and tells a peer what we hold.
+    fn admit(
+        &mut self,
+        sched: &mut Download,
+        client: &Client,
+        swarm: Hash,
+        now: Duration,
+        peer: Peer,
+        kind: PeerKind,
+    ) {
+        let idx = PeerIdx(self.peers.len() as u32);
+        self.peers.push(peer);
+        self.kinds.push(kind);
+        self.index_of.insert(peer, idx);
+        sched.handle_peer(now, idx, kind);
+        if let Some(b) = self.early.remove(&peer) {
+            sched.handle_bitfield(now, idx, &b);
+        }
+        if kind == PeerKind::Peer {
+            let mine = HaveMessage {
+                swarm,
+                update: HaveUpdate::Bitfield(sched.have().clone()),
+            };
+            let client = client.clone();
+            tokio::spawn(async move {
+                let _ = client.have(peer, mine).await;
+            });
+        }
+    }
 }
 
 /// Most peers whose early announcements are kept.
@@ -403,28 +452,18 @@ pub async fn download(
                     }
                 }
             }
-            Some((peer, kind, ok)) = joined_rx.recv() => {
+            Some((peer, kind, joined)) = joined_rx.recv() => {
                 waiting = waiting.saturating_sub(1);
                 joiner.busy.remove(&peer);
-                if ok && !known.index_of.contains_key(&peer) && !known.banned.contains(&peer) {
-                    let idx = PeerIdx(known.peers.len() as u32);
-                    known.peers.push(peer);
-                    known.kinds.push(kind);
-                    known.index_of.insert(peer, idx);
-                    sched.handle_peer(now(), idx, kind);
-                    if let Some(b) = known.early.remove(&peer) {
-                        sched.handle_bitfield(now(), idx, &b);
-                    }
-                    counters.connected.fetch_add(1, Ordering::Relaxed);
-                    if kind == PeerKind::Peer {
-                        let mine = HaveMessage {
-                            swarm,
-                            update: HaveUpdate::Bitfield(sched.have().clone()),
-                        };
-                        let client = client.clone();
-                        tokio::spawn(async move {
-                            let _ = client.have(peer, mine).await;
-                        });
+                if joined != Joined::Failed && !known.index_of.contains_key(&peer) && !known.banned.contains(&peer) {
+                    if joined == Joined::Relayed {
+                        // Asked now, it would answer Busy forever and, as a
+                        // holder, keep the seeds from being asked.
+                        tracing::debug!(%peer, "reached through a relay only: a source once a hole punch succeeds");
+                        known.relayed.insert(peer);
+                    } else {
+                        known.admit(&mut sched, client, swarm, now(), peer, kind);
+                        counters.connected.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -491,7 +530,13 @@ pub async fn download(
                     {
                         joiner.join(peer, Vec::new(), PeerKind::Peer);
                     }
+                    Event::Direct { peer } if known.relayed.remove(&peer) => {
+                        tracing::debug!(%peer, "hole punched: now a source");
+                        known.admit(&mut sched, client, swarm, t, peer, PeerKind::Peer);
+                        counters.connected.fetch_add(1, Ordering::Relaxed);
+                    }
                     Event::Disconnected { peer } => {
+                        known.relayed.remove(&peer);
                         if let Some(idx) = known.index_of.remove(&peer) {
                             sched.handle_disconnect(t, idx);
                             counters.connected.fetch_sub(1, Ordering::Relaxed);

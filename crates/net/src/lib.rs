@@ -176,6 +176,9 @@ pub enum Event {
     Authenticated { peer: PeerId, swarm: Hash },
     /// A connection closed.
     Disconnected { peer: PeerId },
+    /// A direct (not relayed) connection to `peer` is up: dialled, accepted
+    /// or hole punched.
+    Direct { peer: PeerId },
 }
 
 enum Command {
@@ -183,6 +186,7 @@ enum Command {
     Advertised(oneshot::Sender<Vec<Multiaddr>>),
     Listen(Multiaddr, oneshot::Sender<Result<(), NetError>>),
     Dial(PeerId, Multiaddr, oneshot::Sender<Result<(), NetError>>),
+    IsDirect(PeerId, oneshot::Sender<bool>),
     Authenticate(PeerId, AuthRequest, oneshot::Sender<Result<(), NetError>>),
     Chunk(
         PeerId,
@@ -263,6 +267,13 @@ impl Client {
     /// Connects to `peer` at `addr`.
     pub async fn dial(&self, peer: PeerId, addr: Multiaddr) -> Result<(), NetError> {
         ask(&self.commands, |r| Command::Dial(peer, addr, r)).await?
+    }
+
+    /// Whether a direct (not relayed) connection to `peer` is up. Chunks
+    /// move only over direct ones; a peer reached only through a relay is
+    /// useful once a hole punch succeeds ([`Event::Direct`]).
+    pub async fn is_direct(&self, peer: PeerId) -> Result<bool, NetError> {
+        ask(&self.commands, |r| Command::IsDirect(peer, r)).await
     }
 
     /// Presents a swarm token to `peer`.
@@ -350,6 +361,8 @@ struct Loop {
     connected: Arc<std::sync::atomic::AtomicUsize>,
     /// Connections that go through a relay, and to whom.
     relayed: HashMap<libp2p::swarm::ConnectionId, PeerId>,
+    /// Direct connections per peer.
+    direct: HashMap<PeerId, u32>,
     /// Peers that presented a valid token (they may reserve a relay slot).
     admitted: nat::Admitted,
     nat: Arc<NatCounters>,
@@ -430,6 +443,7 @@ pub fn spawn(
         reach: reach.clone(),
         connected: connected.clone(),
         relayed: HashMap::new(),
+        direct: HashMap::new(),
         admitted,
         nat: nat.clone(),
         sent: HashMap::new(),
@@ -515,6 +529,9 @@ impl Loop {
                 }
                 let _ = reply.send(addrs);
             }
+            Command::IsDirect(peer, reply) => {
+                let _ = reply.send(self.direct.contains_key(&peer));
+            }
             Command::Listen(addr, reply) => {
                 let result = self
                     .swarm
@@ -589,6 +606,8 @@ impl Loop {
                     self.relayed.insert(connection_id, peer_id);
                 } else {
                     NatCounters::add(&self.nat.direct_connections);
+                    *self.direct.entry(peer_id).or_default() += 1;
+                    let _ = self.events.try_send(Event::Direct { peer: peer_id });
                     // A direct connection replaces a relayed one (it was hole
                     // punched, or dialed): requests must not take the relay.
                     let superseded: Vec<_> = self
@@ -622,18 +641,19 @@ impl Loop {
                 }
             }
             SwarmEvent::ConnectionClosed {
+                peer_id,
                 connection_id,
                 num_established,
                 ..
             } if num_established > 0 => {
-                self.relayed.remove(&connection_id);
+                self.connection_closed(peer_id, connection_id);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
                 ..
             } => {
-                self.relayed.remove(&connection_id);
+                self.connection_closed(peer_id, connection_id);
                 self.admitted.forget(&peer_id);
                 self.authorised.remove(&peer_id);
                 self.fair.forget(&peer_id);
@@ -786,6 +806,17 @@ impl Loop {
                 );
             }
             _ => {}
+        }
+    }
+
+    fn connection_closed(&mut self, peer: PeerId, id: libp2p::swarm::ConnectionId) {
+        if self.relayed.remove(&id).is_none()
+            && let Some(n) = self.direct.get_mut(&peer)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.direct.remove(&peer);
+            }
         }
     }
 
