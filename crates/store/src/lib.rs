@@ -275,10 +275,9 @@ impl Install {
         Ok(Some((build.to_owned(), path.to_owned(), offset)))
     }
 
-    /// Points the chunk index at `build`'s files.
     /// Indexes where each chunk of the build `name` lives, in batches of
     /// [`INDEX_BATCH`]: one sled batch of a whole build of 100,000 files
-    /// took 500 MiB. The index only says where an update may copy chunks
+    /// took about 350 MiB. The index only says where an update may copy chunks
     /// from, so a crash halfway leaves fewer to copy, not wrong ones.
     fn index_build(&self, name: &str, tree: &Tree) -> Result<(), StoreError> {
         self.chunks.clear()?;
