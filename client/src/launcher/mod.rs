@@ -69,10 +69,22 @@ pub struct Outcome {
     /// Sent to other peers, while downloading and seeding.
     pub uploaded: u64,
     pub banned_peers: usize,
+    /// Chunk requests sent to seeds, by why: no connected peer held the
+    /// chunk (`unheld`; of which a seed had already sent it to another peer,
+    /// `sent_elsewhere`), or peers failed to deliver it (`peers_failed`).
+    pub seed_asks: SeedAsks,
     pub download_secs: f64,
     pub seeded_secs: f64,
     /// How the node reached and was reached by peers.
     pub nat: NatReport,
+}
+
+/// See [`Outcome::seed_asks`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SeedAsks {
+    pub unheld: u64,
+    pub sent_elsewhere: u64,
+    pub peers_failed: u64,
 }
 
 /// The node's reachability and NAT traversal, at the end of the run.
@@ -607,6 +619,12 @@ pub async fn install(
     outcome.from_peers = counters.from_peers.load(Ordering::Relaxed);
     outcome.from_seeds = counters.from_seeds.load(Ordering::Relaxed);
     outcome.banned_peers = report.banned.len();
+    let [unheld, sent_elsewhere, peers_failed] = report.seed_asks;
+    outcome.seed_asks = SeedAsks {
+        unheld,
+        sent_elsewhere,
+        peers_failed,
+    };
 
     // Every chunk is here and synced: from now on a signal lets the swap
     // finish and ends gracefully with the summary (with many files the

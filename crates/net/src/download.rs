@@ -97,6 +97,10 @@ pub struct Report {
     pub from_peers: u64,
     pub from_seeds: u64,
     pub wasted: u64,
+    /// Why seeds were asked (see `shoal_scheduler::Stats`): chunks no
+    /// connected peer held, of which a seed had sent elsewhere, and chunks
+    /// peers failed to deliver.
+    pub seed_asks: [u64; 3],
     pub banned: Vec<Peer>,
     pub elapsed: Duration,
 }
@@ -391,6 +395,11 @@ pub async fn download(
                     report.from_peers = stats.from_peers;
                     report.from_seeds = stats.from_seeds;
                     report.wasted = stats.wasted;
+                    report.seed_asks = [
+                        stats.seed_asks_unheld,
+                        stats.seed_asks_sent_elsewhere,
+                        stats.seed_asks_peers_failed,
+                    ];
                     report.elapsed = start.elapsed();
                     return Ok(report);
                 }
@@ -448,6 +457,9 @@ pub async fn download(
                     Ok(ChunkResponse::Busy) => sched.handle_busy(t, peer, index),
                     Ok(ChunkResponse::SentElsewhere) => sched.handle_sent_elsewhere(t, peer, index),
                     Ok(ChunkResponse::NotFound | ChunkResponse::Unauthorized) | Err(_) => {
+                        if let Err(e) = &result {
+                            tracing::debug!(peer = %known.peers[peer.0 as usize], error = %e, index, "chunk request failed");
+                        }
                         sched.handle_failed(t, peer, index);
                     }
                 }

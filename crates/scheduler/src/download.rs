@@ -116,6 +116,13 @@ pub struct Stats {
     /// Bytes received but wasted (duplicates, failed verification).
     pub wasted: u64,
     pub in_flight: usize,
+    /// Why seeds were asked: chunks no connected peer held (of which, chunks
+    /// a seed had already said it sent to another peer, whose holder is
+    /// then out of our reach or slow to tell us), and chunks peers failed
+    /// to deliver (timeout, refusal).
+    pub seed_asks_unheld: u64,
+    pub seed_asks_sent_elsewhere: u64,
+    pub seed_asks_peers_failed: u64,
 }
 
 /// Peer numbers are small integers chosen by the driver: hash them with one
@@ -672,6 +679,14 @@ impl Download {
         let c = &mut self.chunks[chunk as usize];
         c.requested += 1;
         let is_seed = p.kind == PeerKind::Seed;
+        if is_seed {
+            if c.avail == 0 {
+                self.stats.seed_asks_unheld += 1;
+                self.stats.seed_asks_sent_elsewhere += u64::from(c.sent_elsewhere > 0);
+            } else {
+                self.stats.seed_asks_peers_failed += 1;
+            }
+        }
         let last_resort = is_seed && c.avail == 0 && c.sent_elsewhere > 0 && {
             // With no peer connected, nobody we reach can have it. With
             // peers, the one it went to may still be receiving it (behind a

@@ -255,6 +255,10 @@ fn a_chunk_sent_out_of_reach_is_asked_of_the_seed_as_a_last_resort() {
         seen.extend(last_resorts(&again));
     }
     assert_eq!(seen, [false, false, true]);
+    let stats = d.stats();
+    assert_eq!(stats.seed_asks_unheld, 5, "2 at first, then 3 for chunk 0");
+    assert_eq!(stats.seed_asks_sent_elsewhere, 3);
+    assert_eq!(stats.seed_asks_peers_failed, 0);
 }
 
 #[test]
