@@ -457,8 +457,9 @@ pub async fn download(
                     Ok(ChunkResponse::Busy) => sched.handle_busy(t, peer, index),
                     Ok(ChunkResponse::SentElsewhere) => sched.handle_sent_elsewhere(t, peer, index),
                     Ok(ChunkResponse::NotFound | ChunkResponse::Unauthorized) | Err(_) => {
-                        if let Err(e) = &result {
-                            tracing::debug!(peer = %known.peers[peer.0 as usize], error = %e, index, "chunk request failed");
+                        match &result {
+                            Err(e) => tracing::debug!(peer = %known.peers[peer.0 as usize], error = %e, index, "chunk request failed"),
+                            Ok(r) => tracing::debug!(peer = %known.peers[peer.0 as usize], answer = ?r, index, "chunk refused"),
                         }
                         sched.handle_failed(t, peer, index);
                     }
@@ -542,10 +543,13 @@ pub async fn download(
                     {
                         joiner.join(peer, Vec::new(), PeerKind::Peer);
                     }
+                    // Joined again, token and all: the relayed connection may
+                    // have closed before the punch finished (a circuit's byte or
+                    // time limit), and with it the peer's record of our token,
+                    // which would answer every request `Unauthorized`.
                     Event::Direct { peer } if known.relayed.remove(&peer) => {
-                        tracing::debug!(%peer, "hole punched: now a source");
-                        known.admit(&mut sched, client, swarm, t, peer, PeerKind::Peer);
-                        counters.connected.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, "hole punched: joining it as a source");
+                        joiner.join(peer, Vec::new(), PeerKind::Peer);
                     }
                     Event::Disconnected { peer } => {
                         known.relayed.remove(&peer);
