@@ -160,8 +160,75 @@ impl Net {
 }}
 "
         );
+        self.nft(host, &rules)
+    }
+
+    /// Forces the order of the first packets at the NAT router `host`: every
+    /// packet from its LAN to `peer` (another router's outside address) is
+    /// dropped, before translation, until a packet from `peer` has reached
+    /// `wan`. The peer's punch then arrives before our first outbound
+    /// packet, the order in which a router that kept a conntrack entry for
+    /// it would hand our flow a different port. Whichever side would have
+    /// sent first, the peer's packet is the first of the two at `host`;
+    /// `held_back` says how many of ours had to wait for it.
+    pub fn hear_first(&self, host: &str, wan: &str, peer: &str) -> anyhow::Result<()> {
+        let rules = format!(
+            "table inet shoal_order {{
+  set heard {{ type ipv4_addr; }}
+  chain pre {{ type filter hook prerouting priority -300;
+    iifname \"{wan}\" ip saddr {peer} add @heard {{ ip saddr }}
+  }}
+  chain forward {{ type filter hook forward priority -10;
+    oifname \"{wan}\" ip daddr {peer} ip daddr != @heard counter drop
+  }}
+}}
+"
+        );
+        self.nft(host, &rules)
+    }
+
+    /// Whether a packet from `peer` has reached `host` since `hear_first`.
+    pub fn heard_from(&self, host: &str, peer: &str) -> anyhow::Result<bool> {
+        let out = run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &self.ns(host),
+            "nft",
+            "list",
+            "set",
+            "inet",
+            "shoal_order",
+            "heard",
+        ]))?;
+        Ok(out.contains(peer))
+    }
+
+    /// Packets `hear_first` held back at `host` so far.
+    pub fn held_back(&self, host: &str) -> anyhow::Result<u64> {
+        let out = run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &self.ns(host),
+            "nft",
+            "list",
+            "chain",
+            "inet",
+            "shoal_order",
+            "forward",
+        ]))?;
+        let packets = out
+            .split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .with_context(|| format!("no counter in {out}"))?;
+        packets
+            .parse()
+            .with_context(|| format!("counter {packets:?}"))
+    }
+
+    fn nft(&self, host: &str, rules: &str) -> anyhow::Result<()> {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &space, "nft", "-f", "-"])
+            .args(["netns", "exec", &self.ns(host), "nft", "-f", "-"])
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -406,7 +406,38 @@ fn n(v: &Value) -> u64 {
 /// chunks over the direct connection; the relay carries almost nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_players_behind_home_routers_hole_punch_and_swap_chunks() -> anyhow::Result<()> {
-    let (w, _tmp) = world("cone", &[(Nat::Cone, 1), (Nat::Cone, 1)], 16).await?;
+    punch_and_swap("cone", None).await
+}
+
+/// Both orders of the first packets at the routers, forced: router `r1`
+/// (then `r2`) lets nothing out to the other router until the other's
+/// first packet has arrived, so the peer's punch reaches it before its own
+/// first outbound packet (at the other router, the order is then the
+/// natural one). Which player sends first depends on who dialled whom
+/// through the relay, so forcing it at each router in turn covers both
+/// orders at both. The routers drop that early packet without keeping a
+/// conntrack entry for it (see `Net::nat_router`), so the mapping our flow
+/// then gets is the one the peer aims at, and the punch works either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peers_punch_arriving_first_at_the_first_router_still_punches() -> anyhow::Result<()> {
+    punch_and_swap("ord1", Some(1)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peers_punch_arriving_first_at_the_second_router_still_punches() -> anyhow::Result<()> {
+    punch_and_swap("ord2", Some(2)).await
+}
+
+/// Two players behind their own cone NATs punch and swap; `hear_first`
+/// names the router (1 or 2) that must hear from the other before sending
+/// to it.
+async fn punch_and_swap(tag: &str, hear_first: Option<usize>) -> anyhow::Result<()> {
+    let (w, _tmp) = world(tag, &[(Nat::Cone, 1), (Nat::Cone, 1)], 16).await?;
+    if let Some(r) = hear_first {
+        let other = 3 - r;
+        w.net
+            .hear_first(&format!("r{r}"), "wan0", &format!("203.0.113.{other}"))?;
+    }
     let srv_tx0 = w.net.tx_bytes("srv", "eth0")?;
     let outcomes = install_all(&w, 2, Duration::from_secs(240)).await?;
     let srv_tx = w.net.tx_bytes("srv", "eth0")? - srv_tx0;
@@ -452,6 +483,15 @@ async fn two_players_behind_home_routers_hole_punch_and_swap_chunks() -> anyhow:
         srv_tx < served + served / 5 + MIB,
         "srv sent {srv_tx} bytes for {served} bytes of chunks (players swapped {swapped})"
     );
+    if let Some(r) = hear_first {
+        let (router, other) = (format!("r{r}"), format!("203.0.113.{}", 3 - r));
+        let held = w.net.held_back(&router)?;
+        eprintln!("{router} held back {held} packets until the other's first arrived");
+        assert!(
+            w.net.heard_from(&router, &other)?,
+            "{router} heard from {other} before sending to it"
+        );
+    }
     Ok(())
 }
 
