@@ -82,10 +82,28 @@ impl Member {
         }
     }
 
+    /// A member as others see it. A member behind a NAT listens on LAN
+    /// addresses nobody outside its site can reach (and dialling them from
+    /// elsewhere could even reach a stranger's host on the dialler's own
+    /// LAN): only its own site gets them; others get its relayed and public
+    /// addresses. Peers on one LAN the tracker cannot pair find each other
+    /// by mDNS.
+    ///
+    /// Behind a NAT means: AutoNAT said so, or (before its verdict) the
+    /// member announced from a public address it does not listen on.
     fn info(report: &PeerReport, same_site: bool) -> PeerInfo {
+        let translated = report.site.is_some_and(|site| {
+            !is_lan_ip(site) && !report.addrs.iter().any(|a| addr_ip(a) == Some(site))
+        });
+        let hide_lan = !same_site && (report.reachability == Reachability::Private || translated);
         PeerInfo {
             peer_id: report.peer_id.clone(),
-            addrs: report.addrs.clone(),
+            addrs: report
+                .addrs
+                .iter()
+                .filter(|a| !(hide_lan && is_lan_addr(a)))
+                .cloned()
+                .collect(),
             seed: false,
             reachability: report.reachability,
             same_site,
@@ -334,6 +352,36 @@ impl Swarm {
     }
 }
 
+/// Whether a multiaddr's IP is one only a LAN can reach (see [`is_lan_ip`]).
+fn is_lan_addr(addr: &str) -> bool {
+    addr_ip(addr).is_some_and(is_lan_ip)
+}
+
+/// RFC 1918, shared (carrier-grade NAT) and link-local IPv4, unique-local
+/// and link-local IPv6. Loopback is not (a node on one machine is its own
+/// site).
+fn is_lan_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => {
+            let [a, b, ..] = ip.octets();
+            ip.is_private() || ip.is_link_local() || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(ip) => {
+            let first = ip.segments()[0];
+            (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// The IP of `/ip4/…` or `/ip6/…` multiaddrs.
+fn addr_ip(addr: &str) -> Option<IpAddr> {
+    let mut parts = addr.split('/').skip(1);
+    match parts.next()? {
+        "ip4" | "ip6" => parts.next()?.parse().ok(),
+        _ => None,
+    }
+}
+
 fn forget_site(sites: &mut HashMap<IpAddr, HashSet<String>>, site: IpAddr, peer_id: &str) {
     if let Some(set) = sites.get_mut(&site) {
         set.remove(peer_id);
@@ -532,6 +580,86 @@ mod tests {
         let picked = s.pick("h0", None, 30, &mut Rng::new(3));
         assert!(picked.iter().all(|p| !p.same_site));
         assert_eq!(s.sites[&home].len(), 1);
+    }
+
+    #[test]
+    fn lan_addresses_of_members_behind_nats_go_only_to_their_own_site() {
+        let home: IpAddr = "203.0.113.7".parse().unwrap();
+        let mut s = Swarm::default();
+        let circuit = "/ip4/198.51.100.9/udp/4433/quic-v1/p2p/12D3KooWRelay/p2p-circuit";
+        for (id, site, reach) in [
+            ("h0", home, Reachability::Private),
+            ("h1", home, Reachability::Private),
+            ("far", "192.0.2.1".parse().unwrap(), Reachability::Private),
+            ("pub", "192.0.2.2".parse().unwrap(), Reachability::Public),
+        ] {
+            let mut r = report(id, None);
+            r.reachability = reach;
+            r.site = Some(site);
+            r.addrs = vec![
+                "/ip4/192.168.1.2/udp/4433/quic-v1".into(),
+                "/ip4/100.70.0.3/udp/4433/quic-v1".into(),
+                "/ip6/fe80::1/udp/4433/quic-v1".into(),
+                format!("/ip4/{site}/udp/4433/quic-v1"),
+                circuit.into(),
+            ];
+            s.announce(0, r);
+        }
+        let addrs = |s: &Swarm, me: &str, of: &str| {
+            s.pick(me, None, 10, &mut Rng::new(1))
+                .into_iter()
+                .find(|p| p.peer_id == of)
+                .map(|p| p.addrs)
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            addrs(&s, "h0", "h1").len(),
+            5,
+            "its own site gets everything"
+        );
+        assert_eq!(
+            addrs(&s, "far", "h1"),
+            ["/ip4/203.0.113.7/udp/4433/quic-v1", circuit],
+            "another site gets the public and relayed ones"
+        );
+        assert_eq!(
+            addrs(&s, "h0", "pub").len(),
+            5,
+            "a public member hides nothing"
+        );
+        let listings = s.pick_listings("far", None, 10, &mut Rng::new(1));
+        assert!(
+            listings
+                .iter()
+                .all(|l| !l.contains("192.168.") || l.contains("\"pub\""))
+        );
+        // Before AutoNAT's verdict: announcing from a public address it
+        // does not listen on says it is behind a NAT; from one of its own
+        // (or from a LAN, as in a lab), it is not.
+        for (site, hidden) in [
+            ("198.51.100.1", true),
+            ("203.0.113.7", false),
+            ("10.0.0.1", false),
+        ] {
+            let mut r = report("new", None);
+            r.site = Some(site.parse().unwrap());
+            r.addrs = vec![
+                "/ip4/192.168.1.2/udp/4433/quic-v1".into(),
+                "/ip4/203.0.113.7/udp/4433/quic-v1".into(),
+            ];
+            s.announce(0, r);
+            assert_eq!(
+                addrs(&s, "far", "new").len(),
+                if hidden { 1 } else { 2 },
+                "{site}"
+            );
+        }
+        assert!(is_lan_addr("/ip4/10.250.0.3/udp/1/quic-v1"));
+        assert!(!is_lan_addr("/ip4/127.0.0.1/udp/1/quic-v1"));
+        assert!(!is_lan_addr("/ip4/100.128.0.1/udp/1/quic-v1"));
+        assert!(is_lan_addr("/ip6/fd00::1/udp/1/quic-v1"));
+        assert!(!is_lan_addr("/ip6/2001:db8::1/udp/1/quic-v1"));
+        assert!(!is_lan_addr("garbage"));
     }
 
     #[test]
