@@ -30,6 +30,9 @@ pub struct File {
     pub max_upload: Option<String>,
     /// QUIC multiaddrs to listen on for other peers.
     pub listen: Option<Vec<String>>,
+    /// Find players on the LAN with mDNS (default true): they then swap
+    /// over the LAN even when the tracker cannot tell they share a site.
+    pub lan_discovery: Option<bool>,
 }
 
 /// Everything resolved: what the launcher runs with.
@@ -44,6 +47,8 @@ pub struct Settings {
     pub max_download: Option<u64>,
     pub max_upload: Option<u64>,
     pub listen: Vec<String>,
+    /// mDNS on the LAN.
+    pub lan_discovery: bool,
     /// Give up when no chunk arrives for this long.
     pub stall: Duration,
     /// Draw progress (a bar on a terminal, log lines otherwise).
@@ -132,6 +137,7 @@ impl File {
             listen: self
                 .listen
                 .unwrap_or_else(|| vec!["/ip4/0.0.0.0/udp/0/quic-v1".into()]),
+            lan_discovery: self.lan_discovery.unwrap_or(true),
             stall: Duration::from_secs(120),
             progress: true,
             fail_writes_after: None,

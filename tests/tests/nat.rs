@@ -103,13 +103,32 @@ impl World {
     }
 }
 
+/// A site: players on one LAN switch behind routers that translate as
+/// `nat`. With two uplinks (an office with two lines) a second router,
+/// `r{s}b` at 192.168.{s}.254 and 203.0.113.{100+s} outside, shares the
+/// switch, and every second player leaves through it.
+#[derive(Clone, Copy)]
+struct Site {
+    nat: Nat,
+    players: usize,
+    uplinks: usize,
+}
+
+const fn site(nat: Nat, players: usize) -> Site {
+    Site {
+        nat,
+        players,
+        uplinks: 1,
+    }
+}
+
 /// Players behind home routers reach a tracker and a capped seed; a 24 MiB
-/// release is published. `sites` lists the routers: each translates as its
-/// `Nat` says, and has that many players on its LAN (a switch, `l{s}`).
-/// Players are numbered across sites: p1, p2, …
+/// release is published. `sites` lists the sites, each with its routers
+/// and its LAN (a switch, `l{s}`). Players are numbered across sites: p1,
+/// p2, …
 async fn world(
     tag: &str,
-    sites: &[(Nat, usize)],
+    sites: &[Site],
     seed_mbit: u64,
 ) -> anyhow::Result<(World, tempfile::TempDir)> {
     let tmp = tempfile::tempdir()?;
@@ -123,23 +142,42 @@ async fn world(
     )?;
     let mut ports = vec!["s0".to_owned()];
     let mut players = 0;
-    for (i, (nat, behind)) in sites.iter().enumerate() {
+    for (i, site) in sites.iter().enumerate() {
         let s = i + 1;
-        let (router, switch) = (format!("r{s}"), format!("l{s}"));
-        net.host(&router)?;
+        let switch = format!("l{s}");
         net.host(&switch)?;
-        let port = format!("r{s}p");
-        net.link(
-            (&router, "wan0", Some(&format!("203.0.113.{s}/24"))),
-            ("wan", &port, None),
-        )?;
-        ports.push(port);
-        net.link(
-            (&router, "lan0", Some(&format!("192.168.{s}.1/24"))),
-            (&switch, "r", None),
-        )?;
-        let mut lan = vec!["r".to_owned()];
-        for k in 0..*behind {
+        let mut lan = Vec::new();
+        let mut gateways = Vec::new();
+        for u in 0..site.uplinks.clamp(1, 2) {
+            let (router, outside, inside) = match u {
+                0 => (
+                    format!("r{s}"),
+                    format!("203.0.113.{s}"),
+                    format!("192.168.{s}.1"),
+                ),
+                _ => (
+                    format!("r{s}b"),
+                    format!("203.0.113.{}", 100 + s),
+                    format!("192.168.{s}.254"),
+                ),
+            };
+            net.host(&router)?;
+            let port = format!("{router}p");
+            net.link(
+                (&router, "wan0", Some(&format!("{outside}/24"))),
+                ("wan", &port, None),
+            )?;
+            ports.push(port);
+            let lan_port = format!("{router}l");
+            net.link(
+                (&router, "lan0", Some(&format!("{inside}/24"))),
+                (&switch, &lan_port, None),
+            )?;
+            lan.push(lan_port);
+            net.nat_router(&router, "lan0", "wan0", site.nat)?;
+            gateways.push(inside);
+        }
+        for k in 0..site.players {
             players += 1;
             let player = format!("p{players}");
             net.host(&player)?;
@@ -147,12 +185,11 @@ async fn world(
                 (&player, "eth0", Some(&format!("192.168.{s}.{}/24", k + 2))),
                 (&switch, &player, None),
             )?;
-            net.default_route(&player, &format!("192.168.{s}.1"))?;
+            net.default_route(&player, &gateways[k % gateways.len()])?;
             lan.push(player);
         }
         let lan: Vec<&str> = lan.iter().map(String::as_str).collect();
         net.bridge(&switch, "br0", &lan)?;
-        net.nat_router(&router, "lan0", "wan0", *nat)?;
     }
     let ports: Vec<&str> = ports.iter().map(String::as_str).collect();
     net.bridge("wan", "br0", &ports)?;
@@ -432,7 +469,7 @@ async fn the_peers_punch_arriving_first_at_the_second_router_still_punches() -> 
 /// names the router (1 or 2) that must hear from the other before sending
 /// to it.
 async fn punch_and_swap(tag: &str, hear_first: Option<usize>) -> anyhow::Result<()> {
-    let (w, _tmp) = world(tag, &[(Nat::Cone, 1), (Nat::Cone, 1)], 16).await?;
+    let (w, _tmp) = world(tag, &[site(Nat::Cone, 1), site(Nat::Cone, 1)], 16).await?;
     if let Some(r) = hear_first {
         let other = 3 - r;
         w.net
@@ -500,7 +537,12 @@ async fn punch_and_swap(tag: &str, hear_first: Option<usize>) -> anyhow::Result<
 /// seed, without a stall; the test says which path the bytes took.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn players_behind_symmetric_nats_still_complete_from_the_seed() -> anyhow::Result<()> {
-    let (w, _tmp) = world("sym", &[(Nat::Symmetric, 1), (Nat::Symmetric, 1)], 64).await?;
+    let (w, _tmp) = world(
+        "sym",
+        &[site(Nat::Symmetric, 1), site(Nat::Symmetric, 1)],
+        64,
+    )
+    .await?;
     let t0 = Instant::now();
     let outcomes = install_all(&w, 2, Duration::from_secs(240)).await?;
     let payload = n(&outcomes[0]["release_bytes"]);
@@ -547,7 +589,7 @@ async fn players_behind_symmetric_nats_still_complete_from_the_seed() -> anyhow:
 /// link carries the build about once, not three times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn players_behind_one_router_share_the_build_over_their_lan() -> anyhow::Result<()> {
-    let (w, _tmp) = world("site", &[(Nat::Cone, 3)], 16).await?;
+    let (w, _tmp) = world("site", &[site(Nat::Cone, 3)], 16).await?;
     let wan_rx0 = w.net.rx_bytes("r1", "wan0")?;
     let outcomes = install_all(&w, 3, Duration::from_secs(240)).await?;
     let wan_rx = w.net.rx_bytes("r1", "wan0")? - wan_rx0;
@@ -576,6 +618,58 @@ async fn players_behind_one_router_share_the_build_over_their_lan() -> anyhow::R
     assert!(
         wan_rx * 10 <= payload * 11,
         "the router's link carried {wan_rx} bytes for a {payload}-byte build: {outcomes:#?}"
+    );
+    Ok(())
+}
+
+/// An office with two uplinks: two players on one LAN switch, each leaving
+/// through its own router, so the tracker sees two public addresses and
+/// cannot pair them. mDNS finds them on the LAN; they dial each other there
+/// and swap over it, so the office's two lines together carry the build
+/// about once (1.03× the payload). Without mDNS (`lan_discovery = false`)
+/// they met through the relay and punched through both routers, and every
+/// chunk they swapped crossed both lines: 2.06×. (The tracker gives a
+/// member behind a NAT its LAN addresses only within its own site.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_on_one_lan_behind_two_routers_find_each_other_by_mdns() -> anyhow::Result<()> {
+    let office = Site {
+        nat: Nat::Cone,
+        players: 2,
+        uplinks: 2,
+    };
+    let (w, _tmp) = world("mdns", &[office], 16).await?;
+    let lines = || -> anyhow::Result<u64> {
+        Ok(w.net.rx_bytes("r1", "wan0")? + w.net.rx_bytes("r1b", "wan0")?)
+    };
+    let rx0 = lines()?;
+    let outcomes = install_all(&w, 2, Duration::from_secs(240)).await?;
+    let rx = lines()? - rx0;
+    let payload = n(&outcomes[0]["release_bytes"]);
+    for (i, o) in outcomes.iter().enumerate() {
+        assert_eq!(n(&o["from_peers"]) + n(&o["from_seeds"]), payload, "{o}");
+        sample::same(
+            &w.dir.join("build"),
+            &install_dir(&w.dir, i + 1).join("current"),
+        )?
+        .map_err(anyhow::Error::msg)?;
+    }
+    let from_peers: u64 = outcomes.iter().map(|o| n(&o["from_peers"])).sum();
+    let found: u64 = outcomes.iter().map(|o| n(&o["nat"]["lan_peers"])).sum();
+    eprintln!(
+        "the two lines received {rx} bytes for 2 × {payload}; the players swapped {from_peers}; \
+         mDNS found {found} LAN peers"
+    );
+    for o in &outcomes {
+        eprintln!("nat: {}", o["nat"]);
+    }
+    assert!(found >= 1, "mDNS found the other player: {outcomes:#?}");
+    assert!(
+        from_peers >= payload / 2,
+        "the players swapped chunks: {outcomes:#?}"
+    );
+    assert!(
+        rx * 10 <= payload * 11,
+        "the office's lines carried {rx} bytes for a {payload}-byte build: {outcomes:#?}"
     );
     Ok(())
 }

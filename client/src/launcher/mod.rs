@@ -101,6 +101,8 @@ pub struct NatReport {
     pub reservations: u64,
     /// Chunk requests it answered Busy because they came over a relay.
     pub chunks_refused_relayed: u64,
+    /// Nodes mDNS found on its LAN (`lan_discovery`).
+    pub lan_peers: u64,
 }
 
 impl NatReport {
@@ -115,6 +117,7 @@ impl NatReport {
             punch_successes: get(&n.punch_successes),
             reservations: get(&n.reservations),
             chunks_refused_relayed: get(&n.chunks_refused_relayed),
+            lan_peers: get(&n.lan_peers),
         }
     }
 }
@@ -323,6 +326,7 @@ impl Swarm {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut config = shoal_net::Config::new(keypair, listen, key, Arc::new(now_secs));
         config.upload_rate = settings.max_upload;
+        config.lan_discovery = settings.lan_discovery;
         let (client, events) = shoal_net::spawn(config, serving.clone())
             .map_err(|e| anyhow::anyhow!("starting the peer node: {e}"))?;
         node::listen_addrs(&client).await?;

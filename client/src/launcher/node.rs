@@ -463,6 +463,11 @@ pub fn metrics(
                 "Hole punches that made a direct connection",
                 nat(&client.nat().punch_successes),
             )
+            .counter(
+                "lan_peers_found",
+                "Nodes mDNS found on the LAN",
+                nat(&client.nat().lan_peers),
+            )
             .gauge(
                 "reachable",
                 "1 if AutoNAT found others can dial this node, 0 if not, -1 before a verdict",

@@ -1,5 +1,5 @@
 //! The node's libp2p behaviours (Shoal's three protocols plus identify,
-//! relay, DCUtR and AutoNAT) and the swarm built from them over our QUIC
+//! relay, DCUtR, AutoNAT and mDNS) and the swarm built from them over our QUIC
 //! transport.
 
 use crate::codec::{ChunkCodec, WireCodec};
@@ -32,6 +32,9 @@ pub(crate) struct Behaviour {
     autonat: libp2p_autonat::v2::client::Behaviour,
     /// Dials others back for theirs (seeds only).
     autonat_server: libp2p::swarm::behaviour::toggle::Toggle<libp2p_autonat::v2::server::Behaviour>,
+    /// Finds nodes on our LAN (players, with `lan_discovery`): their LAN
+    /// addresses are dialled beside the tracker's (see `crate::lan`).
+    pub(crate) mdns: libp2p::swarm::behaviour::toggle::Toggle<libp2p::mdns::tokio::Behaviour>,
 }
 
 /// The swarm of a node with `config`; relay slots only for `admitted` peers.
@@ -46,6 +49,16 @@ pub(crate) fn swarm(
     let transport = quic::QuicTransport::new(&config.keypair, quic::QuicConfig::default())?;
     let relay_limits = config.relay.clone();
     let autonat_server = config.autonat_server;
+    // A node listening only on loopback has no LAN to search (and must not
+    // multicast on the host's network: the tests run so).
+    let on_a_lan = config.listen.iter().any(|a| !crate::lan::is_loopback(a));
+    let mdns = match config.lan_discovery && on_a_lan {
+        true => Some(libp2p::mdns::tokio::Behaviour::new(
+            crate::lan::mdns_config(),
+            config.keypair.public().to_peer_id(),
+        )?),
+        false => None,
+    };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_other_transport(|_| transport)?
@@ -71,6 +84,7 @@ pub(crate) fn swarm(
                 autonat_server: autonat_server
                     .then(libp2p_autonat::v2::server::Behaviour::default)
                     .into(),
+                mdns: mdns.into(),
             }
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))

@@ -10,6 +10,7 @@
 mod behaviour;
 mod codec;
 pub mod download;
+mod lan;
 mod nat;
 mod punch;
 pub mod quic;
@@ -105,6 +106,11 @@ pub struct Config {
     /// about, from a fresh port, so they learn whether they are reachable
     /// (seeds: public by definition).
     pub autonat_server: bool,
+    /// Find nodes on the LAN with mDNS and dial peers there as well as at
+    /// the addresses the tracker gave (players: a household or an office
+    /// behind one router, or behind several). Off when every listen address
+    /// is loopback.
+    pub lan_discovery: bool,
 }
 
 impl Config {
@@ -132,6 +138,7 @@ impl Config {
             relay: None,
             chunks_over_relay: false,
             autonat_server: false,
+            lan_discovery: false,
         }
     }
 }
@@ -356,6 +363,8 @@ struct Loop {
     /// Peers that presented a valid token (they may reserve a relay slot).
     admitted: nat::Admitted,
     nat: Arc<NatCounters>,
+    /// LAN addresses of nodes mDNS found.
+    lan: lan::Lan,
     /// What AutoNAT found, and the reading clients see.
     probes: reach::Probes,
     reach: Arc<reach::Shared>,
@@ -436,6 +445,7 @@ pub fn spawn(
         direct: HashMap::new(),
         admitted,
         nat: nat.clone(),
+        lan: lan::Lan::default(),
         sent: HashMap::new(),
         fair: shoal_scheduler::FairShare::default(),
         uploads: HashMap::new(),
@@ -535,8 +545,10 @@ impl Loop {
                     let _ = reply.send(Ok(()));
                     return;
                 }
+                // A node on our LAN is dialled there too, at once: the
+                // first handshake to finish wins.
                 let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                    .addresses(vec![addr])
+                    .addresses(self.lan.dial_addrs(&peer, addr))
                     .build();
                 match self.swarm.dial(opts) {
                     Ok(()) => self.dials.entry(peer).or_default().push(reply),
@@ -659,6 +671,7 @@ impl Loop {
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.dcutr_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => self.autonat_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::AutonatServer(e)) => self.autonat_server_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(e)) => self.mdns_event(e),
             _ => {}
         }
     }

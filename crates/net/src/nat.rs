@@ -119,6 +119,8 @@ pub struct NatCounters {
     /// Super-seeding: chunks sent again within the window because the
     /// requester could reach none of the peers holding them.
     pub chunks_last_resort: AtomicU64,
+    /// Nodes mDNS found on our LAN.
+    pub lan_peers: AtomicU64,
 }
 
 impl NatCounters {
