@@ -82,26 +82,23 @@ impl Member {
         }
     }
 
-    /// A member as others see it. A member behind a NAT listens on LAN
-    /// addresses nobody outside its site can reach (and dialling them from
-    /// elsewhere could even reach a stranger's host on the dialler's own
-    /// LAN): only its own site gets them; others get its relayed and public
-    /// addresses. Peers on one LAN the tracker cannot pair find each other
-    /// by mDNS.
-    ///
-    /// Behind a NAT means: AutoNAT said so, or (before its verdict) the
-    /// member announced from a public address it does not listen on.
+    /// A member as others see it. A member that announces from a public
+    /// address and lists LAN ones (RFC 1918 and the like) has them behind
+    /// its router: nobody outside its site can reach them (and dialling
+    /// them from elsewhere could even reach a stranger's host on the
+    /// dialler's own LAN), so only its own site gets them; others get its
+    /// public and relayed addresses. Peers on one LAN that the tracker
+    /// cannot pair find each other by mDNS. Where the announces come from a
+    /// LAN address (a network of private addresses, like the lab's), every
+    /// address is listed.
     fn info(report: &PeerReport, same_site: bool) -> PeerInfo {
-        let translated = report.site.is_some_and(|site| {
-            !is_lan_ip(site) && !report.addrs.iter().any(|a| addr_ip(a) == Some(site))
-        });
-        let hide_lan = !same_site && (report.reachability == Reachability::Private || translated);
+        let hide_lan = !same_site && report.site.is_some_and(|site| !is_lan_ip(site));
         PeerInfo {
             peer_id: report.peer_id.clone(),
             addrs: report
                 .addrs
                 .iter()
-                .filter(|a| !(hide_lan && is_lan_addr(a)))
+                .filter(|a| !(hide_lan && is_lan_addr(a) && !a.contains("/p2p-circuit")))
                 .cloned()
                 .collect(),
             seed: false,
@@ -624,8 +621,8 @@ mod tests {
         );
         assert_eq!(
             addrs(&s, "h0", "pub").len(),
-            5,
-            "a public member hides nothing"
+            2,
+            "nor does a public one's (its own site gets them)"
         );
         let listings = s.pick_listings("far", None, 10, &mut Rng::new(1));
         assert!(
@@ -633,26 +630,22 @@ mod tests {
                 .iter()
                 .all(|l| !l.contains("192.168.") || l.contains("\"pub\""))
         );
-        // Before AutoNAT's verdict: announcing from a public address it
-        // does not listen on says it is behind a NAT; from one of its own
-        // (or from a LAN, as in a lab), it is not.
-        for (site, hidden) in [
-            ("198.51.100.1", true),
-            ("203.0.113.7", false),
-            ("10.0.0.1", false),
-        ] {
-            let mut r = report("new", None);
-            r.site = Some(site.parse().unwrap());
+        // Announcing from a LAN address (a network of private addresses,
+        // like the lab's) hides nothing, circuits through a relay on a LAN
+        // address included; nor does announcing from nowhere known.
+        for (site, listed) in [(Some("10.0.0.1"), 3), (None, 3), (Some("198.51.100.1"), 1)] {
+            let mut r = report("lab", None);
+            r.reachability = Reachability::Private;
+            r.site = site.map(|a| a.parse().unwrap());
             r.addrs = vec![
-                "/ip4/192.168.1.2/udp/4433/quic-v1".into(),
-                "/ip4/203.0.113.7/udp/4433/quic-v1".into(),
+                "/ip4/10.0.0.5/udp/4433/quic-v1".into(),
+                "/ip4/10.0.0.1/udp/4433/quic-v1".into(),
+                "/ip4/10.0.0.2/udp/4433/quic-v1/p2p/12D3KooWRelay/p2p-circuit".into(),
             ];
             s.announce(0, r);
-            assert_eq!(
-                addrs(&s, "far", "new").len(),
-                if hidden { 1 } else { 2 },
-                "{site}"
-            );
+            let got = addrs(&s, "far", "lab");
+            assert_eq!(got.len(), listed, "{site:?}: {got:?}");
+            assert!(got.iter().any(|a| a.contains("p2p-circuit")), "{site:?}");
         }
         assert!(is_lan_addr("/ip4/10.250.0.3/udp/1/quic-v1"));
         assert!(!is_lan_addr("/ip4/127.0.0.1/udp/1/quic-v1"));
