@@ -18,6 +18,12 @@ pub enum Nat {
     /// Masquerade with a random port per flow (`fully-random`): a mapping per
     /// destination, so the port a peer learns from a third party is useless.
     Symmetric,
+    /// As `Cone`, but the router itself accepts unsolicited packets from
+    /// outside (no port listens, so they go nowhere) instead of dropping
+    /// them, and conntrack keeps an entry for each: a peer's punch arriving
+    /// before our first outbound packet then takes the mapping's tuple, and
+    /// our flow leaves from another port (the Linux conntrack pitfall).
+    ConeKeepsStrays,
 }
 
 /// A set of namespaces made by one test; all named `<prefix>-<host>`.
@@ -141,14 +147,18 @@ impl Net {
             "net.ipv4.ip_forward=1",
         ]))?;
         let translate = match nat {
-            Nat::Cone => "masquerade",
+            Nat::Cone | Nat::ConeKeepsStrays => "masquerade",
             Nat::Symmetric => "masquerade fully-random",
+        };
+        let strays = match nat {
+            Nat::ConeKeepsStrays => "accept",
+            _ => "drop",
         };
         let rules = format!(
             "table inet shoal_nat {{
   chain input {{ type filter hook input priority 0; policy accept;
     iifname \"{wan}\" ct state established,related accept
-    iifname \"{wan}\" drop
+    iifname \"{wan}\" {strays}
   }}
   chain forward {{ type filter hook forward priority 0; policy drop;
     iifname \"{lan}\" accept
