@@ -199,33 +199,14 @@ impl Net {
 
     /// Whether a packet from `peer` has reached `host` since `hear_first`.
     pub fn heard_from(&self, host: &str, peer: &str) -> anyhow::Result<bool> {
-        let out = run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &self.ns(host),
-            "nft",
-            "list",
-            "set",
-            "inet",
-            "shoal_order",
-            "heard",
-        ]))?;
-        Ok(out.contains(peer))
+        Ok(self
+            .nft_list(host, &["set", "inet", "shoal_order", "heard"])?
+            .contains(peer))
     }
 
     /// Packets `hear_first` held back at `host` so far.
     pub fn held_back(&self, host: &str) -> anyhow::Result<u64> {
-        let out = run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &self.ns(host),
-            "nft",
-            "list",
-            "chain",
-            "inet",
-            "shoal_order",
-            "forward",
-        ]))?;
+        let out = self.nft_list(host, &["chain", "inet", "shoal_order", "forward"])?;
         let packets = out
             .split_whitespace()
             .skip_while(|w| *w != "packets")
@@ -234,6 +215,14 @@ impl Net {
         packets
             .parse()
             .with_context(|| format!("counter {packets:?}"))
+    }
+
+    /// `nft list WHAT…` inside `host`.
+    fn nft_list(&self, host: &str, what: &[&str]) -> anyhow::Result<String> {
+        let space = self.ns(host);
+        let mut args = vec!["netns", "exec", &space, "nft", "list"];
+        args.extend_from_slice(what);
+        run(Command::new("ip").args(args))
     }
 
     fn nft(&self, host: &str, rules: &str) -> anyhow::Result<()> {

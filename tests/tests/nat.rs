@@ -438,6 +438,29 @@ fn n(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
 
+/// Player `p` received exactly the build, and its tree matches it.
+fn installed_whole(w: &World, p: usize, o: &Value, payload: u64) -> anyhow::Result<()> {
+    assert_eq!(n(&o["from_peers"]) + n(&o["from_seeds"]), payload, "{o}");
+    sample::same(
+        &w.dir.join("build"),
+        &install_dir(&w.dir, p).join("current"),
+    )?
+    .map_err(anyhow::Error::msg)
+}
+
+/// Which path player `p`'s bytes took, and its punches, for the test log.
+fn paths(p: usize, o: &Value) -> String {
+    format!(
+        "p{p}: {} bytes from the seed, {} from the other player; punches {} of {}; {:.1} s; nat {}",
+        n(&o["from_seeds"]),
+        n(&o["from_peers"]),
+        n(&o["nat"]["punch_successes"]),
+        n(&o["nat"]["punch_attempts"]),
+        o["download_secs"].as_f64().unwrap_or_default(),
+        o["nat"]
+    )
+}
+
 /// Two players each behind its own home router: they learn they are
 /// unreachable, reserve slots on the seed's relay, hole punch, and swap
 /// chunks over the direct connection; the relay carries almost nothing.
@@ -483,21 +506,8 @@ async fn a_router_that_keeps_stray_packets_costs_the_punch_not_the_install() -> 
     let payload = n(&outcomes[0]["release_bytes"]);
     for (i, o) in outcomes.iter().enumerate() {
         let p = i + 1;
-        eprintln!("nat: {}", o["nat"]);
-        eprintln!(
-            "p{p}: {} bytes from the seed, {} from the other player; punches {} of {}; {:.1} s",
-            n(&o["from_seeds"]),
-            n(&o["from_peers"]),
-            n(&o["nat"]["punch_successes"]),
-            n(&o["nat"]["punch_attempts"]),
-            o["download_secs"].as_f64().unwrap_or_default()
-        );
-        assert_eq!(n(&o["from_peers"]) + n(&o["from_seeds"]), payload, "{o}");
-        sample::same(
-            &w.dir.join("build"),
-            &install_dir(&w.dir, p).join("current"),
-        )?
-        .map_err(anyhow::Error::msg)?;
+        eprintln!("{}", paths(p, o));
+        installed_whole(&w, p, o, payload)?;
         let secs = o["download_secs"].as_f64().unwrap_or(f64::MAX);
         // Both builds from the seed alone take 25 s at 16 Mbit/s.
         assert!(secs < 60.0, "p{p} stalled: {secs:.1} s: {o}");
@@ -538,12 +548,7 @@ async fn punch_and_swap(tag: &str, hear_first: Option<usize>) -> anyhow::Result<
             n(&o["from_peers"]) > 0,
             "p{p} received chunks from the other: {o}"
         );
-        assert_eq!(n(&o["from_peers"]) + n(&o["from_seeds"]), payload, "{o}");
-        sample::same(
-            &w.dir.join("build"),
-            &install_dir(&w.dir, p).join("current"),
-        )?
-        .map_err(anyhow::Error::msg)?;
+        installed_whole(&w, p, o, payload)?;
     }
     let punched: u64 = outcomes
         .iter()
@@ -592,21 +597,9 @@ async fn players_behind_symmetric_nats_still_complete_from_the_seed() -> anyhow:
     let payload = n(&outcomes[0]["release_bytes"]);
     for (i, o) in outcomes.iter().enumerate() {
         let p = i + 1;
-        eprintln!(
-            "p{p}: {} bytes from the seed, {} from the other player; punches {} of {}; {:.1} s",
-            n(&o["from_seeds"]),
-            n(&o["from_peers"]),
-            n(&o["nat"]["punch_successes"]),
-            n(&o["nat"]["punch_attempts"]),
-            o["download_secs"].as_f64().unwrap_or(0.0)
-        );
+        eprintln!("{}", paths(p, o));
         assert_eq!(o["nat"]["reachability"], "private", "{o}");
-        assert_eq!(n(&o["from_peers"]) + n(&o["from_seeds"]), payload, "{o}");
-        sample::same(
-            &w.dir.join("build"),
-            &install_dir(&w.dir, p).join("current"),
-        )?
-        .map_err(anyhow::Error::msg)?;
+        installed_whole(&w, p, o, payload)?;
     }
     eprintln!(
         "both installed in {:.1} s; the seed sent {} chunks as last resorts",
@@ -640,12 +633,7 @@ async fn players_behind_one_router_share_the_build_over_their_lan() -> anyhow::R
     let seed_sent = w.seed_metric("shoal_seed_egress_bytes_total")?;
     let payload = n(&outcomes[0]["release_bytes"]);
     for (i, o) in outcomes.iter().enumerate() {
-        assert_eq!(n(&o["from_peers"]) + n(&o["from_seeds"]), payload, "{o}");
-        sample::same(
-            &w.dir.join("build"),
-            &install_dir(&w.dir, i + 1).join("current"),
-        )?
-        .map_err(anyhow::Error::msg)?;
+        installed_whole(&w, i + 1, o, payload)?;
     }
     let from_seeds: u64 = outcomes.iter().map(|o| n(&o["from_seeds"])).sum();
     let from_peers: u64 = outcomes.iter().map(|o| n(&o["from_peers"])).sum();
@@ -690,12 +678,7 @@ async fn players_on_one_lan_behind_two_routers_find_each_other_by_mdns() -> anyh
     let rx = lines()? - rx0;
     let payload = n(&outcomes[0]["release_bytes"]);
     for (i, o) in outcomes.iter().enumerate() {
-        assert_eq!(n(&o["from_peers"]) + n(&o["from_seeds"]), payload, "{o}");
-        sample::same(
-            &w.dir.join("build"),
-            &install_dir(&w.dir, i + 1).join("current"),
-        )?
-        .map_err(anyhow::Error::msg)?;
+        installed_whole(&w, i + 1, o, payload)?;
     }
     let from_peers: u64 = outcomes.iter().map(|o| n(&o["from_peers"])).sum();
     let found: u64 = outcomes.iter().map(|o| n(&o["nat"]["lan_peers"])).sum();
@@ -703,8 +686,8 @@ async fn players_on_one_lan_behind_two_routers_find_each_other_by_mdns() -> anyh
         "the two lines received {rx} bytes for 2 × {payload}; the players swapped {from_peers}; \
          mDNS found {found} LAN peers"
     );
-    for o in &outcomes {
-        eprintln!("nat: {}", o["nat"]);
+    for (i, o) in outcomes.iter().enumerate() {
+        eprintln!("{}", paths(i + 1, o));
     }
     assert!(found >= 1, "mDNS found the other player: {outcomes:#?}");
     assert!(
