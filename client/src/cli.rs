@@ -22,8 +22,6 @@ impl Cli {
     /// The log filter implied by `-v` flags.
     pub fn log_filter(&self) -> &'static str {
         match self.verbose {
-            // The demo draws its own view; logs from its services would tear it.
-            0 if matches!(self.command, Command::Demo(_)) => "warn,shoal_client::demo=info",
             0 => "warn,shoal=info",
             1 => "info,shoal=debug",
             _ => "debug,shoal=trace",
@@ -65,15 +63,6 @@ pub enum Command {
     Repair(RepairArgs),
     /// Show what is installed in a directory, and whether it is seeding.
     Status(DirArgs),
-    /// See Shoal work: a tracker, a seed and N clients on loopback distribute
-    /// a sample build, then a patch; live view and a summary per phase.
-    ///
-    /// Everything runs in this process on 127.0.0.1 with temporary data
-    /// directories (removed afterwards unless --keep or --dir). Caps make the
-    /// swarm's behaviour visible without root, and with all three set the
-    /// summary compares wall time with the fluid-model bound. Exits non-zero
-    /// if any install differs from its build.
-    Demo(DemoArgs),
     /// Watch a tracker: swarms, seeds and alerts (operator key).
     Ops(OpsArgs),
     /// Operate a tracker: accounts, seats, API keys, products, channels,
@@ -573,41 +562,6 @@ pub struct RepairArgs {
     pub dir: PathBuf,
     #[command(flatten)]
     pub launcher: LauncherArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Number of clients.
-    #[arg(long, default_value_t = 8)]
-    pub clients: usize,
-    /// Size of the sample build (a few large paks and many small files).
-    #[arg(long, default_value = "256MiB")]
-    pub size: String,
-    /// Seed upload cap, e.g. `100Mbit`.
-    #[arg(long)]
-    pub seed_up: Option<String>,
-    /// Each client's upload cap, e.g. `20Mbit`.
-    #[arg(long)]
-    pub peer_up: Option<String>,
-    /// Each client's download cap, e.g. `100Mbit`.
-    #[arg(long)]
-    pub peer_down: Option<String>,
-    /// Leave the tracker and seed running at the end and print how to reach them.
-    #[arg(long)]
-    pub keep: bool,
-    /// Keep all data in this (new or empty) directory instead of a temporary one.
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
-    /// Seed of the sample build's bytes.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Print the summary as JSON (and no live view).
-    #[arg(long)]
-    pub json: bool,
-    /// Only write the sample build into this directory and exit (the swarm
-    /// lab publishes it itself).
-    #[arg(long, hide = true)]
-    pub write_build: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

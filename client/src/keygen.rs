@@ -22,7 +22,7 @@ pub(crate) fn run(args: &KeygenArgs) -> anyhow::Result<()> {
 }
 
 /// Writes `key` to a new file readable only by its owner; never overwrites.
-pub(crate) fn write_key_file(path: &Path, key: &SecretKey) -> anyhow::Result<()> {
+pub fn write_key_file(path: &Path, key: &SecretKey) -> anyhow::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -50,7 +50,7 @@ pub(crate) fn write_key_file(path: &Path, key: &SecretKey) -> anyhow::Result<()>
 }
 
 /// Reads a secret key file written by [`write_key_file`].
-pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<SecretKey> {
+pub fn read_key_file(path: &Path) -> anyhow::Result<SecretKey> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading key file {}", path.display()))
         .map_err(|e| with_exit(e, Exit::BadInput))?;

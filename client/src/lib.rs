@@ -1,14 +1,13 @@
 //! The `shoal` command's logic, kept out of `main.rs` so tests drive it
 //! directly: key generation, publishing, manifest inspection, the player's
-//! launcher and the admin commands.
+//! launcher and the admin commands. It links no tracker or seed server:
+//! `shoal-demo` wires those together with this launcher.
 
 mod admin;
 pub mod cli;
 pub mod config;
-mod demo;
 pub mod human;
-mod keygen;
-pub mod lab;
+pub mod keygen;
 mod launch_cmd;
 pub mod launcher;
 mod manifest_cmd;
@@ -30,7 +29,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Manifest(cmd) => manifest_cmd::run(&cmd),
         Command::Admin(args) => admin::run(&args),
         Command::Ops(args) => ops_cmd::run(&args),
-        Command::Demo(args) => demo::run(&args),
         Command::Install(args) => launch_cmd::install(&args),
         Command::Update(args) => launch_cmd::update(&args),
         Command::Verify(args) => launch_cmd::verify(&args),
@@ -100,7 +98,7 @@ pub enum Exit {
 }
 
 /// Wraps `err` so that the process exits with `code`, keeping its message.
-pub(crate) fn with_exit(err: impl Into<anyhow::Error>, code: Exit) -> anyhow::Error {
+pub fn with_exit(err: impl Into<anyhow::Error>, code: Exit) -> anyhow::Error {
     Coded {
         code,
         source: err.into(),

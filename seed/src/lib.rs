@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tracing::Instrument as _;
 
-pub mod metrics;
 pub mod push;
 
 pub const KEY_FILE: &str = "seed.key";
@@ -500,9 +499,9 @@ pub async fn run_with(
         let (releases, client, data) = (releases.clone(), client.clone(), config.data.clone());
         let capacity = config.capacity_mbit * 1_000_000;
         let cap = cap_mbit * 1_000_000;
-        let render: metrics::Render = Arc::new(move || {
+        let render: shoal_metrics::Render = Arc::new(move || {
             let get = shoal_net::NatCounters::get;
-            metrics::Scrape::new("shoal_seed")
+            shoal_metrics::Scrape::new("shoal_seed")
                 .counter(
                     "egress_bytes",
                     "Chunk bytes sent to peers",
@@ -553,7 +552,7 @@ pub async fn run_with(
                 )
                 .render()
         });
-        let bound = metrics::spawn(addr, render).await?;
+        let bound = shoal_metrics::spawn(addr, render).await?;
         tracing::info!(%bound, "metrics at /metrics");
     }
     if let Some(addr) = &config.push_listen {

@@ -1,5 +1,5 @@
 //! Helpers for Shoal's workspace-wide tests: the dependency-layering check
-//! and the location of the `shoal` binary for tests that run it as a process.
+//! and the location of the binaries for tests that run it as a process.
 
 pub mod layering;
 pub mod netns;
@@ -20,6 +20,12 @@ pub fn free_port() -> anyhow::Result<u16> {
 pub fn shoal_bin() -> anyhow::Result<PathBuf> {
     static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     bin(&BUILT, "shoal-client", "shoal")
+}
+
+/// The `shoal-demo` binary, as [`shoal_bin`].
+pub fn demo_bin() -> anyhow::Result<PathBuf> {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    bin(&BUILT, "shoal-demo", "shoal-demo")
 }
 
 /// The `shoal-tracker` binary, as [`shoal_bin`].

@@ -62,7 +62,7 @@ impl Net {
         }
         for tool in ["ip", "nft"] {
             if run(Command::new(tool).arg("-V")).is_err() {
-                bail!("{tool} is missing: install iproute2 and nftables (.ci/run does)");
+                bail!("{tool} is missing: install iproute2 and nftables (scripts/test does)");
             }
         }
         Ok(Net {

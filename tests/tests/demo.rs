@@ -1,11 +1,10 @@
-//! `shoal demo` as a newcomer runs it: the real binary, a real tracker, seed
+//! `shoal-demo` as a newcomer runs it: the real binary, a real tracker, seed
 //! and clients on loopback, checked through its JSON summary and exit code.
 
 use serde_json::Value;
 
 fn demo(args: &[&str]) -> anyhow::Result<(std::process::ExitStatus, Value)> {
-    let out = std::process::Command::new(shoal_tests::shoal_bin()?)
-        .arg("demo")
+    let out = std::process::Command::new(shoal_tests::demo_bin()?)
         .args(args)
         .arg("--json")
         .output()?;
@@ -59,8 +58,8 @@ fn demo_distributes_and_updates_with_caps() -> anyhow::Result<()> {
 
 #[test]
 fn demo_refuses_bad_flags_with_a_clear_line() -> anyhow::Result<()> {
-    let out = std::process::Command::new(shoal_tests::shoal_bin()?)
-        .args(["demo", "--peer-up", "fast"])
+    let out = std::process::Command::new(shoal_tests::demo_bin()?)
+        .args(["--peer-up", "fast"])
         .output()?;
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);

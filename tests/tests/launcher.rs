@@ -3,8 +3,8 @@
 //! `shoal` binary runs.
 
 use shoal_client::config::Settings;
-use shoal_client::lab::{Lab, Options, Published, sample};
 use shoal_client::launcher::{self, Outcome, Request};
+use shoal_demo::lab::{Lab, Options, Published, sample};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

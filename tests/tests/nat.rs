@@ -11,7 +11,7 @@
 //! (A site may have several players on its switch `l{s}`: a household.)
 
 use serde_json::Value;
-use shoal_client::lab::sample;
+use shoal_demo::lab::sample;
 use shoal_tests::netns::{Nat, Net, run};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

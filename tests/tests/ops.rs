@@ -3,8 +3,8 @@
 //! dashboard in a real browser (headless Chromium).
 
 use serde_json::Value;
-use shoal_client::lab::{Lab, Options, sample};
 use shoal_client::launcher::{self, Request};
+use shoal_demo::lab::{Lab, Options, sample};
 use std::path::Path;
 use std::time::Duration;
 
@@ -296,7 +296,7 @@ async fn dashboard_in_a_real_browser() -> anyhow::Result<()> {
         .into_iter()
         .find(|b| which(b))
         .ok_or_else(|| {
-            anyhow::anyhow!("no chromium on PATH: apt-get install chromium (.ci/run does)")
+            anyhow::anyhow!("no chromium on PATH: apt-get install chromium (scripts/test does)")
         })?;
     let r = running_swarm().await?;
     let overview = r

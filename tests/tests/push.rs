@@ -3,8 +3,8 @@
 //! to a running seed, which serves them to players over QUIC at once.
 
 use serde_json::Value;
-use shoal_client::lab::{Lab, Options, sample};
 use shoal_client::launcher::{self, Request};
+use shoal_demo::lab::{Lab, Options, sample};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -332,7 +332,7 @@ impl Swarm {
         node::listen_addrs(&client).await?;
         if let Some(addr) = &settings.metrics {
             let render = node::metrics(client.clone(), serving.clone(), counters.clone());
-            let bound = shoal_seed::metrics::spawn(addr, render).await?;
+            let bound = shoal_metrics::spawn(addr, render).await?;
             tracing::info!(%bound, "metrics at /metrics");
         }
         let announcer = Arc::new(Announcer {

@@ -401,13 +401,13 @@ pub fn metrics(
     client: Client,
     serving: Arc<Serving>,
     counters: Arc<Counters>,
-) -> shoal_seed::metrics::Render {
+) -> shoal_metrics::Render {
     Arc::new(move || {
         let have = serving.bitfield(&serving.swarm);
         let (held, total) = have.map_or((0, 0), |b| (b.count(), b.len()));
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let nat = shoal_net::NatCounters::get;
-        shoal_seed::metrics::Scrape::new("shoal_client")
+        shoal_metrics::Scrape::new("shoal_client")
             .counter(
                 "downloaded_from_peers_bytes",
                 "Verified bytes received from peers",

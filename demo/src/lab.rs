@@ -1,13 +1,13 @@
 //! A whole Shoal on loopback in one process: an embedded tracker (sled on
 //! disk, real HTTP), a seed (real QUIC) and players with their own config
-//! directories and peer keys. `shoal demo` runs on it; so do the launcher's
+//! directories and peer keys. `shoal-demo` runs on it; so do the launcher's
 //! end-to-end tests. Nothing here is a stand-in: it is the same code the
 //! daemons run, wired together.
 
-use crate::config::{self, Settings};
-use crate::tracker::Tracker;
 use anyhow::Context as _;
 use serde_json::{Value, json};
+use shoal_client::config::{self, Settings};
+use shoal_client::tracker::Tracker;
 use shoal_manifest::{BuildOptions, BundleWriter, ChunkParams, Manifest, Progress, SignedManifest};
 use shoal_types::{Hash, PublicKey, SecretKey};
 use std::path::{Path, PathBuf};
@@ -341,7 +341,7 @@ impl Lab {
 
     /// Writes the publisher's signing key where `shoal publish --key` reads it.
     pub fn write_publisher_key(&self, path: &Path) -> anyhow::Result<()> {
-        crate::keygen::write_key_file(path, &self.publisher_key)
+        shoal_client::keygen::write_key_file(path, &self.publisher_key)
     }
 
     /// Stops the seed and the tracker.

@@ -1,4 +1,4 @@
-//! `shoal demo`: a whole Shoal on loopback with one command. An embedded
+//! `shoal-demo`: a whole Shoal on loopback with one command. An embedded
 //! tracker, one seed and N clients with temporary data directories; a sample
 //! game build published as v1 and distributed, then a patch published as v2
 //! and every client updated. A live view while it runs, a summary per phase
@@ -6,10 +6,10 @@
 
 use crate::cli::DemoArgs;
 use crate::lab::{Lab, Options, Published, sample};
-use crate::launcher::{self, Outcome, Request};
-use crate::{Exit, human, with_exit};
 use anyhow::Context as _;
 use serde::Serialize;
+use shoal_client::launcher::{self, Outcome, Request};
+use shoal_client::{Exit, human, with_exit};
 use shoal_net::download::Counters;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -90,7 +90,7 @@ fn size(text: &str) -> anyhow::Result<u64> {
     Ok(bytes)
 }
 
-pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
+pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     if args.clients == 0 || args.clients > 64 {
         return Err(with_exit(
             anyhow::anyhow!("--clients must be 1 to 64"),
@@ -307,7 +307,7 @@ async fn demo(
 #[allow(clippy::too_many_arguments)]
 async fn distribute(
     lab: &Lab,
-    players: &[crate::config::Settings],
+    players: &[shoal_client::config::Settings],
     root: &Path,
     name: &str,
     label: &str,
