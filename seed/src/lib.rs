@@ -645,13 +645,16 @@ pub async fn run_with(
             "releases": releases.ids(),
             "relay": config.relay.enabled,
         });
-        match http
-            .post(format!("{base}/v1/seeds/heartbeat"))
-            .bearer_auth(&config.api_key)
-            .json(&report)
-            .send()
-            .await
-        {
+        // A stop does not wait for a tracker that is slow to answer.
+        let sent = tokio::select! {
+            _ = &mut shutdown => break,
+            sent = http
+                .post(format!("{base}/v1/seeds/heartbeat"))
+                .bearer_auth(&config.api_key)
+                .json(&report)
+                .send() => sent,
+        };
+        match sent {
             Ok(r) if r.status().is_success() => {
                 let v: serde_json::Value = r.json().await.unwrap_or_default();
                 interval = Duration::from_secs(v["interval"].as_u64().unwrap_or(30).max(1));
@@ -687,6 +690,7 @@ pub async fn run_with(
             _ = releases.changed.notified() => {}
         }
     }
+    tracing::info!(peer_id = %client.peer_id(), "seed stopping");
     Ok(())
 }
 

@@ -177,13 +177,27 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             let c = args.resolve()?;
-            shoal_seed::run(c, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+            let stop = shutdown_signal()?;
+            shoal_seed::run(c, stop).await?;
+            tracing::info!("seed stopped");
         }
     }
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what systemd and container runtimes send), as the
+/// tracker stops: the seed leaves its loop and the process exits 0.
+/// SIGTERM is caught from the moment this is called, so a stop during
+/// start-up is clean too.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    })
 }
 
 #[cfg(test)]
