@@ -116,7 +116,23 @@ fn backend(e: sled::Error) -> StoreError {
 
 impl SledStore {
     pub fn open(path: &Path) -> Result<SledStore> {
-        let db = sled::open(path).map_err(backend)?;
+        // A handle this process just dropped (`init` then `open`) keeps the
+        // file lock until sled's flusher thread lets go of it, which takes
+        // a moment on a busy machine: wait for that, briefly. Another
+        // process holding the database still fails, after the wait.
+        let mut waited = std::time::Duration::ZERO;
+        let db = loop {
+            match sled::open(path) {
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && waited < std::time::Duration::from_secs(3) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    waited += std::time::Duration::from_millis(20);
+                }
+                opened => break opened.map_err(backend)?,
+            }
+        };
         let trees = Table::ALL
             .iter()
             .map(|t| db.open_tree(t.name()))
