@@ -298,7 +298,10 @@ pub fn register_and_push(
         let stop = Arc::new(AtomicBool::new(false));
         let reporter = (!json).then(|| {
             let (done, total, stop) = (done.clone(), total.clone(), stop.clone());
-            std::thread::spawn(move || progress::report("pushing", &done, &total, &stop))
+            let span = tracing::debug_span!("progress_view");
+            std::thread::spawn(move || {
+                span.in_scope(|| progress::report("pushing", &done, &total, &stop))
+            })
         });
         let results = futures::future::join_all(target.seed.iter().map(|seed| {
             let (bundle, done, total, key) = (bundle.clone(), &done, &total, &seed_key);

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 /// One phase's figures (printed as a table, or as JSON with `--json`).
 #[derive(Debug, Clone, Serialize)]
@@ -333,14 +334,17 @@ async fn distribute(
         };
         let (s, c, d) = (s.clone(), counters[i].clone(), done[i].clone());
         let mut stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let r = launcher::install(&s, &req, Some(c), async move {
-                let _ = stop.wait_for(|v| *v).await;
-            })
-            .await;
-            d.store(true, Ordering::Relaxed);
-            r
-        }));
+        tasks.push(tokio::spawn(
+            async move {
+                let r = launcher::install(&s, &req, Some(c), async move {
+                    let _ = stop.wait_for(|v| *v).await;
+                })
+                .await;
+                d.store(true, Ordering::Relaxed);
+                r
+            }
+            .instrument(tracing::info_span!("demo_player", player = i)),
+        ));
     }
     let mut view = LiveView::new(name, label, players.len(), per_client, json);
     loop {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 /// How to set the lab up.
 #[derive(Debug, Clone)]
@@ -136,11 +137,10 @@ impl Lab {
         let wait = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let mut tasks = vec![tokio::spawn(shoal_tracker::serve(
-            listener,
-            state,
-            wait(stopped.clone()),
-        ))];
+        let mut tasks = vec![tokio::spawn(
+            shoal_tracker::serve(listener, state, wait(stopped.clone()))
+                .instrument(tracing::info_span!("tracker")),
+        )];
         let operator = Tracker::new(&url, Some(init.operator_key.clone()))?;
         let post = |path: &'static str, body: Value| {
             let operator = operator.clone();
@@ -203,11 +203,10 @@ impl Lab {
             push_key: options.seed_push.as_ref().map(|(_, k)| k.clone()),
             relay: Default::default(),
         };
-        tasks.push(tokio::spawn(shoal_seed::run_with(
-            seed_config,
-            releases.clone(),
-            wait(stopped),
-        )));
+        tasks.push(tokio::spawn(
+            shoal_seed::run_with(seed_config, releases.clone(), wait(stopped))
+                .instrument(tracing::info_span!("seed")),
+        ));
         Ok(Lab {
             root: root.to_owned(),
             options,

@@ -623,7 +623,7 @@ pub async fn run_with(
                     .instrument(tracing::info_span!("resolve_swarm", %swarm)),
                 );
             }
-        });
+        }.instrument(tracing::info_span!("resolve_swarms")));
     }
 
     tokio::pin!(shutdown);

@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use tracing::Instrument as _;
 
 /// Largest chunk body accepted (the manifest's length is checked too).
 pub const MAX_CHUNK_BODY: usize = 64 << 20;
@@ -525,10 +526,13 @@ pub async fn spawn(addr: &str, push: Arc<Push>) -> anyhow::Result<std::net::Sock
         .with_context(|| format!("binding the push API to {addr}"))?;
     let local = listener.local_addr()?;
     let app = router(push);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "push API stopped");
+    tokio::spawn(
+        async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "push API stopped");
+            }
         }
-    });
+        .instrument(tracing::info_span!("push_api", addr = %local)),
+    );
     Ok(local)
 }

@@ -23,6 +23,7 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use tracing::Instrument as _;
 
 pub use config::Config;
 
@@ -367,29 +368,41 @@ pub async fn serve(
     let expiry = {
         let state = Arc::clone(&state);
         let period = std::time::Duration::from_secs(state.config.announce_interval_secs.max(1));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            loop {
-                tick.tick().await;
-                let dropped = state.expire_peers();
-                if dropped > 0 {
-                    tracing::debug!(dropped, "expired peers that missed two announce intervals");
+        tokio::spawn(
+            async move {
+                let mut tick = tokio::time::interval(period);
+                loop {
+                    tick.tick().await;
+                    let dropped = state.expire_peers();
+                    if dropped > 0 {
+                        tracing::debug!(
+                            dropped,
+                            "expired peers that missed two announce intervals"
+                        );
+                    }
                 }
             }
-        })
+            .instrument(tracing::info_span!("expire_members")),
+        )
     };
     let sampler = {
         let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(ops::SAMPLE_SECS));
-            loop {
-                tick.tick().await;
-                match state.views() {
-                    Ok((swarms, seeds)) => lock(&state.ops).sample(state.now(), &swarms, &seeds),
-                    Err(e) => tracing::warn!(error = %e, "sampling the ops views failed"),
+        tokio::spawn(
+            async move {
+                let mut tick =
+                    tokio::time::interval(std::time::Duration::from_secs(ops::SAMPLE_SECS));
+                loop {
+                    tick.tick().await;
+                    match state.views() {
+                        Ok((swarms, seeds)) => {
+                            lock(&state.ops).sample(state.now(), &swarms, &seeds)
+                        }
+                        Err(e) => tracing::warn!(error = %e, "sampling the ops views failed"),
+                    }
                 }
             }
-        })
+            .instrument(tracing::info_span!("ops_sampler")),
+        )
     };
     let app = api::router(state);
     // Announces note the address they come from (players behind one router).

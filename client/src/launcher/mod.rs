@@ -26,6 +26,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 /// What to install or update.
 #[derive(Debug, Clone)]
@@ -347,7 +348,12 @@ impl Swarm {
             renewed: tokio::sync::watch::channel(ticket.token.clone()).0,
         });
         let (more_tx, more_rx) = mpsc::channel(256);
-        let announcing = tokio::spawn(announcer.clone().run(more_tx));
+        let announcing = tokio::spawn(
+            announcer
+                .clone()
+                .run(more_tx)
+                .instrument(tracing::info_span!("announce", swarm = %ticket.swarm)),
+        );
         Ok(Swarm {
             client,
             events,
@@ -374,9 +380,12 @@ impl Swarm {
             .iter()
             .filter_map(|p| p.source(&me))
             .collect();
-        let view = settings
-            .progress
-            .then(|| tokio::spawn(view::show(label, self.counters.clone(), total, true)));
+        let view = settings.progress.then(|| {
+            tokio::spawn(
+                view::show(label, self.counters.clone(), total, true)
+                    .instrument(tracing::debug_span!("progress_view")),
+            )
+        });
         let job = Job {
             manifest,
             swarm: ticket.swarm,
@@ -688,12 +697,10 @@ pub async fn verify(settings: &Settings, dir: &Path) -> anyhow::Result<Verified>
     let counters: Arc<Counters> = Default::default();
     let total = build.record.size;
     let view = settings.progress.then(|| {
-        tokio::spawn(view::show(
-            "verifying".into(),
-            counters.clone(),
-            total,
-            false,
-        ))
+        tokio::spawn(
+            view::show("verifying".into(), counters.clone(), total, false)
+                .instrument(tracing::debug_span!("progress_view")),
+        )
     });
     let damage = {
         let build = build.clone();

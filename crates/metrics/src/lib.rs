@@ -7,6 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use tracing::Instrument as _;
 
 /// Renders the current metrics.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
@@ -75,10 +76,13 @@ pub async fn spawn(addr: &str, render: Render) -> anyhow::Result<std::net::Socke
         .await
         .map_err(|e| anyhow::anyhow!("metrics address {addr}: {e}"))?;
     let local = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(e) = serve(listener, render, std::future::pending()).await {
-            tracing::warn!(error = %e, "the metrics server stopped");
+    tokio::spawn(
+        async move {
+            if let Err(e) = serve(listener, render, std::future::pending()).await {
+                tracing::warn!(error = %e, "the metrics server stopped");
+            }
         }
-    });
+        .instrument(tracing::info_span!("metrics", addr = %local)),
+    );
     Ok(local)
 }

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 /// Where a download puts verified chunks; it also serves them to others.
 pub trait ChunkStore: ChunkSource {
@@ -208,38 +209,41 @@ impl Joiner<'_> {
         let token = self.token.clone();
         let tx = self.tx.clone();
         let swarm = self.swarm;
-        tokio::spawn(async move {
-            let ready = async {
-                // The first address that answers; a peer joining us needs none.
-                let mut dialled = addrs.is_empty();
-                let mut last = None;
-                for addr in addrs {
-                    match client.dial(peer, addr).await {
-                        Ok(()) => {
-                            dialled = true;
-                            break;
+        tokio::spawn(
+            async move {
+                let ready = async {
+                    // The first address that answers; a peer joining us needs none.
+                    let mut dialled = addrs.is_empty();
+                    let mut last = None;
+                    for addr in addrs {
+                        match client.dial(peer, addr).await {
+                            Ok(()) => {
+                                dialled = true;
+                                break;
+                            }
+                            Err(e) => last = Some(e),
                         }
-                        Err(e) => last = Some(e),
                     }
-                }
-                if !dialled && let Some(e) = last {
-                    return Err(e);
-                }
-                client.authenticate(peer, swarm, &token).await
-            };
-            let joined = match ready.await {
-                Ok(()) if kind == PeerKind::Seed => Joined::Direct,
-                Ok(()) => match client.is_direct(peer).await {
-                    Ok(false) => Joined::Relayed,
-                    _ => Joined::Direct,
-                },
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "source unavailable");
-                    Joined::Failed
-                }
-            };
-            let _ = tx.send((peer, kind, joined)).await;
-        });
+                    if !dialled && let Some(e) = last {
+                        return Err(e);
+                    }
+                    client.authenticate(peer, swarm, &token).await
+                };
+                let joined = match ready.await {
+                    Ok(()) if kind == PeerKind::Seed => Joined::Direct,
+                    Ok(()) => match client.is_direct(peer).await {
+                        Ok(false) => Joined::Relayed,
+                        _ => Joined::Direct,
+                    },
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "source unavailable");
+                        Joined::Failed
+                    }
+                };
+                let _ = tx.send((peer, kind, joined)).await;
+            }
+            .instrument(tracing::debug_span!("join_source", %peer, ?kind)),
+        );
     }
 }
 
@@ -281,9 +285,12 @@ impl Sources {
                 update: HaveUpdate::Bitfield(sched.have().clone()),
             };
             let client = client.clone();
-            tokio::spawn(async move {
-                let _ = client.have(peer, mine).await;
-            });
+            tokio::spawn(
+                async move {
+                    let _ = client.have(peer, mine).await;
+                }
+                .instrument(tracing::debug_span!("send_bitfield", %peer)),
+            );
         }
     }
 }
@@ -358,22 +365,25 @@ pub async fn download(
                     let wait = bucket
                         .as_mut()
                         .map_or(Duration::ZERO, |b| b.reserve(start.elapsed(), len));
-                    tokio::spawn(async move {
-                        tokio::time::sleep(wait).await;
-                        let request = ChunkRequest {
-                            swarm,
-                            index: chunk,
-                            last_resort,
-                        };
-                        let result = client.request_chunk(target, request).await;
-                        let _ = tx
-                            .send(Done::Chunk {
-                                peer,
+                    tokio::spawn(
+                        async move {
+                            tokio::time::sleep(wait).await;
+                            let request = ChunkRequest {
+                                swarm,
                                 index: chunk,
-                                result,
-                            })
-                            .await;
-                    });
+                                last_resort,
+                            };
+                            let result = client.request_chunk(target, request).await;
+                            let _ = tx
+                                .send(Done::Chunk {
+                                    peer,
+                                    index: chunk,
+                                    result,
+                                })
+                                .await;
+                        }
+                        .instrument(tracing::debug_span!("fetch_chunk", peer = %target, chunk)),
+                    );
                 }
                 // A request-response cannot be withdrawn: a late copy is ignored.
                 Action::Cancel { .. } => {}
@@ -492,7 +502,7 @@ pub async fn download(
                                     if let Err(e) = client.authenticate(peer, swarm, &t).await {
                                         tracing::debug!(%peer, error = %e, "re-authentication failed");
                                     }
-                                });
+                                }.instrument(tracing::debug_span!("reauthenticate", %peer)));
                             }
                         }
                     }
@@ -581,8 +591,11 @@ fn announce(client: &Client, known: &Sources, swarm: Hash, indices: Vec<u32>) {
             swarm,
             update: HaveUpdate::Have(indices.clone()),
         };
-        tokio::spawn(async move {
-            let _ = client.have(p, message).await;
-        });
+        tokio::spawn(
+            async move {
+                let _ = client.have(p, message).await;
+            }
+            .instrument(tracing::debug_span!("send_have", peer = %p)),
+        );
     }
 }

@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 
 pub use libp2p::identity::Keypair;
 pub use libp2p::multiaddr::Protocol;
@@ -466,7 +467,10 @@ pub fn spawn(
         chunk_pending: HashMap::new(),
         have_pending: HashMap::new(),
     };
-    tokio::spawn(node.run(rx, delayed));
+    tokio::spawn(
+        node.run(rx, delayed)
+            .instrument(tracing::info_span!("node", %peer_id)),
+    );
     Ok((
         Client {
             peer_id,

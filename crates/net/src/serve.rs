@@ -8,6 +8,7 @@ use libp2p::PeerId;
 use libp2p::request_response as rr;
 use shoal_wire::{ChunkRequest, ChunkResponse};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 /// [`Config::max_uploads`] counts chunks of the usual 1 MiB; a smaller one
 /// weighs its share, in units of 1/64 (16 KiB), at least one unit.
@@ -54,26 +55,30 @@ impl Loop {
         let (source, tx) = (self.source.clone(), self.delayed_tx.clone());
         let settling = source.clone();
         let (upload, started) = (self.upload.clone(), self.started);
-        tokio::spawn(async move {
-            let read =
-                tokio::task::spawn_blocking(move || source.chunk(&request.swarm, request.index));
-            let response = match read.await {
-                Ok(Some(data)) => ChunkResponse::Data(data),
-                _ if settling.settling(&request.swarm) => ChunkResponse::Busy,
-                _ => ChunkResponse::NotFound,
-            };
-            let wait = match (&upload, &response) {
-                (Some(bucket), ChunkResponse::Data(d)) => bucket
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .reserve(started.elapsed(), d.len() as u64),
-                _ => Duration::ZERO,
-            };
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+        tokio::spawn(
+            async move {
+                let read = tokio::task::spawn_blocking(move || {
+                    source.chunk(&request.swarm, request.index)
+                });
+                let response = match read.await {
+                    Ok(Some(data)) => ChunkResponse::Data(data),
+                    _ if settling.settling(&request.swarm) => ChunkResponse::Busy,
+                    _ => ChunkResponse::NotFound,
+                };
+                let wait = match (&upload, &response) {
+                    (Some(bucket), ChunkResponse::Data(d)) => bucket
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .reserve(started.elapsed(), d.len() as u64),
+                    _ => Duration::ZERO,
+                };
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                let _ = tx.send((request_id, channel, response)).await;
             }
-            let _ = tx.send((request_id, channel, response)).await;
-        });
+            .instrument(tracing::debug_span!("serve_chunk", %peer, index = request.index)),
+        );
         self.answering += 1;
     }
 
