@@ -1,7 +1,7 @@
 //! Operator endpoints: accounts and organisation seats, API keys, products,
 //! channels, publisher keys, entitlements and the audit log.
 
-use super::{ApiError, ApiResult, Body, PathArgs, QueryArgs, St};
+use super::{ApiError, ApiResult, Body, Operator, PathArgs, QueryArgs, St};
 use crate::keys;
 use crate::model::{Account, AccountKind, ApiKey, AuditEntry, Channel, Entitlement, Product, Role};
 use axum::Json;
@@ -59,10 +59,9 @@ fn individual() -> AccountKind {
 
 pub async fn create_account(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
     Body(req): Body<NewAccount>,
 ) -> ApiResult<Response> {
-    caller.require(&[Role::Operator])?;
     check_name("name", &req.name, 200)?;
     let country = check_country(&req.country)?;
     if req.kind == AccountKind::Individual && req.seats != 0 {
@@ -87,26 +86,22 @@ pub async fn create_account(
     };
     state.db.put_account(&account)?;
     state.db.flush()?;
-    Ok((axum::http::StatusCode::CREATED, Json(account)).into_response())
+    Ok(created(account))
 }
 
 pub async fn list_accounts(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
 ) -> ApiResult<Json<Vec<Account>>> {
-    caller.require(&[Role::Operator])?;
     Ok(Json(state.db.accounts(10_000)?))
 }
 
 pub async fn get_account(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
     PathArgs(id): PathArgs<String>,
 ) -> ApiResult<Json<Account>> {
-    caller.require(&[Role::Operator])?;
-    Ok(Json(state.db.account(&id)?.ok_or_else(|| {
-        ApiError::not_found(format!("no account {id}"))
-    })?))
+    Ok(Json(load_account(&state, &id)?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,26 +112,19 @@ pub struct NewMember {
 
 pub async fn add_member(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
     PathArgs(org_id): PathArgs<String>,
     Body(req): Body<NewMember>,
 ) -> ApiResult<Json<Account>> {
-    caller.require(&[Role::Operator])?;
     let _guard = state.admin_lock.lock().await;
-    let mut org = state
-        .db
-        .account(&org_id)?
-        .ok_or_else(|| ApiError::not_found(format!("no account {org_id}")))?;
+    let mut org = load_account(&state, &org_id)?;
     if org.kind != AccountKind::Organisation {
         return Err(ApiError::conflict(
             "not_an_organisation",
             format!("{org_id} is not an organisation"),
         ));
     }
-    let mut member = state
-        .db
-        .account(&req.account)?
-        .ok_or_else(|| ApiError::not_found(format!("no account {}", req.account)))?;
+    let mut member = load_account(&state, &req.account)?;
     if member.kind != AccountKind::Individual {
         return Err(ApiError::conflict(
             "not_an_individual",
@@ -168,15 +156,11 @@ pub async fn add_member(
 
 pub async fn remove_member(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
     PathArgs((org_id, member_id)): PathArgs<(String, String)>,
 ) -> ApiResult<Json<Account>> {
-    caller.require(&[Role::Operator])?;
     let _guard = state.admin_lock.lock().await;
-    let mut org = state
-        .db
-        .account(&org_id)?
-        .ok_or_else(|| ApiError::not_found(format!("no account {org_id}")))?;
+    let mut org = load_account(&state, &org_id)?;
     if !org.members.contains(&member_id) {
         return Err(ApiError::not_found(format!(
             "{member_id} holds no seat in {org_id}"
@@ -231,14 +215,10 @@ impl From<&ApiKey> for KeyView {
 
 pub async fn create_api_key(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
     Body(req): Body<NewApiKey>,
 ) -> ApiResult<Response> {
-    caller.require(&[Role::Operator])?;
-    let account = state
-        .db
-        .account(&req.account)?
-        .ok_or_else(|| ApiError::not_found(format!("no account {}", req.account)))?;
+    let account = load_account(&state, &req.account)?;
     // An organisation's entitlements reach its members through their seats;
     // a key on the organisation itself would bypass the seat count.
     if account.kind == AccountKind::Organisation {
@@ -258,21 +238,16 @@ pub async fn create_api_key(
     )?;
     state.db.put_api_key(&record)?;
     state.db.flush()?;
-    Ok((
-        axum::http::StatusCode::CREATED,
-        Json(CreatedKey {
-            record: (&record).into(),
-            key,
-        }),
-    )
-        .into_response())
+    Ok(created(CreatedKey {
+        record: (&record).into(),
+        key,
+    }))
 }
 
 pub async fn list_api_keys(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
 ) -> ApiResult<Json<Vec<KeyView>>> {
-    caller.require(&[Role::Operator])?;
     Ok(Json(
         state
             .db
@@ -285,10 +260,9 @@ pub async fn list_api_keys(
 
 pub async fn revoke_api_key(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
     PathArgs(id): PathArgs<String>,
 ) -> ApiResult<Json<KeyView>> {
-    caller.require(&[Role::Operator])?;
     let mut key = state
         .db
         .api_key(&id)?
@@ -317,22 +291,20 @@ pub struct NewProduct {
 
 /// Refuses publisher accounts that do not exist or are organisations.
 fn check_publisher_account(state: &crate::State, id: &str) -> ApiResult<()> {
-    match state.db.account(id)? {
-        None => Err(ApiError::not_found(format!("no account {id}"))),
-        Some(a) if a.kind == AccountKind::Organisation => Err(ApiError::conflict(
+    if load_account(state, id)?.kind == AccountKind::Organisation {
+        return Err(ApiError::conflict(
             "organisation_account",
             format!("{id} is an organisation; name the publishing member account"),
-        )),
-        Some(_) => Ok(()),
+        ));
     }
+    Ok(())
 }
 
 pub async fn create_product(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
     Body(req): Body<NewProduct>,
 ) -> ApiResult<Response> {
-    caller.require(&[Role::Operator])?;
     check_id("id", &req.id)?;
     let channels = req.channels.unwrap_or_else(|| vec!["stable".into()]);
     for c in &channels {
@@ -366,7 +338,7 @@ pub async fn create_product(
     };
     state.db.put_product(&product)?;
     state.db.flush()?;
-    Ok((axum::http::StatusCode::CREATED, Json(product)).into_response())
+    Ok(created(product))
 }
 
 pub async fn list_products(
@@ -396,48 +368,72 @@ pub struct NewPublisher {
 /// `POST /v1/products/{id}/publishers`: lets an account publish the product.
 pub async fn add_publisher(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
     PathArgs(id): PathArgs<String>,
     Body(req): Body<NewPublisher>,
 ) -> ApiResult<Json<Product>> {
-    caller.require(&[Role::Operator])?;
     check_publisher_account(&state, &req.account)?;
-    let _guard = state.admin_lock.lock().await;
-    let mut product = load_product(&state, &id)?;
-    if !product.publishers.contains(&req.account) {
-        product.publishers.push(req.account);
-    }
-    state.db.put_product(&product)?;
-    state.db.flush()?;
-    Ok(Json(product))
+    modify_product(&state, &id, |product| {
+        if !product.publishers.contains(&req.account) {
+            product.publishers.push(req.account);
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// `DELETE /v1/products/{id}/publishers/{account}`.
 pub async fn remove_publisher(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
     PathArgs((id, account)): PathArgs<(String, String)>,
 ) -> ApiResult<Json<Product>> {
-    caller.require(&[Role::Operator])?;
-    let _guard = state.admin_lock.lock().await;
-    let mut product = load_product(&state, &id)?;
-    if !product.publishers.contains(&account) {
-        return Err(ApiError::not_found(format!(
-            "{account} does not publish {id}"
-        )));
-    }
-    product.publishers.retain(|a| *a != account);
-    state.db.put_product(&product)?;
-    state.db.flush()?;
-    Ok(Json(product))
+    modify_product(&state, &id, |product| {
+        if !product.publishers.contains(&account) {
+            return Err(ApiError::not_found(format!(
+                "{account} does not publish {id}"
+            )));
+        }
+        product.publishers.retain(|a| *a != account);
+        Ok(())
+    })
+    .await
 }
 
-/// Loads a product for modification, under the admin lock held by the caller.
+/// Loads product `id` (404 when there is none).
 fn load_product(state: &crate::State, id: &str) -> ApiResult<Product> {
     state
         .db
         .product(id)?
         .ok_or_else(|| ApiError::not_found(format!("no product {id}")))
+}
+
+/// Read-modify-write of product `id` under the admin lock: `change` edits
+/// it or refuses, and the product is stored durably before the answer.
+async fn modify_product(
+    state: &crate::State,
+    id: &str,
+    change: impl FnOnce(&mut Product) -> ApiResult<()>,
+) -> ApiResult<Json<Product>> {
+    let _guard = state.admin_lock.lock().await;
+    let mut product = load_product(state, id)?;
+    change(&mut product)?;
+    state.db.put_product(&product)?;
+    state.db.flush()?;
+    Ok(Json(product))
+}
+
+/// Loads account `id` (404 when there is none).
+fn load_account(state: &crate::State, id: &str) -> ApiResult<Account> {
+    state
+        .db
+        .account(id)?
+        .ok_or_else(|| ApiError::not_found(format!("no account {id}")))
+}
+
+/// `201 Created` with `value` as the body.
+fn created(value: impl Serialize) -> Response {
+    (axum::http::StatusCode::CREATED, Json(value)).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -452,28 +448,26 @@ pub struct NewChannel {
 
 pub async fn add_channel(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
     PathArgs(id): PathArgs<String>,
     Body(req): Body<NewChannel>,
 ) -> ApiResult<Json<Product>> {
-    caller.require(&[Role::Operator])?;
     check_id("name", &req.name)?;
-    let _guard = state.admin_lock.lock().await;
-    let mut product = load_product(&state, &id)?;
-    if product.channel(&req.name).is_some() {
-        return Err(ApiError::conflict(
-            "exists",
-            format!("{id} already has channel {}", req.name),
-        ));
-    }
-    product.channels.push(Channel {
-        name: req.name,
-        private: req.private,
-        allow: req.allow,
-    });
-    state.db.put_product(&product)?;
-    state.db.flush()?;
-    Ok(Json(product))
+    modify_product(&state, &id, |product| {
+        if product.channel(&req.name).is_some() {
+            return Err(ApiError::conflict(
+                "exists",
+                format!("{id} already has channel {}", req.name),
+            ));
+        }
+        product.channels.push(Channel {
+            name: req.name,
+            private: req.private,
+            allow: req.allow,
+        });
+        Ok(())
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -484,22 +478,20 @@ pub struct AllowList {
 
 pub async fn set_allow_list(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
     PathArgs((id, channel)): PathArgs<(String, String)>,
     Body(req): Body<AllowList>,
 ) -> ApiResult<Json<Product>> {
-    caller.require(&[Role::Operator])?;
-    let _guard = state.admin_lock.lock().await;
-    let mut product = load_product(&state, &id)?;
-    let c = product
-        .channels
-        .iter_mut()
-        .find(|c| c.name == channel)
-        .ok_or_else(|| ApiError::not_found(format!("{id} has no channel {channel}")))?;
-    c.allow = req.accounts;
-    state.db.put_product(&product)?;
-    state.db.flush()?;
-    Ok(Json(product))
+    modify_product(&state, &id, |product| {
+        let c = product
+            .channels
+            .iter_mut()
+            .find(|c| c.name == channel)
+            .ok_or_else(|| ApiError::not_found(format!("{id} has no channel {channel}")))?;
+        c.allow = req.accounts;
+        Ok(())
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -510,36 +502,32 @@ pub struct NewPublisherKey {
 
 pub async fn add_publisher_key(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
     PathArgs(id): PathArgs<String>,
     Body(req): Body<NewPublisherKey>,
 ) -> ApiResult<Json<Product>> {
-    caller.require(&[Role::Operator])?;
-    let _guard = state.admin_lock.lock().await;
-    let mut product = load_product(&state, &id)?;
-    if !product.publisher_keys.contains(&req.public_key) {
-        product.publisher_keys.push(req.public_key);
-    }
-    state.db.put_product(&product)?;
-    state.db.flush()?;
-    Ok(Json(product))
+    modify_product(&state, &id, |product| {
+        if !product.publisher_keys.contains(&req.public_key) {
+            product.publisher_keys.push(req.public_key);
+        }
+        Ok(())
+    })
+    .await
 }
 
 pub async fn remove_publisher_key(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
     PathArgs((id, key)): PathArgs<(String, String)>,
 ) -> ApiResult<Json<Product>> {
-    caller.require(&[Role::Operator])?;
     let key: PublicKey = key
         .parse()
         .map_err(|e| ApiError::bad_request("bad_path", format!("public key: {e}")))?;
-    let _guard = state.admin_lock.lock().await;
-    let mut product = load_product(&state, &id)?;
-    product.publisher_keys.retain(|k| *k != key);
-    state.db.put_product(&product)?;
-    state.db.flush()?;
-    Ok(Json(product))
+    modify_product(&state, &id, |product| {
+        product.publisher_keys.retain(|k| *k != key);
+        Ok(())
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -555,13 +543,10 @@ pub struct NewEntitlement {
 
 pub async fn grant(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
     Body(req): Body<NewEntitlement>,
 ) -> ApiResult<Response> {
-    caller.require(&[Role::Operator])?;
-    if state.db.account(&req.account)?.is_none() {
-        return Err(ApiError::not_found(format!("no account {}", req.account)));
-    }
+    load_account(&state, &req.account)?;
     let product = load_product(&state, &req.product)?;
     if let Some(c) = &req.channel
         && product.channel(c).is_none()
@@ -583,7 +568,7 @@ pub async fn grant(
     state.db.put_entitlement(&entitlement)?;
     // Durable before acknowledged: a grant survives kill -9 once 201 is sent.
     state.db.flush()?;
-    Ok((axum::http::StatusCode::CREATED, Json(entitlement)).into_response())
+    Ok(created(entitlement))
 }
 
 #[derive(Debug, Deserialize)]
@@ -593,19 +578,17 @@ pub struct EntitlementQuery {
 
 pub async fn list_entitlements(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
     QueryArgs(q): QueryArgs<EntitlementQuery>,
 ) -> ApiResult<Json<Vec<Entitlement>>> {
-    caller.require(&[Role::Operator])?;
     Ok(Json(state.db.entitlements_of(&q.account)?))
 }
 
 pub async fn revoke_entitlement(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
     PathArgs(id): PathArgs<String>,
 ) -> ApiResult<Json<Entitlement>> {
-    caller.require(&[Role::Operator])?;
     let mut e = state
         .db
         .entitlement(&id)?
@@ -655,10 +638,9 @@ fn audit_page(state: &crate::State, q: &AuditQuery) -> ApiResult<Vec<AuditEntry>
 
 pub async fn audit(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
     QueryArgs(q): QueryArgs<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditEntry>>> {
-    caller.require(&[Role::Operator])?;
     Ok(Json(audit_page(&state, &q)?))
 }
 
@@ -671,10 +653,9 @@ const EXPORT_PAGE: usize = 5000;
 /// however long the log is.
 pub async fn audit_export(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: Operator,
     QueryArgs(q): QueryArgs<ExportQuery>,
 ) -> ApiResult<Response> {
-    caller.require(&[Role::Operator])?;
     // The first page is read here, so a storage failure is a 503, not a
     // cut-off body.
     let first = state.db.audit_after(q.after, EXPORT_PAGE)?;

@@ -252,6 +252,25 @@ impl FromRequestParts<Arc<State>> for Caller {
     }
 }
 
+/// An operator: a [`Caller`] whose key has the operator role. As an
+/// extractor it answers 401 or 403 before the body is read, so an operator
+/// handler starts with what it does rather than with the check.
+#[derive(Debug, Clone)]
+pub struct Operator(pub Caller);
+
+impl FromRequestParts<Arc<State>> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<State>,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = authenticate(state, &parts.headers)?;
+        caller.require(&[Role::Operator])?;
+        Ok(Operator(caller))
+    }
+}
+
 pub fn authenticate(state: &State, headers: &HeaderMap) -> ApiResult<Caller> {
     let unauthorized = |detail: &str| ApiError::new(401, "unauthorized", detail);
     let header = headers

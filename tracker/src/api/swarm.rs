@@ -668,18 +668,16 @@ pub async fn heartbeat(
 /// `GET /v1/ops/swarms`: per-swarm aggregates.
 pub async fn ops_swarms(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: super::Operator,
 ) -> ApiResult<Json<Vec<crate::ops::SwarmView>>> {
-    caller.require(&[Role::Operator])?;
     Ok(Json(state.views()?.0))
 }
 
 /// `GET /v1/ops/seeds`: per-seed capacity and load.
 pub async fn ops_seeds(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: super::Operator,
 ) -> ApiResult<Json<Vec<crate::ops::SeedView>>> {
-    caller.require(&[Role::Operator])?;
     Ok(Json(state.views()?.1))
 }
 
@@ -699,9 +697,8 @@ pub struct Overview {
 /// `GET /v1/ops/overview`: views, alerts, recent refusals and history.
 pub async fn ops_overview(
     axum::extract::State(state): St,
-    caller: super::Caller,
+    _: super::Operator,
 ) -> ApiResult<Json<Overview>> {
-    caller.require(&[Role::Operator])?;
     let (swarms, seeds) = state.views()?;
     let now = state.now();
     let ops = lock(&state.ops);
