@@ -1,0 +1,305 @@
+//! `shoal install` and `shoal update`: stage, reuse, check space, fetch
+//! through the swarm, swap atomically, give back.
+
+use super::errors::store_error;
+use super::node::{Held, Serving};
+use super::session::Session;
+use super::trust::{fetch_manifest, tracker_key};
+use super::{now_secs, open_install};
+use crate::config::Settings;
+use crate::{Exit, human, with_exit};
+use serde::Serialize;
+use shoal_net::download::Counters;
+use shoal_store::Record;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// What to install or update.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub product: String,
+    /// Default: the installed build's channel, else `stable`.
+    pub channel: Option<String>,
+    pub dir: PathBuf,
+    /// Keep serving this long after the install (zero: not at all).
+    pub seed_for: Duration,
+    /// Only update an existing install (refuse an empty directory).
+    pub update: bool,
+    /// Set once every chunk is here, before the swap (so a Ctrl-C handler
+    /// lets the swap finish and ends seeding gracefully instead of
+    /// interrupting).
+    pub seeding: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How an install or update went (printed with `--json`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Outcome {
+    pub product: String,
+    pub channel: String,
+    /// The release's version number (what rollback protection compares).
+    pub version: u64,
+    /// The publisher's version label from the manifest, e.g. `1.4.2`.
+    pub label: String,
+    /// The install directory (the game is in `DIR/current`).
+    pub dir: PathBuf,
+    /// Nothing to do: this release was already installed.
+    pub up_to_date: bool,
+    /// The version replaced, if any.
+    pub previous_version: Option<u64>,
+    /// Bytes of the build (all files).
+    pub size: u64,
+    /// Unique bytes the release has.
+    pub release_bytes: u64,
+    /// Copied from the installed build instead of downloaded.
+    pub reused_bytes: u64,
+    /// Already staged by an interrupted run.
+    pub resumed_bytes: u64,
+    /// Verified chunk bytes received from other players.
+    pub from_peers: u64,
+    /// Verified chunk bytes received from seeds.
+    pub from_seeds: u64,
+    /// Sent to other peers, while downloading and seeding.
+    pub uploaded: u64,
+    /// Peers dropped for sending a chunk that failed its hash.
+    pub banned_peers: usize,
+    /// Chunk requests sent to seeds, by why: no connected peer held the
+    /// chunk (`unheld`; of which a seed had already sent it to another peer,
+    /// `sent_elsewhere`), or peers failed to deliver it (`peers_failed`).
+    pub seed_asks: SeedAsks,
+    /// From joining the swarm to the last chunk synced.
+    pub download_secs: f64,
+    /// How long it served after the swap (`seed_for`, or until stopped).
+    pub seeded_secs: f64,
+    /// How the node reached and was reached by peers.
+    pub nat: NatReport,
+}
+
+/// See [`Outcome::seed_asks`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SeedAsks {
+    pub unheld: u64,
+    pub sent_elsewhere: u64,
+    pub peers_failed: u64,
+}
+
+/// The node's reachability and NAT traversal, at the end of the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NatReport {
+    pub reachability: shoal_types::Reachability,
+    pub direct_connections: u64,
+    pub relayed_connections: u64,
+    /// Hole-punch upgrades finished (a success, or a failure after DCUtR's
+    /// 3 tries), and the successes.
+    pub punch_attempts: u64,
+    pub punch_successes: u64,
+    /// Relay slots this node held (it was behind a NAT).
+    pub reservations: u64,
+    /// Chunk requests it answered Busy because they came over a relay.
+    pub chunks_refused_relayed: u64,
+    /// Nodes mDNS found on its LAN (`lan_discovery`).
+    pub lan_peers: u64,
+}
+
+impl NatReport {
+    fn of(client: &shoal_net::Client) -> NatReport {
+        let n = client.nat();
+        let get = shoal_net::NatCounters::get;
+        NatReport {
+            reachability: client.reachability(),
+            direct_connections: get(&n.direct_connections),
+            relayed_connections: get(&n.relayed_connections),
+            punch_attempts: get(&n.punch_attempts),
+            punch_successes: get(&n.punch_successes),
+            reservations: get(&n.reservations),
+            chunks_refused_relayed: get(&n.chunks_refused_relayed),
+            lan_peers: get(&n.lan_peers),
+        }
+    }
+}
+
+/// Step 4: the disk must hold what is left to write.
+pub fn check_space(needed: u64, free: u64, dir: &Path) -> anyhow::Result<()> {
+    if needed > free {
+        return Err(with_exit(
+            anyhow::anyhow!(
+                "not enough disk space in {}: {} needed, {} free",
+                dir.display(),
+                human::bytes(needed),
+                human::bytes(free)
+            ),
+            Exit::DiskFull,
+        ));
+    }
+    Ok(())
+}
+
+/// Installs or updates `req.product` in `req.dir`. `counters`, if given,
+/// is updated live (the demo draws it); `stop` ends seeding early.
+pub async fn install(
+    settings: &Settings,
+    req: &Request,
+    counters: Option<Arc<Counters>>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Outcome> {
+    // Nothing touches the disk before the request is known to be sound: a
+    // product id outside the id grammar (`..`) or a missing pinned key.
+    if !shoal_types::id::is_valid(&req.product) {
+        return Err(with_exit(
+            anyhow::anyhow!(
+                "{:?} is not a product id: {}",
+                req.product,
+                shoal_types::id::RULE
+            ),
+            Exit::BadInput,
+        ));
+    }
+    tracker_key(settings)?;
+    let install = open_install(settings, &req.dir)?;
+    let installed = install.installed().map_err(store_error)?;
+    if let Some(b) = &installed
+        && b.record.product != req.product
+    {
+        return Err(with_exit(
+            anyhow::anyhow!(
+                "{} holds {}, not {}",
+                req.dir.display(),
+                b.record.product,
+                req.product
+            ),
+            Exit::BadInput,
+        ));
+    }
+    if req.update && installed.is_none() {
+        return Err(with_exit(
+            anyhow::anyhow!(
+                "nothing is installed in {}; use `shoal install {}`",
+                req.dir.display(),
+                req.product
+            ),
+            Exit::BadInput,
+        ));
+    }
+    let channel = req
+        .channel
+        .clone()
+        .or_else(|| installed.as_ref().map(|b| b.record.channel.clone()))
+        .unwrap_or_else(|| "stable".into());
+    let session = Session::open(settings, &install, &req.product, &channel).await?;
+    let ticket = &session.ticket;
+    let mut outcome = Outcome {
+        product: req.product.clone(),
+        channel: channel.clone(),
+        version: ticket.release.version,
+        dir: req.dir.clone(),
+        previous_version: installed.as_ref().map(|b| b.record.version),
+        ..Outcome::default()
+    };
+    if let Some(b) = &installed
+        && b.record.release_id == ticket.swarm
+    {
+        outcome.up_to_date = true;
+        outcome.label = b.record.label.clone();
+        outcome.size = b.record.size;
+        outcome.release_bytes = b.manifest().unique_size();
+        return Ok(outcome);
+    }
+    let (signed_manifest, manifest) = fetch_manifest(&session.tracker, ticket).await?;
+    outcome.label = manifest.version.clone();
+    outcome.size = manifest.total_size();
+    outcome.release_bytes = manifest.unique_size();
+    let record = Record {
+        release_id: ticket.swarm,
+        product: req.product.clone(),
+        channel: channel.clone(),
+        version: ticket.release.version,
+        label: manifest.version.clone(),
+        release: ticket.release_text.clone(),
+        size: manifest.total_size(),
+        installed_at: now_secs(),
+    };
+
+    // Step 3: stage, reusing what an earlier run got and what is installed.
+    let staging = install
+        .stage(record, &signed_manifest, manifest.clone())
+        .map_err(store_error)?;
+    outcome.resumed_bytes = staging.resumed_bytes();
+    let staging = Arc::new(staging);
+    let reuse = {
+        let staging = staging.clone();
+        let installed = installed.map(Arc::new);
+        tokio::task::spawn_blocking(move || staging.reuse(installed.as_deref()))
+    };
+    outcome.reused_bytes = reuse.await?.map_err(store_error)?;
+
+    // Step 4: room for what is left.
+    check_space(
+        staging.bytes_to_write(),
+        shoal_store::free_disk(&req.dir),
+        &req.dir,
+    )?;
+
+    // Step 5: the swarm.
+    let counters = counters.unwrap_or_default();
+    let serving = Arc::new(Serving::new(ticket.swarm, Held::Staging(staging.clone())));
+    let mut swarm = session
+        .join(settings, serving.clone(), counters.clone())
+        .await?;
+    let started = Instant::now();
+    let label = format!("{} v{}", req.product, ticket.release.version);
+    let fetched = swarm
+        .fetch(
+            settings,
+            &manifest,
+            ticket,
+            &serving,
+            label,
+            staging.missing_bytes(),
+        )
+        .await;
+    // Whatever happened, what was fetched stays counted for the next run.
+    let synced = staging.sync();
+    let report = fetched?;
+    synced.map_err(store_error)?;
+    outcome.download_secs = started.elapsed().as_secs_f64();
+    outcome.from_peers = counters.from_peers.load(Ordering::Relaxed);
+    outcome.from_seeds = counters.from_seeds.load(Ordering::Relaxed);
+    outcome.banned_peers = report.banned.len();
+    let [unheld, sent_elsewhere, peers_failed] = report.seed_asks;
+    outcome.seed_asks = SeedAsks {
+        unheld,
+        sent_elsewhere,
+        peers_failed,
+    };
+
+    // Every chunk is here and synced: from now on a signal lets the swap
+    // finish and ends gracefully with the summary (with many files the
+    // swap takes a while, and `status` already says installed during it).
+    req.seeding.store(true, Ordering::SeqCst);
+
+    // Step 6: finish and swap. Peers told of our last chunks ask for them
+    // now: while the files move they hear Busy, not NotFound.
+    serving.settle();
+    let committed = {
+        let staging = staging.clone();
+        tokio::task::spawn_blocking(move || staging.commit()).await
+    };
+    let build = match committed {
+        Ok(Ok(build)) => build,
+        failed => {
+            // Nothing moved for good: keep serving what is staged.
+            serving.set(Held::Staging(staging.clone()));
+            failed?.map_err(store_error)?
+        }
+    };
+    serving.set(Held::Build(Arc::new(build)));
+    tracing::info!(product = %req.product, version = outcome.version, "installed");
+
+    // Step 7: give back.
+    let client = swarm.client.clone();
+    outcome.seeded_secs = swarm.give_back(&req.dir, req.seed_for, stop).await?;
+    outcome.uploaded = serving.uploaded.load(Ordering::Relaxed);
+    outcome.nat = NatReport::of(&client);
+    Ok(outcome)
+}

@@ -1,0 +1,237 @@
+//! One swarm session, shared by install, update and repair: the checked
+//! right to join ([`Session`]: tracker, pinned key, ticket), then a running
+//! node that joins the swarm, fetches what its store lacks and gives back
+//! by seeding ([`Swarm`]).
+
+use super::errors::download_error;
+use super::node::{self, Announcer, Serving};
+use super::trust::{Ticket, ticket, tracker_key};
+use super::{now_secs, view};
+use crate::config::Settings;
+use crate::tracker::Tracker;
+use crate::{Exit, with_exit};
+use anyhow::Context as _;
+use shoal_net::download::{Counters, Job};
+use shoal_store::Install;
+use shoal_types::PublicKey;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::Instrument as _;
+
+/// The checked right to join one swarm: the tracker, its pinned key, and a
+/// token with release metadata that checked out against that key and the
+/// highest version this install accepted.
+pub(super) struct Session {
+    pub(super) tracker: Tracker,
+    pub(super) key: PublicKey,
+    pub(super) ticket: Ticket,
+}
+
+impl Session {
+    /// Steps 1–2a for `product` on `channel`, as this player's peer id.
+    pub(super) async fn open(
+        settings: &Settings,
+        install: &Install,
+        product: &str,
+        channel: &str,
+    ) -> anyhow::Result<Session> {
+        let key = tracker_key(settings)?;
+        let tracker = Tracker::new(&settings.tracker, settings.api_key.clone())?;
+        let me = shoal_net::keypair_from_seed(settings.peer_key.seed())
+            .public()
+            .to_peer_id();
+        let ticket = ticket(&tracker, &key, install, product, channel, &me).await?;
+        Ok(Session {
+            tracker,
+            key,
+            ticket,
+        })
+    }
+
+    /// Starts the node serving `serving` and joins the swarm.
+    pub(super) async fn join(
+        &self,
+        settings: &Settings,
+        serving: Arc<Serving>,
+        counters: Arc<Counters>,
+    ) -> anyhow::Result<Swarm> {
+        Swarm::join(
+            settings,
+            &self.tracker,
+            self.key,
+            &self.ticket,
+            serving,
+            counters,
+        )
+        .await
+    }
+}
+
+/// A running peer node with its announce loop.
+pub(super) struct Swarm {
+    pub(super) client: shoal_net::Client,
+    pub(super) events: mpsc::Receiver<shoal_net::Event>,
+    pub(super) announcer: Arc<Announcer>,
+    pub(super) announcing: tokio::task::JoinHandle<()>,
+    pub(super) more: Option<mpsc::Receiver<shoal_net::download::Source>>,
+    pub(super) counters: Arc<Counters>,
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        self.announcing.abort();
+    }
+}
+
+impl Swarm {
+    pub(super) async fn join(
+        settings: &Settings,
+        tracker: &Tracker,
+        key: PublicKey,
+        ticket: &Ticket,
+        serving: Arc<Serving>,
+        counters: Arc<Counters>,
+    ) -> anyhow::Result<Swarm> {
+        let keypair = shoal_net::keypair_from_seed(settings.peer_key.seed());
+        let listen = settings
+            .listen
+            .iter()
+            .map(|a| {
+                a.parse().map_err(|e| {
+                    with_exit(anyhow::anyhow!("listen address {a:?}: {e}"), Exit::BadInput)
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut config = shoal_net::Config::new(keypair, listen, key, Arc::new(now_secs));
+        config.upload_rate = settings.max_upload;
+        config.lan_discovery = settings.lan_discovery;
+        let (client, events) = shoal_net::spawn(config, serving.clone())
+            .map_err(|e| anyhow::anyhow!("starting the peer node: {e}"))?;
+        node::listen_addrs(&client).await?;
+        if let Some(addr) = &settings.metrics {
+            let render = node::metrics(client.clone(), serving.clone(), counters.clone());
+            let bound = shoal_metrics::spawn(addr, render).await?;
+            tracing::info!(%bound, "metrics at /metrics");
+        }
+        let announcer = Arc::new(Announcer {
+            tracker: tracker.clone(),
+            token: RwLock::new(ticket.token.to_text()),
+            client: client.clone(),
+            reserving: Default::default(),
+            me: client.peer_id(),
+            counters: counters.clone(),
+            serving,
+            complete: Default::default(),
+            renewed: tokio::sync::watch::channel(ticket.token.clone()).0,
+        });
+        let (more_tx, more_rx) = mpsc::channel(256);
+        let announcing = tokio::spawn(
+            announcer
+                .clone()
+                .run(more_tx)
+                .instrument(tracing::info_span!("announce", swarm = %ticket.swarm)),
+        );
+        Ok(Swarm {
+            client,
+            events,
+            announcer,
+            announcing,
+            more: Some(more_rx),
+            counters,
+        })
+    }
+
+    /// Fetches what `serving`'s store lacks; progress drawn if asked.
+    pub(super) async fn fetch(
+        &mut self,
+        settings: &Settings,
+        manifest: &shoal_manifest::Manifest,
+        ticket: &Ticket,
+        serving: &Serving,
+        label: String,
+        total: u64,
+    ) -> anyhow::Result<shoal_net::download::Report> {
+        let me = self.client.peer_id();
+        let sources: Vec<_> = ticket
+            .bootstrap
+            .iter()
+            .filter_map(|p| p.source(&me))
+            .collect();
+        let view = settings.progress.then(|| {
+            tokio::spawn(
+                view::show(label, self.counters.clone(), total, true)
+                    .instrument(tracing::debug_span!("progress_view")),
+            )
+        });
+        let job = Job {
+            manifest,
+            swarm: ticket.swarm,
+            token: &ticket.token,
+            sources: &sources,
+            store: serving,
+            scheduler: Default::default(),
+            download_rate: settings.max_download,
+            stall: settings.stall,
+            more_sources: self.more.take(),
+            counters: self.counters.clone(),
+            renewed: Some(self.announcer.renewed.subscribe()),
+        };
+        let result = shoal_net::download::download(&self.client, &mut self.events, job).await;
+        if let Some(v) = view {
+            v.abort();
+            view::clear();
+        }
+        result.map_err(download_error)
+    }
+
+    /// Serves until `until` or `stop`, then leaves the swarm.
+    pub(super) async fn give_back(
+        mut self,
+        dir: &Path,
+        until: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<f64> {
+        self.announcer.complete.store(true, Ordering::Relaxed);
+        let mut seeded = 0.0;
+        if !until.is_zero() {
+            let start = Instant::now();
+            let marker = SeedingMarker::write(dir, until)?;
+            let events = &mut self.events;
+            tokio::select! {
+                _ = tokio::time::sleep(until) => {}
+                _ = stop => {}
+                _ = async { while events.recv().await.is_some() {} } => {}
+            }
+            drop(marker);
+            seeded = start.elapsed().as_secs_f64();
+        }
+        self.announcing.abort();
+        self.announcer.leave().await;
+        Ok(seeded)
+    }
+}
+
+/// While a launcher seeds, `DIR/.shoal/seeding.json` says so (for `status`).
+pub(super) struct SeedingMarker(PathBuf);
+
+impl SeedingMarker {
+    fn write(dir: &Path, until: Duration) -> anyhow::Result<SeedingMarker> {
+        let path = dir.join(".shoal/seeding.json");
+        let body = serde_json::json!({
+            "pid": std::process::id(),
+            "until": now_secs() + until.as_secs(),
+        });
+        std::fs::write(&path, body.to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(SeedingMarker(path))
+    }
+}
+
+impl Drop for SeedingMarker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
