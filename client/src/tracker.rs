@@ -2,6 +2,7 @@
 //! and out, and tracker errors turned into one-line messages with exit codes.
 
 use crate::{Exit, with_exit};
+use serde::Deserialize as _;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -49,6 +50,19 @@ impl Tracker {
             req = req.json(b);
         }
         self.finish(&method, path, req).await
+    }
+
+    /// POST `body` (an API request type) to `path` and decode the answer as
+    /// its API type; a malformed answer is an error naming the path.
+    pub async fn post<A: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<A> {
+        let body = serde_json::to_value(body)?;
+        let answer = self.call(reqwest::Method::POST, path, Some(&body)).await?;
+        serde_json::from_value(answer)
+            .map_err(|e| anyhow::anyhow!("the tracker's answer to {path} is malformed: {e}"))
     }
 
     /// Posts raw bytes (a signed manifest).
@@ -164,12 +178,13 @@ impl std::fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
+/// A refusal from the tracker's [`shoal_api::ErrorBody`], or from the bare
+/// status when the body is not one (a proxy's error page).
 fn refusal(status: reqwest::StatusCode, body: &Value) -> anyhow::Error {
-    let code = body["error"].as_str().unwrap_or("http_error").to_owned();
-    let detail = body["detail"]
-        .as_str()
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("HTTP {status}"));
+    let (code, detail) = match shoal_api::ErrorBody::deserialize(body) {
+        Ok(b) => (b.error, b.detail),
+        Err(_) => ("http_error".to_owned(), format!("HTTP {status}")),
+    };
     let exit = if status.is_server_error() {
         Exit::TrackerFailed
     } else {

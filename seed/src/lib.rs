@@ -634,17 +634,17 @@ pub async fn run_with(
         let served = releases.served();
         let dt = t0.elapsed().as_secs_f64().max(1e-3);
         last = (Instant::now(), served);
-        let report = serde_json::json!({
-            "seed_id": config.seed_id,
-            "peer_id": client.peer_id().to_base58(),
-            "addrs": addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "capacity_bps": config.capacity_mbit * 1_000_000,
-            "egress_bps": ((served - served0) as f64 * 8.0 / dt) as u64,
-            "peers": client.connected_peers(),
-            "free_disk": shoal_store::free_disk(&config.data),
-            "releases": releases.ids(),
-            "relay": config.relay.enabled,
-        });
+        let report = shoal_api::SeedReport {
+            seed_id: config.seed_id.clone(),
+            peer_id: client.peer_id().to_base58(),
+            addrs: addrs.iter().map(ToString::to_string).collect(),
+            capacity_bps: config.capacity_mbit * 1_000_000,
+            egress_bps: ((served - served0) as f64 * 8.0 / dt) as u64,
+            peers: u32::try_from(client.connected_peers()).unwrap_or(u32::MAX),
+            free_disk: shoal_store::free_disk(&config.data),
+            releases: releases.ids(),
+            relay: config.relay.enabled,
+        };
         // A stop does not wait for a tracker that is slow to answer.
         let sent = tokio::select! {
             _ = &mut shutdown => break,
@@ -656,21 +656,19 @@ pub async fn run_with(
         };
         match sent {
             Ok(r) if r.status().is_success() => {
-                let v: serde_json::Value = r.json().await.unwrap_or_default();
-                interval = Duration::from_secs(v["interval"].as_u64().unwrap_or(30).max(1));
-                let aliases: Vec<(Hash, Hash)> = v["aliases"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|a| {
-                        Some((
-                            a["release"].as_str()?.parse().ok()?,
-                            a["held"].as_str()?.parse().ok()?,
-                        ))
-                    })
-                    .collect();
+                let answer = match r.json::<shoal_api::HeartbeatAnswer>().await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the tracker's heartbeat answer is malformed");
+                        shoal_api::HeartbeatAnswer {
+                            interval: 30,
+                            aliases: vec![],
+                        }
+                    }
+                };
+                interval = Duration::from_secs(answer.interval.max(1));
                 let mut added = 0;
-                for (release, held) in aliases {
+                for shoal_api::Alias { release, held } in answer.aliases {
                     if releases.alias(release, held) {
                         tracing::info!(%release, %held, "serving a release from the same build held under another id");
                         added += 1;

@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 /// Crates that must stay free of IO dependencies.
 pub const PURE_CRATES: &[&str] = &[
     "shoal-types",
+    "shoal-api",
     "shoal-manifest",
     "shoal-token",
     "shoal-wire",

@@ -108,35 +108,15 @@ impl Member {
     }
 }
 
-/// A peer handed out in a peer list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerInfo {
-    pub peer_id: String,
-    pub addrs: Vec<String>,
-    pub seed: bool,
-    #[serde(default)]
-    pub reachability: Reachability,
-    /// It announced from the requester's own address (behind the same
-    /// router): dial its LAN addresses, not its relayed one.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub same_site: bool,
+pub use shoal_api::{PeerInfo, SeedReport, SwarmStats};
+
+/// Members' reports summed into their swarm's totals, and taken out again.
+trait Totals {
+    fn add(&mut self, r: &PeerReport);
+    fn sub(&mut self, r: &PeerReport);
 }
 
-/// Aggregates of one swarm.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct SwarmStats {
-    pub peers: usize,
-    pub complete: usize,
-    /// Chunks held, summed over members.
-    pub have_chunks: u64,
-    pub uploaded: u64,
-    pub downloaded: u64,
-    pub downloaded_from_seeds: u64,
-    /// Members whose AutoNAT verdict is that nobody can dial them.
-    pub unreachable: usize,
-}
-
-impl SwarmStats {
+impl Totals for SwarmStats {
     fn add(&mut self, r: &PeerReport) {
         self.peers += 1;
         self.unreachable += usize::from(r.reachability == Reachability::Private);
@@ -386,25 +366,6 @@ fn forget_site(sites: &mut HashMap<IpAddr, HashSet<String>>, site: IpAddr, peer_
             sites.remove(&site);
         }
     }
-}
-
-/// What a seed reports in its heartbeat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SeedReport {
-    pub seed_id: String,
-    pub peer_id: String,
-    pub addrs: Vec<String>,
-    /// Upload capacity, bits per second.
-    pub capacity_bps: u64,
-    /// Current upload rate, bits per second.
-    pub egress_bps: u64,
-    pub peers: u32,
-    pub free_disk: u64,
-    /// Release ids the seed holds.
-    pub releases: Vec<Hash>,
-    /// It runs a circuit relay: players behind NATs may reserve a slot.
-    #[serde(default)]
-    pub relay: bool,
 }
 
 /// A seed as the tracker sees it.

@@ -3,7 +3,7 @@
 //! that reports progress to the tracker and feeds new peers to the download.
 
 use crate::tracker::Tracker;
-use serde::Deserialize;
+use shoal_api::{AnnounceAnswer, AnnounceRequest};
 use shoal_manifest::VerifiedChunk;
 use shoal_net::download::{ChunkStore, Counters, Source};
 use shoal_net::{ChunkSource, Client, Peer};
@@ -135,51 +135,36 @@ impl Serving {
     }
 }
 
-/// A peer as the tracker lists it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct PeerInfo {
-    pub peer_id: String,
-    pub addrs: Vec<String>,
-    #[serde(default)]
-    pub seed: bool,
-    #[serde(default)]
-    pub reachability: shoal_types::Reachability,
-    /// Behind our own router (it announced from our address): reached on
-    /// the LAN, so its relayed address is left out.
-    #[serde(default)]
-    pub same_site: bool,
-}
+pub use shoal_api::PeerInfo;
 
-impl PeerInfo {
-    /// A dialable source, unless it is us or unusable.
-    pub fn source(&self, me: &Peer) -> Option<Source> {
-        let peer: Peer = self.peer_id.parse().ok()?;
-        if peer == *me {
-            return None;
-        }
-        // Every usable address, direct ones first; for a player behind a
-        // NAT its relayed address first (its direct ones are private), the
-        // way in until the hole punch.
-        let mut addrs: Vec<shoal_net::Addr> =
-            self.addrs.iter().filter_map(|a| a.parse().ok()).collect();
-        if addrs.is_empty() {
-            return None;
-        }
-        let behind_nat = self.reachability == shoal_types::Reachability::Private;
-        if self.same_site && addrs.iter().any(|a| !shoal_net::is_relayed(a)) {
-            addrs.retain(|a| !shoal_net::is_relayed(a));
-        }
-        addrs.sort_by_key(|a| shoal_net::is_relayed(a) != behind_nat);
-        Some(Source {
-            peer,
-            addrs,
-            kind: if self.seed {
-                PeerKind::Seed
-            } else {
-                PeerKind::Peer
-            },
-        })
+/// A dialable source from a listed peer, unless it is us or unusable.
+pub fn source(info: &PeerInfo, me: &Peer) -> Option<Source> {
+    let peer: Peer = info.peer_id.parse().ok()?;
+    if peer == *me {
+        return None;
     }
+    // Every usable address, direct ones first; for a player behind a
+    // NAT its relayed address first (its direct ones are private), the
+    // way in until the hole punch.
+    let mut addrs: Vec<shoal_net::Addr> =
+        info.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+    if addrs.is_empty() {
+        return None;
+    }
+    let behind_nat = info.reachability == shoal_types::Reachability::Private;
+    if info.same_site && addrs.iter().any(|a| !shoal_net::is_relayed(a)) {
+        addrs.retain(|a| !shoal_net::is_relayed(a));
+    }
+    addrs.sort_by_key(|a| shoal_net::is_relayed(a) != behind_nat);
+    Some(Source {
+        peer,
+        addrs,
+        kind: if info.seed {
+            PeerKind::Seed
+        } else {
+            PeerKind::Peer
+        },
+    })
 }
 
 /// What the announce loop reports and where it sends peers.
@@ -199,18 +184,6 @@ pub struct Announcer {
     pub complete: AtomicBool,
     /// Tokens the tracker renewed, for the download to re-authenticate with.
     pub renewed: tokio::sync::watch::Sender<shoal_token::Token>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Answer {
-    interval: u64,
-    #[serde(default)]
-    peers: Vec<PeerInfo>,
-    #[serde(default)]
-    token: Option<String>,
-    /// Relays to reserve a slot on (we are behind a NAT and hold none).
-    #[serde(default)]
-    relays: Vec<PeerInfo>,
 }
 
 /// How often the announce loop looks for a change in how we are reached.
@@ -253,28 +226,26 @@ impl Announcer {
         }
     }
 
-    async fn announce_once(&self, stopped: bool) -> anyhow::Result<(Answer, Reach)> {
+    async fn announce_once(&self, stopped: bool) -> anyhow::Result<(AnnounceAnswer, Reach)> {
         let have = self
             .serving
             .bitfield(&self.serving.swarm)
             .map_or(0, |b| u64::from(b.count()));
         let reach = self.reach().await;
-        let body = serde_json::json!({
-            "token": *self.token.read().unwrap_or_else(|p| p.into_inner()),
-            "listen_addrs": reach.addrs,
-            "reachability": reach.reachability,
-            "have": have,
-            "complete": self.complete.load(Ordering::Relaxed),
-            "uploaded": self.serving.uploaded.load(Ordering::Relaxed),
-            "downloaded": self.counters.received(),
-            "downloaded_from_seeds": self.counters.from_seeds.load(Ordering::Relaxed),
-            "stopped": stopped,
-        });
-        let v = self
-            .tracker
-            .call(reqwest::Method::POST, "/v1/announce", Some(&body))
-            .await?;
-        let answer: Answer = serde_json::from_value(v)?;
+        let request = AnnounceRequest {
+            token: self.token.read().unwrap_or_else(|p| p.into_inner()).clone(),
+            listen_addrs: reach.addrs.clone(),
+            reachability: reach.reachability,
+            have,
+            complete: self.complete.load(Ordering::Relaxed),
+            uploaded: self.serving.uploaded.load(Ordering::Relaxed),
+            downloaded: self.counters.received(),
+            downloaded_from_seeds: self.counters.from_seeds.load(Ordering::Relaxed),
+            region: None,
+            starving: false,
+            stopped,
+        };
+        let answer: AnnounceAnswer = self.tracker.post("/v1/announce", &request).await?;
         if let Some(t) = &answer.token {
             *self.token.write().unwrap_or_else(|p| p.into_inner()) = t.clone();
             match shoal_token::Token::from_text(t) {
@@ -297,7 +268,7 @@ impl Announcer {
         if previous.is_some_and(|(_, at)| now.duration_since(at) < RESERVE_PATIENCE) {
             return;
         }
-        let candidates: Vec<Source> = relays.iter().filter_map(|r| r.source(&self.me)).collect();
+        let candidates: Vec<Source> = relays.iter().filter_map(|r| source(r, &self.me)).collect();
         let Some(relay) = candidates
             .iter()
             .find(|r| previous.is_none_or(|(p, _)| p != r.peer))
@@ -347,7 +318,7 @@ impl Announcer {
                 Ok((answer, reach)) => {
                     interval = Duration::from_secs(answer.interval.clamp(1, 600));
                     for p in &answer.peers {
-                        if let Some(s) = p.source(&self.me) {
+                        if let Some(s) = source(p, &self.me) {
                             let _ = more.try_send(s);
                         }
                     }

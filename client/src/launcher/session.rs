@@ -158,7 +158,7 @@ impl Swarm {
         let sources: Vec<_> = ticket
             .bootstrap
             .iter()
-            .filter_map(|p| p.source(&me))
+            .filter_map(|p| node::source(p, &me))
             .collect();
         let view = settings.progress.then(|| {
             tokio::spawn(

@@ -8,23 +8,11 @@ use super::now_secs;
 use crate::config::Settings;
 use crate::tracker::Tracker;
 use crate::{Exit, with_exit};
-use anyhow::Context as _;
-use serde::Deserialize;
+use shoal_api::{TokenAnswer, TokenRequest};
 use shoal_manifest::SignedManifest;
 use shoal_store::Install;
 use shoal_token::{ReleaseError, SignedRelease, Token};
 use shoal_types::{Hash, PublicKey};
-
-/// The tracker's answer to a token request.
-#[derive(Debug, Deserialize)]
-struct TokenAnswer {
-    token: String,
-    swarm: Hash,
-    release: String,
-    manifest_url: String,
-    #[serde(default)]
-    bootstrap: Vec<PeerInfo>,
-}
 
 /// The pinned tracker key. There is no fallback to the key the tracker
 /// reports about itself: whoever answers as the tracker could then sign
@@ -62,17 +50,15 @@ pub(super) async fn ticket(
     channel: &str,
     me: &shoal_net::Peer,
 ) -> anyhow::Result<Ticket> {
-    let body = serde_json::json!({
-        "product": product,
-        "channel": channel,
-        "peer_id": me.to_base58(),
-    });
-    let answer = tracker
-        .call(reqwest::Method::POST, "/v1/tokens", Some(&body))
+    let request = TokenRequest {
+        product: product.into(),
+        channel: channel.into(),
+        peer_id: me.to_base58(),
+    };
+    let answer: TokenAnswer = tracker
+        .post("/v1/tokens", &request)
         .await
         .map_err(classify)?;
-    let answer: TokenAnswer =
-        serde_json::from_value(answer).context("the tracker's token answer is malformed")?;
     let now = now_secs();
     let signed = SignedRelease::from_text(&answer.release).map_err(invalid)?;
     let highest = install

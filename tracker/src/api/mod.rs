@@ -51,7 +51,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.code, "detail": self.detail });
+        let body = shoal_api::ErrorBody {
+            error: self.code.into(),
+            detail: self.detail,
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -8,7 +8,8 @@ use crate::swarm::{PeerInfo, PeerReport, SeedReport, SwarmStats};
 use crate::{State, lock};
 use axum::Json;
 use axum::response::IntoResponse as _;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use shoal_api::{Alias, AnnounceRequest, HeartbeatAnswer, TokenAnswer};
 use shoal_token::{Claims, Release, SignedRelease, Token};
 use shoal_types::Hash;
 
@@ -16,32 +17,6 @@ const MAX_ADDRS: usize = 8;
 const MAX_ADDR_LEN: usize = 256;
 /// Seeds added to a peer list or bootstrap list.
 const MAX_SEEDS_LISTED: usize = 4;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenRequestBody {
-    product: String,
-    channel: String,
-    peer_id: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TokenResponse {
-    /// The swarm token (hex).
-    pub token: String,
-    pub expires_at: u64,
-    /// The release id, which names the swarm.
-    pub swarm: Hash,
-    /// Release metadata signed by the tracker (hex), freshly dated.
-    pub release: String,
-    pub version: u64,
-    pub manifest_hash: Hash,
-    pub manifest_url: String,
-    pub total_size: u64,
-    /// A few peers, then seeds.
-    pub bootstrap: Vec<PeerInfo>,
-    pub announce_interval: u64,
-}
 
 fn check_addrs(addrs: &[String]) -> ApiResult<()> {
     if addrs.len() > MAX_ADDRS
@@ -277,7 +252,7 @@ fn seeds_for(state: &State, release: &ReleaseRecord) -> Vec<PeerInfo> {
 pub async fn token(
     axum::extract::State(state): St,
     caller: super::Caller,
-    Body(req): Body<TokenRequestBody>,
+    Body(req): Body<shoal_api::TokenRequest>,
 ) -> ApiResult<axum::response::Response> {
     if !shoal_token::check_peer_id(&req.peer_id) {
         return Err(ApiError::bad_request(
@@ -336,7 +311,7 @@ pub async fn token(
         s.pick(&req.peer_id, None, state.config.bootstrap_peers, &mut rng)
     });
     bootstrap.extend(seeds_for(&state, &release));
-    Ok(Json(TokenResponse {
+    Ok(Json(TokenAnswer {
         token: token.to_text(),
         expires_at,
         swarm: release.id,
@@ -351,34 +326,9 @@ pub async fn token(
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AnnounceBody {
-    token: String,
-    listen_addrs: Vec<String>,
-    /// Chunks held.
-    have: u64,
-    complete: bool,
-    uploaded: u64,
-    downloaded: u64,
-    downloaded_from_seeds: u64,
-    #[serde(default)]
-    region: Option<String>,
-    /// The client cannot get chunks from peers fast enough: list seeds.
-    #[serde(default)]
-    starving: bool,
-    /// The client is leaving the swarm.
-    #[serde(default)]
-    stopped: bool,
-    /// Whether others can dial the client (its AutoNAT verdict).
-    #[serde(default)]
-    reachability: shoal_types::Reachability,
-}
-
-/// The announce answer: `{interval, peers: [PeerInfo…], relays:
-/// [PeerInfo…], swarm: SwarmStats, token?, token_expires_at?}`. Built by
-/// splicing members' cached JSON listings, since it is the tracker's
-/// hottest path.
+/// The announce answer, a [`shoal_api::AnnounceAnswer`] on the wire, built
+/// by splicing members' cached JSON listings, since it is the tracker's
+/// hottest path (a test decodes it as the type).
 fn announce_answer(
     interval: u64,
     listings: &[std::sync::Arc<str>],
@@ -387,6 +337,22 @@ fn announce_answer(
     stats: &SwarmStats,
     renewed: Option<(String, u64)>,
 ) -> axum::response::Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        announce_body(interval, listings, seeds, relays, stats, renewed),
+    )
+        .into_response()
+}
+
+/// The JSON text of [`announce_answer`].
+fn announce_body(
+    interval: u64,
+    listings: &[std::sync::Arc<str>],
+    seeds: &[PeerInfo],
+    relays: &[PeerInfo],
+    stats: &SwarmStats,
+    renewed: Option<(String, u64)>,
+) -> String {
     let mut body = String::with_capacity(64 + listings.iter().map(|l| l.len() + 1).sum::<usize>());
     body.push_str("{\"interval\":");
     body.push_str(&interval.to_string());
@@ -416,11 +382,7 @@ fn announce_answer(
         body.push_str(&expires.to_string());
     }
     body.push('}');
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
+    body
 }
 
 /// Checks a token presented to the tracker: cached fingerprints skip the
@@ -453,7 +415,7 @@ fn check_token(state: &State, text: &str, now: u64) -> ApiResult<Claims> {
 pub async fn announce(
     axum::extract::State(state): St,
     remote: super::Remote,
-    Body(req): Body<AnnounceBody>,
+    Body(req): Body<AnnounceRequest>,
 ) -> ApiResult<axum::response::Response> {
     let now = state.now();
     check_addrs(&req.listen_addrs)?;
@@ -566,22 +528,6 @@ pub async fn announce(
     ))
 }
 
-#[derive(Debug, Serialize)]
-pub struct HeartbeatResponse {
-    /// Seconds until the next heartbeat is due.
-    pub interval: u64,
-    /// Releases the seed does not name but holds the build of (a rollback
-    /// is a new release of an older manifest): serve `release` from `held`.
-    pub aliases: Vec<Alias>,
-}
-
-/// One release a seed serves from the content of another.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Alias {
-    pub release: Hash,
-    pub held: Hash,
-}
-
 /// Most aliases in one heartbeat answer.
 const MAX_ALIASES: usize = 1000;
 
@@ -624,7 +570,7 @@ pub async fn heartbeat(
     axum::extract::State(state): St,
     caller: super::Caller,
     Body(report): Body<SeedReport>,
-) -> ApiResult<Json<HeartbeatResponse>> {
+) -> ApiResult<Json<HeartbeatAnswer>> {
     caller.require(&[Role::Seed])?;
     if !shoal_types::id::is_valid(&report.seed_id) || report.releases.len() > 100_000 {
         return Err(ApiError::bad_request(
@@ -659,7 +605,7 @@ pub async fn heartbeat(
                 ApiError::new(403, "too_many_seeds", e.to_string())
             }
         })?;
-    Ok(Json(HeartbeatResponse {
+    Ok(Json(HeartbeatAnswer {
         interval: (state.config.seed_timeout_secs / 3).max(1),
         aliases,
     }))
@@ -710,4 +656,53 @@ pub async fn ops_overview(
         swarms,
         seeds,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: &str, seed: bool) -> PeerInfo {
+        PeerInfo {
+            peer_id: id.into(),
+            addrs: vec![format!("/ip4/10.0.0.1/udp/4433/quic-v1/p2p/{id}")],
+            seed,
+            reachability: shoal_types::Reachability::Public,
+            same_site: false,
+        }
+    }
+
+    /// The spliced announce answer is exactly the API type on the wire:
+    /// members' cached listings, then seeds, relays, totals, a renewed token.
+    #[test]
+    fn the_spliced_announce_answer_decodes_as_the_api_type() {
+        let listing: std::sync::Arc<str> = serde_json::to_string(&peer("a", false)).unwrap().into();
+        let stats = SwarmStats {
+            peers: 2,
+            complete: 1,
+            ..SwarmStats::default()
+        };
+        for renewed in [None, Some(("t0k".to_owned(), 99))] {
+            let text = announce_body(
+                30,
+                std::slice::from_ref(&listing),
+                &[peer("s", true)],
+                &[peer("r", true)],
+                &stats,
+                renewed.clone(),
+            );
+            let answer: shoal_api::AnnounceAnswer = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                answer,
+                shoal_api::AnnounceAnswer {
+                    interval: 30,
+                    peers: vec![peer("a", false), peer("s", true)],
+                    relays: vec![peer("r", true)],
+                    swarm: stats.clone(),
+                    token: renewed.as_ref().map(|r| r.0.clone()),
+                    token_expires_at: renewed.as_ref().map(|r| r.1),
+                }
+            );
+        }
+    }
 }

@@ -1,0 +1,205 @@
+//! The tracker's HTTP/JSON API as types: what each `/v1/` endpoint takes and
+//! answers, and the error body every refusal carries. The tracker's
+//! handlers decode and encode these, and the launcher and seeds build and
+//! read the same ones, so a field renamed on one side fails to compile on
+//! the other instead of vanishing on the wire.
+//!
+//! Pure: serde and `shoal-types` only (`tests/tests/layering.rs`).
+
+use serde::{Deserialize, Serialize};
+use shoal_types::{Hash, Reachability};
+
+/// The body of every 4xx and 5xx answer: a stable machine-readable `error`
+/// code (`not_entitled`, `token_expired`, `invalid_field`…) and a sentence
+/// for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub detail: String,
+}
+
+/// `POST /v1/tokens`: a swarm token for one product and channel, bound to
+/// the peer id the caller will present to peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub product: String,
+    pub channel: String,
+    /// A libp2p PeerId in base58.
+    pub peer_id: String,
+}
+
+/// The answer to [`TokenRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenAnswer {
+    /// The swarm token (hex).
+    pub token: String,
+    pub expires_at: u64,
+    /// The release id, which names the swarm.
+    pub swarm: Hash,
+    /// Release metadata signed by the tracker (hex), freshly dated.
+    pub release: String,
+    pub version: u64,
+    pub manifest_hash: Hash,
+    /// Where the publisher-signed manifest is (`/v1/releases/{id}/manifest`).
+    pub manifest_url: String,
+    pub total_size: u64,
+    /// A few peers, then seeds.
+    #[serde(default)]
+    pub bootstrap: Vec<PeerInfo>,
+    /// Seconds between announces.
+    pub announce_interval: u64,
+}
+
+/// A peer or seed handed out in a peer list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    /// Multiaddrs: direct ones, and a `/p2p-circuit` one through a relay for
+    /// a peer behind a NAT.
+    pub addrs: Vec<String>,
+    #[serde(default)]
+    pub seed: bool,
+    #[serde(default)]
+    pub reachability: Reachability,
+    /// It announced from the requester's own address (behind the same
+    /// router): dial its LAN addresses, not its relayed one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub same_site: bool,
+}
+
+/// `POST /v1/announce`: a member's progress, presenting its swarm token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnounceRequest {
+    pub token: String,
+    /// The multiaddrs it can be reached at (at most 8 of 256 characters).
+    pub listen_addrs: Vec<String>,
+    /// Chunks held.
+    pub have: u64,
+    pub complete: bool,
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub downloaded_from_seeds: u64,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The client cannot get chunks from peers fast enough: list seeds.
+    #[serde(default)]
+    pub starving: bool,
+    /// The client is leaving the swarm.
+    #[serde(default)]
+    pub stopped: bool,
+    /// Whether others can dial the client (its AutoNAT verdict).
+    #[serde(default)]
+    pub reachability: Reachability,
+}
+
+/// The answer to [`AnnounceRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnounceAnswer {
+    /// Seconds until the next announce is due.
+    pub interval: u64,
+    /// Peers to connect to, then seeds when the swarm needs them.
+    #[serde(default)]
+    pub peers: Vec<PeerInfo>,
+    /// Relays to reserve a slot on (the member is behind a NAT and holds none).
+    #[serde(default)]
+    pub relays: Vec<PeerInfo>,
+    /// The swarm's totals.
+    pub swarm: SwarmStats,
+    /// A renewed token, when the old one nears its expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_expires_at: Option<u64>,
+}
+
+/// Aggregates of one swarm.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmStats {
+    pub peers: usize,
+    pub complete: usize,
+    /// Chunks held, summed over members.
+    pub have_chunks: u64,
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub downloaded_from_seeds: u64,
+    /// Members whose AutoNAT verdict is that nobody can dial them.
+    pub unreachable: usize,
+}
+
+/// `POST /v1/seeds/heartbeat`: what a seed reports (seed API key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedReport {
+    pub seed_id: String,
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    /// Upload capacity, bits per second.
+    pub capacity_bps: u64,
+    /// Current upload rate, bits per second.
+    pub egress_bps: u64,
+    pub peers: u32,
+    pub free_disk: u64,
+    /// Release ids the seed holds.
+    pub releases: Vec<Hash>,
+    /// It runs a circuit relay: players behind NATs may reserve a slot.
+    #[serde(default)]
+    pub relay: bool,
+}
+
+/// The answer to a [`SeedReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAnswer {
+    /// Seconds until the next heartbeat is due.
+    pub interval: u64,
+    /// Releases the seed does not name but holds the build of (a rollback
+    /// is a new release of an older manifest): serve `release` from `held`.
+    #[serde(default)]
+    pub aliases: Vec<Alias>,
+}
+
+/// One release a seed serves from the content of another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alias {
+    pub release: Hash,
+    pub held: Hash,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an older or newer launcher leaves out still decodes, and what
+    /// the tracker leaves out on the wire (`same_site: false`, no renewed
+    /// token) is absent rather than null.
+    #[test]
+    fn defaults_and_omissions() {
+        let peer: PeerInfo = serde_json::from_str(r#"{"peer_id":"p","addrs":[]}"#).unwrap();
+        assert!(!peer.seed && !peer.same_site);
+        assert_eq!(peer.reachability, Reachability::Unknown);
+        assert_eq!(
+            serde_json::to_string(&peer).unwrap(),
+            r#"{"peer_id":"p","addrs":[],"seed":false,"reachability":"unknown"}"#
+        );
+        let answer = AnnounceAnswer {
+            interval: 30,
+            peers: vec![],
+            relays: vec![],
+            swarm: SwarmStats::default(),
+            token: None,
+            token_expires_at: None,
+        };
+        let text = serde_json::to_string(&answer).unwrap();
+        assert!(!text.contains("token"), "{text}");
+        assert_eq!(
+            serde_json::from_str::<AnnounceAnswer>(&text).unwrap(),
+            answer
+        );
+    }
+
+    #[test]
+    fn requests_refuse_unknown_fields() {
+        let bad = r#"{"product":"p","channel":"c","peer_id":"x","admin":true}"#;
+        assert!(serde_json::from_str::<TokenRequest>(bad).is_err());
+    }
+}
