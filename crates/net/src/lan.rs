@@ -75,7 +75,7 @@ impl Lan {
     }
 }
 
-impl crate::Loop {
+impl crate::node::Loop {
     pub(crate) fn mdns_event(&mut self, e: libp2p::mdns::Event) {
         let me = *self.swarm.local_peer_id();
         match e {

@@ -135,7 +135,7 @@ impl NatCounters {
 
 /// What the relay and hole-punching behaviours report, as the node's event
 /// loop handles it: counters and clear logs (a failed punch says so).
-impl crate::Loop {
+impl crate::node::Loop {
     pub(crate) fn relay_client_event(&mut self, e: libp2p::relay::client::Event) {
         match e {
             libp2p::relay::client::Event::ReservationReqAccepted {

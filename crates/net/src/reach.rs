@@ -94,7 +94,7 @@ pub(crate) fn unspecified(addr: &Multiaddr) -> bool {
     })
 }
 
-impl crate::Loop {
+impl crate::node::Loop {
     pub(crate) fn autonat_event(&mut self, e: autonat::client::Event) {
         let reachable = e.result.is_ok();
         match &e.result {

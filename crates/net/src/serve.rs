@@ -3,7 +3,8 @@
 //! super-seeding, fair shares and the size-weighted bound on answers in
 //! progress.
 
-use crate::{Loop, MAX_SENT_REMEMBERED, NatCounters, Waiting, request_failed, settle};
+use crate::NatCounters;
+use crate::node::{Loop, MAX_SENT_REMEMBERED, Waiting, settle_outbound};
 use libp2p::PeerId;
 use libp2p::request_response as rr;
 use shoal_wire::{ChunkRequest, ChunkResponse};
@@ -122,6 +123,10 @@ impl Loop {
     }
 
     pub(crate) fn chunk_event(&mut self, e: rr::Event<ChunkRequest, ChunkResponse>) {
+        let Some(e) = settle_outbound(&mut self.chunk_pending, e, |_, response| Ok(response))
+        else {
+            return;
+        };
         match e {
             rr::Event::Message {
                 peer,
@@ -206,32 +211,16 @@ impl Loop {
                 }
                 self.answer(now, peer, request_id, request, channel);
             }
-            rr::Event::Message {
-                message:
-                    rr::Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                settle(&mut self.chunk_pending, request_id, Ok(response));
-            }
-            rr::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                settle(
-                    &mut self.chunk_pending,
-                    request_id,
-                    Err(request_failed(peer, &error)),
-                );
-            }
             rr::Event::ResponseSent { request_id, .. }
             | rr::Event::InboundFailure { request_id, .. } => {
                 self.upload_done(request_id);
             }
+            // Answers to our own requests, settled above.
+            rr::Event::Message {
+                message: rr::Message::Response { .. },
+                ..
+            }
+            | rr::Event::OutboundFailure { .. } => {}
         }
     }
 }

@@ -1,4 +1,15 @@
 //! The transport's unit tests: handshakes, refusals, listeners and hole punching.
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::core::Transport;
+use libp2p::core::muxing::StreamMuxer;
+use libp2p::core::transport::{DialOpts, ListenerId, TransportEvent};
+use libp2p::{Multiaddr, identity};
+
+use super::tls::*;
+use super::transport::*;
 use super::*;
 
 #[test]

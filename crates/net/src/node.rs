@@ -1,0 +1,506 @@
+//! The node's event loop: it owns the libp2p `Swarm`, answers the
+//! [`Client`]'s commands, admits swarm tokens (`/shoal/auth/1`), keeps
+//! what each peer holds from its haves (`/shoal/have/1`), and settles the
+//! outbound requests callers wait on. Serving chunks is in `serve`,
+//! reachability in `reach`, relays in `nat`, mDNS in `lan`.
+
+use crate::behaviour::{self, Behaviour, BehaviourEvent};
+use crate::{ChunkSource, Client, Command, Config, Event, NatCounters, NetError, lan, nat, reach};
+use futures::StreamExt as _;
+use libp2p::request_response::{self as rr, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId};
+use shoal_token::Token;
+use shoal_types::Hash;
+use shoal_wire::{AuthRequest, AuthResponse, ChunkRequest, ChunkResponse, HaveAck, HaveMessage};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
+
+const COMMAND_QUEUE: usize = 256;
+const EVENT_QUEUE: usize = 1024;
+/// Most authenticated swarms remembered per peer.
+const MAX_SWARMS_PER_PEER: usize = 16;
+
+/// A chunk response held back by the upload cap.
+pub(crate) type Delayed = (
+    rr::InboundRequestId,
+    rr::ResponseChannel<ChunkResponse>,
+    ChunkResponse,
+);
+
+/// A chunk request waiting for an upload slot.
+pub(crate) struct Waiting {
+    pub(crate) peer: PeerId,
+    pub(crate) request_id: rr::InboundRequestId,
+    pub(crate) request: ChunkRequest,
+    pub(crate) channel: rr::ResponseChannel<ChunkResponse>,
+}
+
+impl std::fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiting")
+            .field("peer", &self.peer)
+            .field("index", &self.request.index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Chunks remembered for super-seeding before the map is reset.
+pub(crate) const MAX_SENT_REMEMBERED: usize = 1 << 20;
+
+pub(crate) struct Loop {
+    pub(crate) swarm: libp2p::Swarm<Behaviour>,
+    pub(crate) connected: Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections that go through a relay, and to whom.
+    pub(crate) relayed: HashMap<libp2p::swarm::ConnectionId, PeerId>,
+    /// Direct connections per peer.
+    pub(crate) direct: HashMap<PeerId, u32>,
+    /// Peers that presented a valid token (they may reserve a relay slot).
+    pub(crate) admitted: nat::Admitted,
+    pub(crate) nat: Arc<NatCounters>,
+    /// LAN addresses of nodes mDNS found.
+    pub(crate) lan: lan::Lan,
+    /// What AutoNAT found, and the reading clients see.
+    pub(crate) probes: reach::Probes,
+    pub(crate) reach: Arc<reach::Shared>,
+    /// When each chunk was last sent, and to whom (super-seeding only).
+    pub(crate) sent: HashMap<(Hash, u32), (Duration, PeerId)>,
+    /// Super-seeding: while the upload is backlogged, the least-served
+    /// requesters go first.
+    pub(crate) fair: shoal_scheduler::FairShare<PeerId>,
+    /// Chunk requests admitted and not yet fully answered.
+    /// Answers being read or sent, with their weights ([`upload_weight`]).
+    pub(crate) uploads: HashMap<rr::InboundRequestId, u64>,
+    pub(crate) upload_units: u64,
+    /// Answers being read or waiting for the upload cap.
+    pub(crate) answering: usize,
+    /// Requests waiting for an upload slot, neediest first.
+    pub(crate) waiting: shoal_scheduler::NeedQueue<Waiting>,
+    /// Chunks each peer holds per swarm, from its haves.
+    pub(crate) held: HashMap<(PeerId, Hash), u32>,
+    pub(crate) upload: Option<Arc<std::sync::Mutex<shoal_scheduler::TokenBucket>>>,
+    pub(crate) delayed_tx: mpsc::Sender<Delayed>,
+    pub(crate) started: std::time::Instant,
+    pub(crate) config: Config,
+    pub(crate) source: Arc<dyn ChunkSource>,
+    pub(crate) events: mpsc::Sender<Event>,
+    /// Swarms each peer may fetch from us, with token expiry.
+    pub(crate) authorised: HashMap<PeerId, Vec<(Hash, u64)>>,
+    pub(crate) dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NetError>>>>,
+    pub(crate) auth_pending: HashMap<OutboundRequestId, oneshot::Sender<Result<(), NetError>>>,
+    pub(crate) chunk_pending:
+        HashMap<OutboundRequestId, oneshot::Sender<Result<ChunkResponse, NetError>>>,
+    pub(crate) have_pending: HashMap<OutboundRequestId, oneshot::Sender<Result<HaveAck, NetError>>>,
+}
+
+/// Answers the caller waiting on outbound request `id`, if it still waits.
+fn settle<T>(
+    pending: &mut HashMap<OutboundRequestId, oneshot::Sender<Result<T, NetError>>>,
+    id: OutboundRequestId,
+    result: Result<T, NetError>,
+) {
+    if let Some(reply) = pending.remove(&id) {
+        let _ = reply.send(result);
+    }
+}
+
+fn request_failed(peer: PeerId, error: &rr::OutboundFailure) -> NetError {
+    NetError::Request {
+        peer: peer.to_string(),
+        detail: error.to_string(),
+    }
+}
+
+/// The outbound half of a request-response event, the same for every
+/// protocol: an answer or a failure goes to the caller waiting on that
+/// request (`answer` turns a response into the caller's result). What is
+/// left (requests to us, answers sent, inbound failures) is returned for
+/// the protocol's own handling.
+pub(crate) fn settle_outbound<Req, Resp, T>(
+    pending: &mut HashMap<OutboundRequestId, oneshot::Sender<Result<T, NetError>>>,
+    event: rr::Event<Req, Resp>,
+    answer: impl FnOnce(PeerId, Resp) -> Result<T, NetError>,
+) -> Option<rr::Event<Req, Resp>> {
+    match event {
+        rr::Event::Message {
+            peer,
+            message:
+                rr::Message::Response {
+                    request_id,
+                    response,
+                },
+            ..
+        } => {
+            settle(pending, request_id, answer(peer, response));
+            None
+        }
+        rr::Event::OutboundFailure {
+            peer,
+            request_id,
+            error,
+            ..
+        } => {
+            settle(pending, request_id, Err(request_failed(peer, &error)));
+            None
+        }
+        other => Some(other),
+    }
+}
+
+/// Starts the event loop: the node behind [`crate::spawn`].
+pub(crate) fn start(
+    config: Config,
+    source: Arc<dyn ChunkSource>,
+) -> Result<(Client, mpsc::Receiver<Event>), Box<dyn std::error::Error + Send + Sync>> {
+    let admitted = nat::Admitted::default();
+    let mut swarm = behaviour::swarm(&config, admitted.clone())?;
+    for addr in &config.listen {
+        swarm.listen_on(addr.clone())?;
+    }
+    let peer_id = *swarm.local_peer_id();
+    let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let (delayed_tx, delayed) = mpsc::channel(COMMAND_QUEUE);
+    let upload = config.upload_rate.map(|r| {
+        Arc::new(std::sync::Mutex::new(shoal_scheduler::TokenBucket::capped(
+            r,
+        )))
+    });
+    let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let nat = Arc::new(NatCounters::default());
+    let reach = Arc::new(reach::Shared::default());
+    let node = Loop {
+        probes: reach::Probes::default(),
+        reach: reach.clone(),
+        connected: connected.clone(),
+        relayed: HashMap::new(),
+        direct: HashMap::new(),
+        admitted,
+        nat: nat.clone(),
+        lan: lan::Lan::default(),
+        sent: HashMap::new(),
+        fair: shoal_scheduler::FairShare::default(),
+        uploads: HashMap::new(),
+        upload_units: 0,
+        answering: 0,
+        waiting: shoal_scheduler::NeedQueue::new(config.upload_queue),
+        held: HashMap::new(),
+        upload,
+        delayed_tx,
+        started: std::time::Instant::now(),
+        swarm,
+        config,
+        source,
+        events,
+        authorised: HashMap::new(),
+        dials: HashMap::new(),
+        auth_pending: HashMap::new(),
+        chunk_pending: HashMap::new(),
+        have_pending: HashMap::new(),
+    };
+    tokio::spawn(
+        node.run(rx, delayed)
+            .instrument(tracing::info_span!("node", %peer_id)),
+    );
+    Ok((
+        Client {
+            peer_id,
+            commands,
+            connected,
+            nat,
+            reach,
+        },
+        events_rx,
+    ))
+}
+
+impl Loop {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut delayed: mpsc::Receiver<Delayed>,
+    ) {
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(c) => self.command(c),
+                    None => break,
+                },
+                Some((id, channel, response)) = delayed.recv() => {
+                    self.answering = self.answering.saturating_sub(1);
+                    if self.swarm.behaviour_mut().chunk.send_response(channel, response).is_err() {
+                        // The requester is gone: no ResponseSent will come.
+                        self.upload_done(id);
+                    }
+                    self.serve_waiting();
+                }
+                event = self.swarm.select_next_some() => self.swarm_event(event),
+            }
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Advertised(reply) => {
+                let mut addrs: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
+                for a in self.swarm.listeners() {
+                    if !addrs.contains(a) && !reach::unspecified(a) {
+                        addrs.push(a.clone());
+                    }
+                }
+                let _ = reply.send(addrs);
+            }
+            Command::IsDirect(peer, reply) => {
+                let _ = reply.send(self.direct.contains_key(&peer));
+            }
+            Command::Listen(addr, reply) => {
+                let result = self
+                    .swarm
+                    .listen_on(addr.clone())
+                    .map(|_| ())
+                    .map_err(|e| NetError::Dial(addr.to_string(), e.to_string()));
+                let _ = reply.send(result);
+            }
+            Command::Dial(peer, addr, reply) => {
+                if self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                // A node on our LAN is dialled there too, at once: the
+                // first handshake to finish wins.
+                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                    .addresses(self.lan.dial_addrs(&peer, addr))
+                    .build();
+                match self.swarm.dial(opts) {
+                    Ok(()) => self.dials.entry(peer).or_default().push(reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(NetError::Dial(peer.to_string(), e.to_string())));
+                    }
+                }
+            }
+            Command::Authenticate(peer, req, reply) => {
+                let id = self.swarm.behaviour_mut().auth.send_request(&peer, req);
+                self.auth_pending.insert(id, reply);
+            }
+            Command::Chunk(peer, req, reply) => {
+                let id = self.swarm.behaviour_mut().chunk.send_request(&peer, req);
+                self.chunk_pending.insert(id, reply);
+            }
+            Command::Have(peer, msg, reply) => {
+                let id = self.swarm.behaviour_mut().have.send_request(&peer, msg);
+                self.have_pending.insert(id, reply);
+            }
+        }
+    }
+
+    pub(crate) fn is_authorised(&self, peer: &PeerId, swarm: &Hash) -> bool {
+        let now = (self.config.clock)();
+        self.authorised.get(peer).is_some_and(|list| {
+            list.iter()
+                .any(|(s, exp)| s == swarm && now <= exp + shoal_token::CLOCK_SKEW_SECS)
+        })
+    }
+
+    fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        if matches!(
+            event,
+            SwarmEvent::ConnectionEstablished { .. } | SwarmEvent::ConnectionClosed { .. }
+        ) {
+            self.connected.store(
+                self.swarm.connected_peers().count(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                if self.swarm.connected_peers().count() > self.config.max_connections {
+                    tracing::debug!(%peer_id, "connection limit reached; closing");
+                    self.swarm.close_connection(connection_id);
+                }
+                // Inbound circuits name the circuit in their local address,
+                // outbound ones in the remote: `is_relayed` looks at both.
+                if endpoint.is_relayed() {
+                    NatCounters::add(&self.nat.relayed_connections);
+                    self.relayed.insert(connection_id, peer_id);
+                } else {
+                    NatCounters::add(&self.nat.direct_connections);
+                    *self.direct.entry(peer_id).or_default() += 1;
+                    let _ = self.events.try_send(Event::Direct { peer: peer_id });
+                    // A direct connection replaces a relayed one (it was hole
+                    // punched, or dialed): requests must not take the relay.
+                    let superseded: Vec<_> = self
+                        .relayed
+                        .iter()
+                        .filter(|(_, p)| **p == peer_id)
+                        .map(|(c, _)| *c)
+                        .collect();
+                    for c in superseded {
+                        tracing::debug!(%peer_id, "closing the relayed connection a direct one replaced");
+                        self.swarm.close_connection(c);
+                    }
+                }
+                for reply in self.dials.remove(&peer_id).unwrap_or_default() {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            // A relay (a seed) is public by definition: its listen addresses
+            // are its external ones, which the relay protocol requires before
+            // it offers slots.
+            SwarmEvent::NewListenAddr { address, .. } if self.config.relay.is_some() => {
+                self.swarm.add_external_address(address);
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
+                for reply in self.dials.remove(&peer).unwrap_or_default() {
+                    let _ = reply.send(Err(NetError::Dial(peer.to_string(), error.to_string())));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } if num_established > 0 => {
+                self.connection_closed(peer_id, connection_id);
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                ..
+            } => {
+                self.connection_closed(peer_id, connection_id);
+                self.admitted.forget(&peer_id);
+                self.authorised.remove(&peer_id);
+                self.fair.forget(&peer_id);
+                self.waiting.retain(|w| w.peer != peer_id);
+                self.held.retain(|(p, _), _| *p != peer_id);
+                let _ = self.events.try_send(Event::Disconnected { peer: peer_id });
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Auth(e)) => self.auth_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Have(e)) => self.have_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Chunk(e)) => self.chunk_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => self.relay_client_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => self.relay_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.dcutr_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => self.autonat_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::AutonatServer(e)) => self.autonat_server_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(e)) => self.mdns_event(e),
+            _ => {}
+        }
+    }
+
+    fn auth_event(&mut self, e: rr::Event<AuthRequest, AuthResponse>) {
+        let answer = |peer: PeerId, response| match response {
+            AuthResponse::Accepted => Ok(()),
+            AuthResponse::Refused { reason } => Err(NetError::AuthRefused {
+                peer: peer.to_string(),
+                reason,
+            }),
+        };
+        let Some(e) = settle_outbound(&mut self.auth_pending, e, answer) else {
+            return;
+        };
+        if let rr::Event::Message {
+            peer,
+            message: rr::Message::Request {
+                request, channel, ..
+            },
+            ..
+        } = e
+        {
+            let now = (self.config.clock)();
+            let verdict = Token::from_bytes(&request.token).and_then(|t| {
+                t.verify(
+                    &self.config.tracker_key,
+                    now,
+                    &request.swarm,
+                    &peer.to_base58(),
+                )
+            });
+            let response = match verdict {
+                Ok(claims) => {
+                    self.admitted.admit(peer);
+                    let list = self.authorised.entry(peer).or_default();
+                    list.retain(|(s, _)| *s != request.swarm);
+                    if list.len() >= MAX_SWARMS_PER_PEER {
+                        list.remove(0);
+                    }
+                    list.push((request.swarm, claims.expires_at));
+                    let _ = self.events.try_send(Event::Authenticated {
+                        peer,
+                        swarm: request.swarm,
+                    });
+                    AuthResponse::Accepted
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "refused a swarm token");
+                    AuthResponse::Refused {
+                        reason: e.to_string(),
+                    }
+                }
+            };
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .auth
+                .send_response(channel, response);
+        }
+    }
+
+    fn have_event(&mut self, e: rr::Event<HaveMessage, HaveAck>) {
+        let Some(e) = settle_outbound(&mut self.have_pending, e, |_, ack| Ok(ack)) else {
+            return;
+        };
+        if let rr::Event::Message {
+            peer,
+            message: rr::Message::Request {
+                request, channel, ..
+            },
+            ..
+        } = e
+        {
+            let ack = if self.is_authorised(&peer, &request.swarm) {
+                let held = self.held.entry((peer, request.swarm)).or_default();
+                match &request.update {
+                    shoal_wire::HaveUpdate::Bitfield(b) => *held = b.count(),
+                    shoal_wire::HaveUpdate::Have(chunks) => {
+                        *held = held.saturating_add(chunks.len() as u32);
+                    }
+                }
+                let _ = self.events.try_send(Event::Have {
+                    peer,
+                    message: request,
+                });
+                HaveAck::Ok
+            } else {
+                HaveAck::Unauthorized
+            };
+            let _ = self.swarm.behaviour_mut().have.send_response(channel, ack);
+        }
+    }
+
+    fn connection_closed(&mut self, peer: PeerId, id: libp2p::swarm::ConnectionId) {
+        if self.relayed.remove(&id).is_none()
+            && let Some(n) = self.direct.get_mut(&peer)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.direct.remove(&peer);
+            }
+        }
+    }
+}
