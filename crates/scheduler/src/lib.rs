@@ -1,8 +1,9 @@
-//! Chunk scheduling without IO: one [`Download`] state machine per download,
-//! an [`Upload`] queue per serving node, [`FairShare`] for a seed that
-//! answers as requests arrive, [`NeedQueue`] for a peer whose upload is
-//! contended, and [`sim`], a discrete-event swarm
-//! simulator that drives the same code on virtual time.
+//! Chunk scheduling without IO: one [`Download`] state machine per download
+//! (real nodes and the simulator run it alike), [`FairShare`] for a seed
+//! that answers as requests arrive, [`NeedQueue`] for a peer whose upload is
+//! contended, [`TokenBucket`] for upload caps, and [`sim`], a discrete-event
+//! swarm simulator that drives [`Download`] on virtual time and models the
+//! serving side with an [`Upload`] queue per node.
 //!
 //! Drivers feed events with the current time (`handle_*(now, …)`), drain
 //! [`Download::poll`] for actions, and re-arm one timer at
