@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use shoal_types::{Hash, PublicKey};
 
 /// What an account is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AccountKind {
     Individual,
@@ -13,7 +13,7 @@ pub enum AccountKind {
 }
 
 /// A player, a publisher, an operator, a seed, or an organisation with seats.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Account {
     pub id: String,
     pub name: String,
@@ -33,7 +33,7 @@ pub struct Account {
 }
 
 /// What an API key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Operator,
@@ -55,7 +55,7 @@ pub struct ApiKey {
 }
 
 /// A release channel of a product.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Channel {
     pub name: String,
     /// Private channels admit only allow-listed accounts (or their organisations).
@@ -66,7 +66,7 @@ pub struct Channel {
 }
 
 /// A product: paid or free, its channels and who may publish it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Product {
     pub id: String,
     pub name: String,
@@ -90,7 +90,7 @@ impl Product {
 
 /// A grant of a product (optionally one channel, optionally until a time) to
 /// an account or an organisation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Entitlement {
     pub id: String,
     pub account: String,
@@ -105,7 +105,7 @@ pub struct Entitlement {
 }
 
 /// A registered release of (product, channel).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReleaseRecord {
     /// `shoal_token::Release::id`: names the swarm.
     pub id: Hash,
@@ -121,7 +121,7 @@ pub struct ReleaseRecord {
 }
 
 /// Outcome of a token request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Issued,
@@ -129,7 +129,7 @@ pub enum Outcome {
 }
 
 /// One token decision, as written to the audit log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub seq: u64,
     pub at: u64,

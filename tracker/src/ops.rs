@@ -17,7 +17,7 @@ pub const SAMPLE_SECS: u64 = 10;
 const MAX_REFUSALS: usize = 10_000;
 
 /// One swarm as operators see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SwarmView {
     pub swarm: Hash,
     pub product: Option<String>,
@@ -38,7 +38,7 @@ pub struct SwarmView {
 }
 
 /// One seed as operators see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SeedView {
     #[serde(flatten)]
     pub seed: SeedState,
@@ -48,7 +48,7 @@ pub struct SeedView {
 }
 
 /// Something an operator should look at.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Alert {
     /// A seed above [`HOT_SEED`] utilisation.
@@ -128,12 +128,13 @@ pub fn remaining_bytes(stats: &SwarmStats, n_chunks: u64, total_size: u64) -> u6
 }
 
 /// One history sample.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Sample {
     pub at: u64,
     /// Origin offload over all swarms (None before any byte moved).
     pub offload: Option<f64>,
     /// Utilisation per fresh seed.
+    #[schema(value_type = Vec<Vec<Value>>)]
     pub seeds: Vec<(String, f64)>,
 }
 

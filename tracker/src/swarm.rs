@@ -369,7 +369,7 @@ fn forget_site(sites: &mut HashMap<IpAddr, HashSet<String>>, site: IpAddr, peer_
 }
 
 /// A seed as the tracker sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SeedState {
     #[serde(flatten)]
     pub report: SeedReport,
@@ -379,6 +379,7 @@ pub struct SeedState {
     /// seed holding a build serves every release of that build (a rollback
     /// is a new release of an old manifest).
     #[serde(skip)]
+    #[schema(ignore)]
     pub content: std::collections::HashSet<Hash>,
 }
 

@@ -100,6 +100,13 @@ fn rows() -> Vec<Row> {
             body: none,
             expect: |_| 200,
         },
+        Row {
+            method: M::GET,
+            route: "/v1/openapi.json",
+            path: |_| "/v1/openapi.json".into(),
+            body: none,
+            expect: |_| 200,
+        },
         op_row!(
             M::POST,
             "/v1/accounts",
@@ -517,52 +524,13 @@ async fn every_route_answers_every_caller_as_the_table_says() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Every `.route(PATH, method(..)...)` in the router's source, as (METHOD, PATH).
-fn routes_in_source() -> Vec<(String, String)> {
-    let src = include_str!("../src/api/mod.rs");
-    let mut found = Vec::new();
-    let mut rest = src;
-    while let Some(i) = rest.find(".route(") {
-        rest = &rest[i + ".route(".len()..];
-        // the call's text, up to its matching parenthesis
-        let mut depth = 1;
-        let end = rest
-            .char_indices()
-            .find(|&(_, c)| {
-                match c {
-                    '(' => depth += 1,
-                    ')' => depth -= 1,
-                    _ => {}
-                }
-                depth == 0
-            })
-            .map(|(j, _)| j)
-            .unwrap();
-        let call = &rest[..end];
-        let path = call.split('"').nth(1).unwrap().to_owned();
-        for method in ["get", "post", "put", "delete", "patch"] {
-            // `get(` as a call of its own, not the tail of a longer name
-            let called = call.match_indices(&format!("{method}(")).any(|(j, _)| {
-                j == 0 || {
-                    let before = call.as_bytes()[j - 1];
-                    !before.is_ascii_alphanumeric() && before != b'_'
-                }
-            });
-            if called {
-                found.push((method.to_uppercase(), path.clone()));
-            }
-        }
-    }
-    found
-}
-
 #[test]
 fn every_route_of_the_router_has_a_row() {
     let table: Vec<(String, String)> = rows()
         .iter()
         .map(|r| (r.method.to_string(), r.route.to_owned()))
         .collect();
-    let routes = routes_in_source();
+    let routes = common::routes_in_source();
     assert!(routes.len() >= 30, "the source scan found only {routes:?}");
     let missing: Vec<_> = routes.iter().filter(|r| !table.contains(r)).collect();
     assert!(

@@ -13,6 +13,7 @@ use shoal_types::{Hash, Reachability};
 /// code (`not_entitled`, `token_expired`, `invalid_field`…) and a sentence
 /// for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: String,
     pub detail: String,
@@ -21,16 +22,34 @@ pub struct ErrorBody {
 /// `POST /v1/tokens`: a swarm token for one product and channel, bound to
 /// the peer id the caller will present to peers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    )]
     pub product: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    )]
     pub channel: String,
     /// A libp2p PeerId in base58.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[1-9A-HJ-NP-Za-km-z]{8,128}$"))]
     pub peer_id: String,
 }
 
+/// A multiaddr as the tracker takes it: `/…`, at most 256 characters.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[schema(pattern = "^/[!-~]{0,255}$")]
+#[allow(dead_code)]
+struct Multiaddr(String);
+
 /// The answer to [`TokenRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenAnswer {
     /// The swarm token (hex).
     pub token: String,
@@ -53,6 +72,7 @@ pub struct TokenAnswer {
 
 /// A peer or seed handed out in a peer list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PeerInfo {
     pub peer_id: String,
     /// Multiaddrs: direct ones, and a `/p2p-circuit` one through a relay for
@@ -70,10 +90,12 @@ pub struct PeerInfo {
 
 /// `POST /v1/announce`: a member's progress, presenting its swarm token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AnnounceRequest {
     pub token: String,
     /// The multiaddrs it can be reached at (at most 8 of 256 characters).
+    #[cfg_attr(feature = "openapi", schema(max_items = 8, inline, value_type = Vec<Multiaddr>))]
     pub listen_addrs: Vec<String>,
     /// Chunks held.
     pub have: u64,
@@ -96,6 +118,7 @@ pub struct AnnounceRequest {
 
 /// The answer to [`AnnounceRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AnnounceAnswer {
     /// Seconds until the next announce is due.
     pub interval: u64,
@@ -116,6 +139,7 @@ pub struct AnnounceAnswer {
 
 /// Aggregates of one swarm.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SwarmStats {
     pub peers: usize,
     pub complete: usize,
@@ -130,9 +154,16 @@ pub struct SwarmStats {
 
 /// `POST /v1/seeds/heartbeat`: what a seed reports (seed API key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SeedReport {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    )]
     pub seed_id: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[1-9A-HJ-NP-Za-km-z]{8,128}$"))]
     pub peer_id: String,
+    #[cfg_attr(feature = "openapi", schema(max_items = 8, inline, value_type = Vec<Multiaddr>))]
     pub addrs: Vec<String>,
     /// Upload capacity, bits per second.
     pub capacity_bps: u64,
@@ -149,6 +180,7 @@ pub struct SeedReport {
 
 /// The answer to a [`SeedReport`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatAnswer {
     /// Seconds until the next heartbeat is due.
     pub interval: u64,
@@ -160,6 +192,7 @@ pub struct HeartbeatAnswer {
 
 /// One release a seed serves from the content of another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Alias {
     pub release: Hash,
     pub held: Hash,

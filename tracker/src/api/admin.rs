@@ -42,12 +42,19 @@ fn check_country(country: &str) -> ApiResult<String> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAccount {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1f\\x7f]*[^\\s\\x00-\\x1f\\x7f][^\\x00-\\x1f\\x7f]*$"
+    )]
     name: String,
     #[serde(default = "individual")]
     kind: AccountKind,
+    /// ISO 3166-1 alpha-2.
+    #[schema(pattern = "^[A-Za-z]{2}$")]
     country: String,
     #[serde(default)]
     seats: u32,
@@ -57,6 +64,14 @@ fn individual() -> AccountKind {
     AccountKind::Individual
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/accounts",
+    tag = "accounts",
+    request_body = NewAccount,
+    responses((status = 201, body = Account), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn create_account(
     axum::extract::State(state): St,
     _: Operator,
@@ -89,6 +104,13 @@ pub async fn create_account(
     Ok(created(account))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/accounts",
+    tag = "accounts",
+    responses((status = 200, body = Vec<Account>), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn list_accounts(
     axum::extract::State(state): St,
     _: Operator,
@@ -96,6 +118,14 @@ pub async fn list_accounts(
     Ok(Json(state.db.accounts(10_000)?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}",
+    tag = "accounts",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Account), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn get_account(
     axum::extract::State(state): St,
     _: Operator,
@@ -104,12 +134,21 @@ pub async fn get_account(
     Ok(Json(load_account(&state, &id)?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMember {
     account: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{id}/members",
+    tag = "accounts",
+    params(("id" = String, Path)),
+    request_body = NewMember,
+    responses((status = 200, body = Account), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn add_member(
     axum::extract::State(state): St,
     _: Operator,
@@ -154,6 +193,14 @@ pub async fn add_member(
     Ok(Json(org))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/accounts/{id}/members/{member}",
+    tag = "accounts",
+    params(("id" = String, Path), ("member" = String, Path)),
+    responses((status = 200, body = Account), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn remove_member(
     axum::extract::State(state): St,
     _: Operator,
@@ -176,14 +223,14 @@ pub async fn remove_member(
     Ok(Json(org))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     account: String,
     role: Role,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     #[serde(flatten)]
     record: KeyView,
@@ -192,7 +239,7 @@ pub struct CreatedKey {
 }
 
 /// An API key without its secret hash.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
     id: String,
     account: String,
@@ -213,6 +260,14 @@ impl From<&ApiKey> for KeyView {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys",
+    tag = "keys",
+    request_body = NewApiKey,
+    responses((status = 201, body = CreatedKey), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn create_api_key(
     axum::extract::State(state): St,
     _: Operator,
@@ -244,6 +299,13 @@ pub async fn create_api_key(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys",
+    tag = "keys",
+    responses((status = 200, body = Vec<KeyView>), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn list_api_keys(
     axum::extract::State(state): St,
     _: Operator,
@@ -258,6 +320,14 @@ pub async fn list_api_keys(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/api-keys/{id}",
+    tag = "keys",
+    params(("id" = String, Path)),
+    responses((status = 200, body = KeyView), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn revoke_api_key(
     axum::extract::State(state): St,
     _: Operator,
@@ -273,9 +343,10 @@ pub async fn revoke_api_key(
     Ok(Json((&key).into()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProduct {
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     id: String,
     #[serde(default)]
     name: Option<String>,
@@ -300,6 +371,14 @@ fn check_publisher_account(state: &crate::State, id: &str) -> ApiResult<()> {
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/products",
+    tag = "products",
+    request_body = NewProduct,
+    responses((status = 201, body = Product), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn create_product(
     axum::extract::State(state): St,
     _: Operator,
@@ -341,6 +420,13 @@ pub async fn create_product(
     Ok(created(product))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/products",
+    tag = "products",
+    responses((status = 200, body = Vec<Product>), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn list_products(
     axum::extract::State(state): St,
     caller: super::Caller,
@@ -351,6 +437,14 @@ pub async fn list_products(
     Ok(Json(products))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/products/{id}",
+    tag = "products",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Product), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn get_product(
     axum::extract::State(state): St,
     caller: super::Caller,
@@ -359,13 +453,22 @@ pub async fn get_product(
     Ok(Json(caller.product_to_publish(&state, &id)?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPublisher {
     account: String,
 }
 
 /// `POST /v1/products/{id}/publishers`: lets an account publish the product.
+#[utoipa::path(
+    post,
+    path = "/v1/products/{id}/publishers",
+    tag = "products",
+    params(("id" = String, Path)),
+    request_body = NewPublisher,
+    responses((status = 200, body = Product), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn add_publisher(
     axum::extract::State(state): St,
     _: Operator,
@@ -383,6 +486,14 @@ pub async fn add_publisher(
 }
 
 /// `DELETE /v1/products/{id}/publishers/{account}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/products/{id}/publishers/{account}",
+    tag = "products",
+    params(("id" = String, Path), ("account" = String, Path)),
+    responses((status = 200, body = Product), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn remove_publisher(
     axum::extract::State(state): St,
     _: Operator,
@@ -436,9 +547,10 @@ fn created(value: impl Serialize) -> Response {
     (axum::http::StatusCode::CREATED, Json(value)).into_response()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewChannel {
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     name: String,
     #[serde(default)]
     private: bool,
@@ -446,6 +558,15 @@ pub struct NewChannel {
     allow: Vec<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/products/{id}/channels",
+    tag = "products",
+    params(("id" = String, Path)),
+    request_body = NewChannel,
+    responses((status = 200, body = Product), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn add_channel(
     axum::extract::State(state): St,
     _: Operator,
@@ -470,12 +591,21 @@ pub async fn add_channel(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AllowList {
     accounts: Vec<String>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/products/{id}/channels/{channel}/allow",
+    tag = "products",
+    params(("id" = String, Path), ("channel" = String, Path)),
+    request_body = AllowList,
+    responses((status = 200, body = Product), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn set_allow_list(
     axum::extract::State(state): St,
     _: Operator,
@@ -494,12 +624,21 @@ pub async fn set_allow_list(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPublisherKey {
     public_key: PublicKey,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/products/{id}/publisher-keys",
+    tag = "products",
+    params(("id" = String, Path)),
+    request_body = NewPublisherKey,
+    responses((status = 200, body = Product), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn add_publisher_key(
     axum::extract::State(state): St,
     _: Operator,
@@ -515,6 +654,14 @@ pub async fn add_publisher_key(
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/products/{id}/publisher-keys/{key}",
+    tag = "products",
+    params(("id" = String, Path), ("key" = String, Path)),
+    responses((status = 200, body = Product), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn remove_publisher_key(
     axum::extract::State(state): St,
     _: Operator,
@@ -530,7 +677,7 @@ pub async fn remove_publisher_key(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEntitlement {
     account: String,
@@ -541,6 +688,14 @@ pub struct NewEntitlement {
     expires_at: Option<u64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/entitlements",
+    tag = "entitlements",
+    request_body = NewEntitlement,
+    responses((status = 201, body = Entitlement), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn grant(
     axum::extract::State(state): St,
     _: Operator,
@@ -571,11 +726,20 @@ pub async fn grant(
     Ok(created(entitlement))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EntitlementQuery {
     account: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/entitlements",
+    tag = "entitlements",
+    params(EntitlementQuery),
+    responses((status = 200, body = Vec<Entitlement>), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn list_entitlements(
     axum::extract::State(state): St,
     _: Operator,
@@ -584,6 +748,14 @@ pub async fn list_entitlements(
     Ok(Json(state.db.entitlements_of(&q.account)?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/entitlements/{id}",
+    tag = "entitlements",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Entitlement), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn revoke_entitlement(
     axum::extract::State(state): St,
     _: Operator,
@@ -599,7 +771,8 @@ pub async fn revoke_entitlement(
     Ok(Json(e))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     #[serde(default)]
     after: u64,
@@ -636,6 +809,14 @@ fn audit_page(state: &crate::State, q: &AuditQuery) -> ApiResult<Vec<AuditEntry>
     Ok(out)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "audit",
+    params(AuditQuery),
+    responses((status = 200, body = Vec<AuditEntry>), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn audit(
     axum::extract::State(state): St,
     _: Operator,
@@ -651,6 +832,14 @@ const EXPORT_PAGE: usize = 5000;
 /// `after` that matches the filters, to the end of the log (or `limit`
 /// entries when given), streamed a page at a time so memory stays bounded
 /// however long the log is.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/export",
+    tag = "audit",
+    params(ExportQuery),
+    responses((status = 200, description = "One AuditEntry as JSON per line", content_type = "application/x-ndjson", body = String), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn audit_export(
     axum::extract::State(state): St,
     _: Operator,
@@ -704,7 +893,8 @@ pub async fn audit_export(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     #[serde(default)]
     after: u64,

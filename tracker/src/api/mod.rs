@@ -5,6 +5,7 @@
 //! wrong types, wrong content type, oversized bodies) become JSON errors too.
 
 mod admin;
+mod openapi;
 mod releases;
 mod swarm;
 
@@ -304,10 +305,6 @@ pub fn authenticate(state: &State, headers: &HeaderMap) -> ApiResult<Caller> {
 
 type St = axum::extract::State<Arc<State>>;
 
-async fn health(axum::extract::State(state): St) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok", "public_key": state.key.public() }))
-}
-
 /// `GET /metrics`: Prometheus text format. Series that name products,
 /// channels, releases or seeds go only to an operator API key or the
 /// configured `metrics_token` (or to anyone with `metrics_public_detail`);
@@ -364,7 +361,8 @@ pub fn router(state: Arc<State>) -> Router {
             shoal_manifest::MAX_MANIFEST_BYTES + 1024,
         ));
     Router::new()
-        .route("/v1/health", get(health))
+        .route("/v1/health", get(openapi::health))
+        .route("/v1/openapi.json", get(openapi::openapi_json))
         .route(
             "/v1/accounts",
             post(admin::create_account).get(admin::list_accounts),

@@ -12,7 +12,7 @@ use shoal_token::Release;
 use shoal_types::Hash;
 
 /// A release as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReleaseView {
     #[serde(flatten)]
     pub record: ReleaseRecord,
@@ -75,6 +75,14 @@ fn add_release(
 }
 
 /// `POST /v1/releases`: the body is a `manifest.shoal` file.
+#[utoipa::path(
+    post,
+    path = "/v1/releases",
+    tag = "releases",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A publisher-signed manifest (`manifest.shoal`)"),
+    responses((status = 201, description = "Registered", body = ReleaseView), (status = 200, description = "The channel's newest release already has this manifest", body = ReleaseView), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn register(
     axum::extract::State(state): St,
     caller: super::Caller,
@@ -133,6 +141,14 @@ pub async fn register(
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/products/{id}/channels/{channel}/releases",
+    tag = "releases",
+    params(("id" = String, Path), ("channel" = String, Path)),
+    responses((status = 200, body = Vec<ReleaseView>), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn list(
     axum::extract::State(state): St,
     caller: super::Caller,
@@ -149,7 +165,7 @@ pub async fn list(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rollback {
     /// The older version whose build the channel should serve again.
@@ -158,6 +174,15 @@ pub struct Rollback {
 
 /// Rolling back is a new, higher release pointing at an older manifest, so
 /// clients' rollback protection never has to accept a lower version.
+#[utoipa::path(
+    post,
+    path = "/v1/products/{id}/channels/{channel}/rollback",
+    tag = "releases",
+    params(("id" = String, Path), ("channel" = String, Path)),
+    request_body = Rollback,
+    responses((status = 201, body = ReleaseView), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn rollback(
     axum::extract::State(state): St,
     caller: super::Caller,
@@ -197,6 +222,14 @@ pub async fn rollback(
 /// which name every file of the build. Seeds and operators may read any;
 /// publishers those of their products; players only those a token request
 /// would grant them (the same policy decision, unaudited: no token issued).
+#[utoipa::path(
+    get,
+    path = "/v1/releases/{id}/manifest",
+    tag = "releases",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The publisher-signed manifest bytes", content_type = "application/octet-stream", body = Vec<u8>), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn manifest(
     axum::extract::State(state): St,
     caller: super::Caller,

@@ -249,6 +249,14 @@ fn seeds_for(state: &State, release: &ReleaseRecord) -> Vec<PeerInfo> {
 }
 
 /// `POST /v1/tokens`: a swarm token for (product, channel), bound to `peer_id`.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    tag = "swarm",
+    request_body = shoal_api::TokenRequest,
+    responses((status = 200, body = shoal_api::TokenAnswer), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn token(
     axum::extract::State(state): St,
     caller: super::Caller,
@@ -412,6 +420,13 @@ fn check_token(state: &State, text: &str, now: u64) -> ApiResult<Claims> {
 }
 
 /// `POST /v1/announce`: report progress, get peers.
+#[utoipa::path(
+    post,
+    path = "/v1/announce",
+    tag = "swarm",
+    request_body = shoal_api::AnnounceRequest,
+    responses((status = 200, body = shoal_api::AnnounceAnswer), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody))
+)]
 pub async fn announce(
     axum::extract::State(state): St,
     remote: super::Remote,
@@ -566,6 +581,14 @@ fn content_of(
 }
 
 /// `POST /v1/seeds/heartbeat`: a seed's capacity, load and holdings.
+#[utoipa::path(
+    post,
+    path = "/v1/seeds/heartbeat",
+    tag = "swarm",
+    request_body = shoal_api::SeedReport,
+    responses((status = 200, body = shoal_api::HeartbeatAnswer), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn heartbeat(
     axum::extract::State(state): St,
     caller: super::Caller,
@@ -612,6 +635,13 @@ pub async fn heartbeat(
 }
 
 /// `GET /v1/ops/swarms`: per-swarm aggregates.
+#[utoipa::path(
+    get,
+    path = "/v1/ops/swarms",
+    tag = "ops",
+    responses((status = 200, body = Vec<crate::ops::SwarmView>), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn ops_swarms(
     axum::extract::State(state): St,
     _: super::Operator,
@@ -620,6 +650,13 @@ pub async fn ops_swarms(
 }
 
 /// `GET /v1/ops/seeds`: per-seed capacity and load.
+#[utoipa::path(
+    get,
+    path = "/v1/ops/seeds",
+    tag = "ops",
+    responses((status = 200, body = Vec<crate::ops::SeedView>), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn ops_seeds(
     axum::extract::State(state): St,
     _: super::Operator,
@@ -628,19 +665,27 @@ pub async fn ops_seeds(
 }
 
 /// Everything the dashboard and `shoal ops status` show.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Overview {
     pub now: u64,
     pub swarms: Vec<crate::ops::SwarmView>,
     pub seeds: Vec<crate::ops::SeedView>,
     pub alerts: Vec<crate::ops::Alert>,
     /// Token refusals in the last hour: (reason, count).
+    #[schema(value_type = Vec<Vec<Value>>)]
     pub refusals: Vec<(String, u64)>,
     /// The last hour of offload and seed utilisation.
     pub history: Vec<crate::ops::Sample>,
 }
 
 /// `GET /v1/ops/overview`: views, alerts, recent refusals and history.
+#[utoipa::path(
+    get,
+    path = "/v1/ops/overview",
+    tag = "ops",
+    responses((status = 200, body = Overview), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn ops_overview(
     axum::extract::State(state): St,
     _: super::Operator,

@@ -209,3 +209,42 @@ pub fn peer(n: u32) -> String {
     }
     s
 }
+
+/// Every `.route(PATH, method(..)...)` in the router's source, as (METHOD, PATH).
+pub fn routes_in_source() -> Vec<(String, String)> {
+    let src = include_str!("../../src/api/mod.rs");
+    let mut found = Vec::new();
+    let mut rest = src;
+    while let Some(i) = rest.find(".route(") {
+        rest = &rest[i + ".route(".len()..];
+        // the call's text, up to its matching parenthesis
+        let mut depth = 1;
+        let end = rest
+            .char_indices()
+            .find(|&(_, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            })
+            .map(|(j, _)| j)
+            .unwrap();
+        let call = &rest[..end];
+        let path = call.split('"').nth(1).unwrap().to_owned();
+        for method in ["get", "post", "put", "delete", "patch"] {
+            // `get(` as a call of its own, not the tail of a longer name
+            let called = call.match_indices(&format!("{method}(")).any(|(j, _)| {
+                j == 0 || {
+                    let before = call.as_bytes()[j - 1];
+                    !before.is_ascii_alphanumeric() && before != b'_'
+                }
+            });
+            if called {
+                found.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    found
+}

@@ -1,0 +1,111 @@
+//! The OpenAPI 3.1 document of the `/v1/` API, generated from the handlers'
+//! `#[utoipa::path]` attributes and the same serde types they decode and
+//! encode (`shoal-api`, the model, the admin requests), served at
+//! `GET /v1/openapi.json`. `tests/openapi.rs` checks that every route the
+//! router has is in it; CI runs schemathesis against it.
+
+use super::{admin, releases, swarm};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Shoal tracker",
+        description = "Accounts, products, channels, entitlements, releases, swarm tokens, \
+                       announces, seed heartbeats and the operators' views. Every refusal is \
+                       a 4xx with the JSON error body; send API keys as \
+                       `Authorization: Bearer <key>`."
+    ),
+    paths(
+        health,
+        openapi_json,
+        admin::create_account,
+        admin::list_accounts,
+        admin::get_account,
+        admin::add_member,
+        admin::remove_member,
+        admin::create_api_key,
+        admin::list_api_keys,
+        admin::revoke_api_key,
+        admin::create_product,
+        admin::list_products,
+        admin::get_product,
+        admin::add_channel,
+        admin::set_allow_list,
+        admin::add_publisher_key,
+        admin::remove_publisher_key,
+        admin::add_publisher,
+        admin::remove_publisher,
+        admin::grant,
+        admin::list_entitlements,
+        admin::revoke_entitlement,
+        admin::audit,
+        admin::audit_export,
+        releases::register,
+        releases::list,
+        releases::rollback,
+        releases::manifest,
+        swarm::token,
+        swarm::announce,
+        swarm::heartbeat,
+        swarm::ops_swarms,
+        swarm::ops_seeds,
+        swarm::ops_overview,
+    ),
+    components(schemas(shoal_api::ErrorBody, shoal_api::PeerInfo, shoal_api::SwarmStats)),
+    modifiers(&BearerKey),
+)]
+pub struct Doc;
+
+/// The `api_key` security scheme: a bearer API key.
+struct BearerKey;
+
+impl utoipa::Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key: `key_…` as `Authorization: Bearer <key>`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// What `GET /v1/health` answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok` when it answers.
+    pub status: &'static str,
+    /// The tracker's signing key, which players and seeds pin.
+    pub public_key: shoal_types::PublicKey,
+}
+
+/// Liveness, and the key to pin.
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    tag = "meta",
+    responses((status = 200, body = Health))
+)]
+pub async fn health(axum::extract::State(state): super::St) -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok",
+        public_key: state.key.public(),
+    })
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object))
+)]
+pub async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(Doc::openapi())
+}
