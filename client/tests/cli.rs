@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::Value;
+use shoal_testkit::noise;
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -36,18 +37,6 @@ fn assert_fails(out: &Output, code: i32, needle: &str) {
         stderr.starts_with("error: ") && stderr.contains(needle),
         "{stderr}"
     );
-}
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 fn write_build(root: &Path, edit: bool) {

@@ -6,7 +6,8 @@
 //! - only `shoal-net` touches libp2p and quinn: no other workspace crate
 //!   reaches them except through `shoal-net` (the benchmarks' plain-quinn
 //!   baseline aside);
-//! - the player's launcher (`shoal-client`) reaches no server crate.
+//! - the player's launcher (`shoal-client`) reaches no server crate;
+//! - the test fixtures (`shoal-testkit`) are a dev-dependency only.
 
 use anyhow::Context as _;
 use serde_json::Value;
@@ -36,6 +37,9 @@ pub const NETWORK_OWNERS: &[&str] = &["shoal-net", "shoal-bench"];
 /// The player's launcher, and the server crates it must not link.
 pub const LAUNCHER: &str = "shoal-client";
 pub const SERVERS: &[&str] = &["shoal-tracker", "shoal-seed"];
+
+/// The dev-only crate of test fixtures.
+pub const TESTKIT: &str = "shoal-testkit";
 
 /// A forbidden dependency reached from a crate, with the path to it.
 #[derive(Debug, PartialEq, Eq)]
@@ -216,4 +220,19 @@ pub fn check_launcher(metadata: &Value) -> anyhow::Result<Vec<Violation>> {
         .id(LAUNCHER)
         .with_context(|| format!("{LAUNCHER} missing from the workspace"))?;
     Ok(graph.reach(launcher, |n| SERVERS.contains(&n), |_| false))
+}
+
+/// Workspace crates that reach [`TESTKIT`] through normal dependencies
+/// (anywhere but `[dev-dependencies]`).
+pub fn check_testkit_dev_only(metadata: &Value) -> anyhow::Result<Vec<Violation>> {
+    let graph = Graph::new(metadata)?;
+    anyhow::ensure!(
+        graph.id(TESTKIT).is_some(),
+        "{TESTKIT} missing from the workspace"
+    );
+    Ok(graph
+        .members
+        .iter()
+        .flat_map(|&id| graph.reach(id, |n| n == TESTKIT, |_| false))
+        .collect())
 }

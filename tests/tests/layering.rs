@@ -4,7 +4,8 @@
 
 use serde_json::json;
 use shoal_tests::layering::{
-    Violation, check, check_launcher, check_network_owner, workspace_metadata,
+    Violation, check, check_launcher, check_network_owner, check_testkit_dev_only,
+    workspace_metadata,
 };
 
 #[test]
@@ -90,6 +91,17 @@ fn the_launcher_links_no_server() -> anyhow::Result<()> {
     anyhow::ensure!(
         violations.is_empty(),
         "the player's launcher links a server crate:\n{}",
+        listed(&violations)
+    );
+    Ok(())
+}
+
+#[test]
+fn the_test_fixtures_are_a_dev_dependency_only() -> anyhow::Result<()> {
+    let violations = check_testkit_dev_only(&workspace_metadata()?)?;
+    anyhow::ensure!(
+        violations.is_empty(),
+        "shoal-testkit outside [dev-dependencies]:\n{}",
         listed(&violations)
     );
     Ok(())

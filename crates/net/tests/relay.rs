@@ -8,14 +8,14 @@
 #![allow(clippy::unwrap_used)]
 
 use libp2p::multiaddr::Protocol;
-use shoal_net::{ChunkSource, Client, Config, RelayLimits, generate_keypair, spawn};
-use shoal_token::{Claims, Role, Token};
+use shoal_net::{ChunkSource, Client, Config, RelayLimits, spawn};
+use shoal_testkit::token;
 use shoal_types::{Bitfield, Hash, Reachability, SecretKey};
 use shoal_wire::ChunkResponse;
 use std::sync::Arc;
 use std::time::Duration;
 
-const NOW: u64 = 1_800_000_000;
+use shoal_testkit::{NOW, node_config_on as config};
 
 /// Holds one chunk of one swarm.
 struct One(Hash);
@@ -27,32 +27,6 @@ impl ChunkSource for One {
     fn bitfield(&self, swarm: &Hash) -> Option<Bitfield> {
         (*swarm == self.0).then(|| Bitfield::full(1))
     }
-}
-
-fn config(tracker: &SecretKey, listen: &str) -> Config {
-    Config::new(
-        generate_keypair(),
-        vec![listen.parse().unwrap()],
-        tracker.public(),
-        Arc::new(|| NOW),
-    )
-}
-
-fn token(tracker: &SecretKey, swarm: Hash, peer: &Client) -> Token {
-    Token::issue(
-        &Claims {
-            version: shoal_token::token_version(),
-            swarm,
-            product: "game".into(),
-            account: "acc".into(),
-            key: "key_1".into(),
-            peer_id: peer.peer_id().to_base58(),
-            role: Role::Client,
-            issued_at: NOW - 10,
-            expires_at: NOW + 600,
-        },
-        tracker,
-    )
 }
 
 /// Waits (bounded) for `f` to hold.
@@ -119,9 +93,13 @@ async fn relay_and_reserved_player(
     let via = relay_addr
         .with(Protocol::P2p(relay.peer_id()))
         .with(Protocol::P2pCircuit);
-    b.authenticate(relay.peer_id(), swarm, &token(tracker, swarm, &b))
-        .await
-        .unwrap();
+    b.authenticate(
+        relay.peer_id(),
+        swarm,
+        &token(tracker, swarm, &b, NOW + 600),
+    )
+    .await
+    .unwrap();
     b.listen_on(via.clone()).await.unwrap();
     let mut circuit = None;
     until("a relay reservation", async || {
@@ -170,7 +148,7 @@ async fn a_player_reached_through_a_relay_is_hole_punched_and_serves_directly() 
     assert!(shoal_net::NatCounters::get(&a.nat().relayed_connections) >= 1);
     // The chunk moves over the direct connection (the relay's circuit
     // limit is 64 KiB; this chunk is 256 KiB).
-    a.authenticate(b.peer_id(), swarm, &token(&tracker, swarm, &a))
+    a.authenticate(b.peer_id(), swarm, &token(&tracker, swarm, &a, NOW + 600))
         .await
         .unwrap();
     let mut got = None;
@@ -202,7 +180,7 @@ async fn chunks_are_not_served_over_a_relayed_circuit() {
     )
     .unwrap();
     a.dial(b.peer_id(), circuit).await.unwrap();
-    a.authenticate(b.peer_id(), swarm, &token(&tracker, swarm, &a))
+    a.authenticate(b.peer_id(), swarm, &token(&tracker, swarm, &a, NOW + 600))
         .await
         .unwrap();
     let answer = a.chunk(b.peer_id(), swarm, 0).await;

@@ -5,36 +5,17 @@
 
 #![allow(clippy::unwrap_used)]
 
-use shoal_manifest::{
-    BuildOptions, Bundle, BundleWriter, ChunkParams, Manifest, Progress, SignedManifest, bundle,
-};
+use shoal_manifest::{Bundle, Manifest, bundle};
 use shoal_net::download::{Job, MemoryChunks, Source, download};
-use shoal_net::{ChunkSource, Client, Config, generate_keypair, spawn};
+use shoal_net::{ChunkSource, Client, spawn};
 use shoal_scheduler::PeerKind;
+use shoal_testkit::{BundleSource, NOW, listen_addr, node_config, token};
 use shoal_token::{Claims, Role, Token};
 use shoal_types::{Bitfield, Hash, SecretKey};
 use shoal_wire::{ChunkResponse, HaveMessage, HaveUpdate};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-
-const NOW: u64 = 1_800_000_000;
-
-struct BundleSource {
-    swarm: Hash,
-    bundle: Bundle,
-}
-
-impl ChunkSource for BundleSource {
-    fn chunk(&self, swarm: &Hash, index: u32) -> Option<Vec<u8>> {
-        (*swarm == self.swarm)
-            .then(|| self.bundle.read_chunk(index).ok())
-            .flatten()
-    }
-    fn bitfield(&self, swarm: &Hash) -> Option<Bitfield> {
-        (*swarm == self.swarm).then(|| Bitfield::full(self.bundle.manifest().chunks.len() as u32))
-    }
-}
 
 /// Claims to have everything and serves every chunk with one bit flipped.
 struct Corrupt(Arc<BundleSource>);
@@ -50,81 +31,17 @@ impl ChunkSource for Corrupt {
     }
 }
 
-fn config(tracker: &SecretKey) -> Config {
-    let listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()];
-    Config::new(
-        generate_keypair(),
-        listen,
-        tracker.public(),
-        Arc::new(|| NOW),
-    )
-}
-
-fn token(tracker: &SecretKey, swarm: Hash, peer: &Client) -> Token {
-    let claims = Claims {
-        version: shoal_token::token_version(),
-        swarm,
-        product: "game".into(),
-        account: "acc".into(),
-        key: "key_1".into(),
-        peer_id: peer.peer_id().to_base58(),
-        role: Role::Client,
-        issued_at: NOW - 10,
-        expires_at: NOW + 600,
-    };
-    Token::issue(&claims, tracker)
-}
-
-async fn addr(client: &Client) -> shoal_net::Addr {
-    for _ in 0..100 {
-        if let Some(a) = client.listen_addrs().await.unwrap().into_iter().next() {
-            return a;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("node never listened");
-}
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Publishes a multi-file build into a bundle; returns (build dir, bundle dir, manifest).
 fn publish(root: &Path) -> (std::path::PathBuf, std::path::PathBuf, Manifest) {
-    let build = root.join("build");
-    std::fs::create_dir_all(build.join("paks")).unwrap();
-    std::fs::write(build.join("paks/a.pak"), noise(2_500_000, 1)).unwrap();
-    std::fs::write(build.join("paks/b.pak"), noise(1_200_000, 2)).unwrap();
-    std::fs::write(build.join("game.exe"), noise(300_000, 3)).unwrap();
-    let out = root.join("bundle");
-    let writer = BundleWriter::create(&out).unwrap();
-    let options = BuildOptions {
-        product: "game".into(),
-        channel: "stable".into(),
-        version: "1".into(),
-        chunking: ChunkParams {
-            min: 16 << 10,
-            avg: 64 << 10,
-            max: 256 << 10,
-        },
-        threads: 2,
-    };
-    let manifest = shoal_manifest::build(&build, &options, &writer, &Progress::default()).unwrap();
-    writer
-        .finish(&SignedManifest::sign(
-            &manifest,
-            &SecretKey::from_seed([3; 32]),
-        ))
-        .unwrap();
-    (build, out, manifest)
+    let p = shoal_testkit::publish(
+        root,
+        &[
+            ("paks/a.pak", 2_500_000, 1),
+            ("paks/b.pak", 1_200_000, 2),
+            ("game.exe", 300_000, 3),
+        ],
+    );
+    (p.build, p.bundle, p.manifest)
 }
 
 fn assert_same_as_build(build: &Path, manifest: &Manifest, store: &MemoryChunks) {
@@ -140,7 +57,7 @@ async fn downloaders_share_chunks_with_each_other() {
     let (build, out, manifest) = publish(tmp.path());
     let swarm = Hash::of(b"release");
     let tracker = SecretKey::from_seed([1; 32]);
-    let mut seed_config = config(&tracker);
+    let mut seed_config = node_config(&tracker);
     seed_config.super_seed = Some(Duration::from_secs(10));
     let (seed, _) = spawn(
         seed_config,
@@ -152,7 +69,7 @@ async fn downloaders_share_chunks_with_each_other() {
     .unwrap();
     let seed_source = Source {
         peer: seed.peer_id(),
-        addrs: vec![addr(&seed).await],
+        addrs: vec![listen_addr(&seed).await],
         kind: PeerKind::Seed,
     };
 
@@ -160,8 +77,8 @@ async fn downloaders_share_chunks_with_each_other() {
     let mut nodes = Vec::new();
     for _ in 0..n {
         let store = Arc::new(MemoryChunks::new(swarm, manifest.chunks.len()));
-        let (client, events) = spawn(config(&tracker), store.clone()).unwrap();
-        let a = addr(&client).await;
+        let (client, events) = spawn(node_config(&tracker), store.clone()).unwrap();
+        let a = listen_addr(&client).await;
         nodes.push((client, events, store, a));
     }
     let peer_sources: Vec<Source> = nodes
@@ -182,7 +99,7 @@ async fn downloaders_share_chunks_with_each_other() {
             .collect();
         sources.push(seed_source.clone());
         let manifest = manifest.clone();
-        let tok = token(&tracker, swarm, &client);
+        let tok = token(&tracker, swarm, &client, NOW + 600);
         tasks.push(tokio::spawn(async move {
             let job = Job {
                 manifest: &manifest,
@@ -263,18 +180,24 @@ async fn seed_with_corrupted_store_refuses_the_bad_chunk() {
     let swarm = Hash::of(b"release");
     let tracker = SecretKey::from_seed([1; 32]);
     let (seed, _) = spawn(
-        config(&tracker),
+        node_config(&tracker),
         Arc::new(BundleSource {
             swarm,
             bundle: Bundle::open(&out).unwrap(),
         }),
     )
     .unwrap();
-    let (me, _) = spawn(config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
-    me.dial(seed.peer_id(), addr(&seed).await).await.unwrap();
-    me.authenticate(seed.peer_id(), swarm, &token(&tracker, swarm, &me))
+    let (me, _) = spawn(node_config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
+    me.dial(seed.peer_id(), listen_addr(&seed).await)
         .await
         .unwrap();
+    me.authenticate(
+        seed.peer_id(),
+        swarm,
+        &token(&tracker, swarm, &me, NOW + 600),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         me.chunk(seed.peer_id(), swarm, 1).await.unwrap(),
         ChunkResponse::NotFound,
@@ -297,7 +220,7 @@ async fn upload_and_download_caps_hold() {
     let tracker = SecretKey::from_seed([1; 32]);
     let payload = manifest.unique_size() as f64;
     for (upload, download_rate) in [(Some(1_000_000u64), None), (None, Some(1_500_000u64))] {
-        let mut seed_config = config(&tracker);
+        let mut seed_config = node_config(&tracker);
         seed_config.upload_rate = upload;
         let (seed, _) = spawn(
             seed_config,
@@ -308,13 +231,13 @@ async fn upload_and_download_caps_hold() {
         )
         .unwrap();
         let store = Arc::new(MemoryChunks::new(swarm, manifest.chunks.len()));
-        let (me, mut events) = spawn(config(&tracker), store.clone()).unwrap();
+        let (me, mut events) = spawn(node_config(&tracker), store.clone()).unwrap();
         let sources = [Source {
             peer: seed.peer_id(),
-            addrs: vec![addr(&seed).await],
+            addrs: vec![listen_addr(&seed).await],
             kind: PeerKind::Seed,
         }];
-        let tok = token(&tracker, swarm, &me);
+        let tok = token(&tracker, swarm, &me, NOW + 600);
         let start = std::time::Instant::now();
         let job = Job {
             manifest: &manifest,
@@ -349,7 +272,7 @@ async fn super_seeding_refuses_repeats() {
     let (_, out, _) = publish(tmp.path());
     let swarm = Hash::of(b"release");
     let tracker = SecretKey::from_seed([1; 32]);
-    let mut seed_config = config(&tracker);
+    let mut seed_config = node_config(&tracker);
     seed_config.super_seed = Some(Duration::from_secs(30));
     let (seed, _) = spawn(
         seed_config,
@@ -359,14 +282,18 @@ async fn super_seeding_refuses_repeats() {
         }),
     )
     .unwrap();
-    let seed_addr = addr(&seed).await;
+    let seed_addr = listen_addr(&seed).await;
     let mut clients = Vec::new();
     for _ in 0..2 {
-        let (c, _) = spawn(config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
+        let (c, _) = spawn(node_config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
         c.dial(seed.peer_id(), seed_addr.clone()).await.unwrap();
-        c.authenticate(seed.peer_id(), swarm, &token(&tracker, swarm, &c))
-            .await
-            .unwrap();
+        c.authenticate(
+            seed.peer_id(),
+            swarm,
+            &token(&tracker, swarm, &c, NOW + 600),
+        )
+        .await
+        .unwrap();
         clients.push(c);
     }
     assert!(matches!(
@@ -412,7 +339,7 @@ async fn renewed_tokens_keep_a_long_download_going() {
     let swarm = Hash::of(b"release");
     let tracker = SecretKey::from_seed([1; 32]);
     let seed_clock = Arc::new(AtomicU64::new(NOW));
-    let mut seed_config = config(&tracker);
+    let mut seed_config = node_config(&tracker);
     let c = seed_clock.clone();
     seed_config.clock = Arc::new(move || c.load(Ordering::Relaxed));
     let (seed, _) = spawn(
@@ -424,12 +351,12 @@ async fn renewed_tokens_keep_a_long_download_going() {
     )
     .unwrap();
     let store = Arc::new(MemoryChunks::new(swarm, manifest.chunks.len()));
-    let (me, mut events) = spawn(config(&tracker), store.clone()).unwrap();
-    let first = token(&tracker, swarm, &me);
+    let (me, mut events) = spawn(node_config(&tracker), store.clone()).unwrap();
+    let first = token(&tracker, swarm, &me, NOW + 600);
     let (renew_tx, renew_rx) = tokio::sync::watch::channel(first.clone());
     let sources = vec![Source {
         peer: seed.peer_id(),
-        addrs: vec![addr(&seed).await],
+        addrs: vec![listen_addr(&seed).await],
         kind: PeerKind::Seed,
     }];
     // About 4 MB at 1 MB/s: the first token "expires" after one second.
@@ -516,14 +443,20 @@ async fn download_beside(
     scheduler: shoal_scheduler::Config,
 ) -> (shoal_net::download::Report, Arc<MemoryChunks>, Client) {
     let tracker = SecretKey::from_seed([1; 32]);
-    let (seed, _) = spawn(config(&tracker), honest).unwrap();
-    let (evil, _) = spawn(config(&tracker), hostile).unwrap();
+    let (seed, _) = spawn(node_config(&tracker), honest).unwrap();
+    let (evil, _) = spawn(node_config(&tracker), hostile).unwrap();
     let store = Arc::new(MemoryChunks::new(swarm, manifest.chunks.len()));
-    let (me, mut events) = spawn(config(&tracker), store.clone()).unwrap();
-    evil.dial(me.peer_id(), addr(&me).await).await.unwrap();
-    evil.authenticate(me.peer_id(), swarm, &token(&tracker, swarm, &evil))
+    let (me, mut events) = spawn(node_config(&tracker), store.clone()).unwrap();
+    evil.dial(me.peer_id(), listen_addr(&me).await)
         .await
         .unwrap();
+    evil.authenticate(
+        me.peer_id(),
+        swarm,
+        &token(&tracker, swarm, &evil, NOW + 600),
+    )
+    .await
+    .unwrap();
     let full = HaveMessage {
         swarm,
         update: HaveUpdate::Bitfield(Bitfield::full(manifest.chunks.len() as u32)),
@@ -532,16 +465,16 @@ async fn download_beside(
     let sources = vec![
         Source {
             peer: evil.peer_id(),
-            addrs: vec![addr(&evil).await],
+            addrs: vec![listen_addr(&evil).await],
             kind: PeerKind::Peer,
         },
         Source {
             peer: seed.peer_id(),
-            addrs: vec![addr(&seed).await],
+            addrs: vec![listen_addr(&seed).await],
             kind: PeerKind::Seed,
         },
     ];
-    let tok = token(&tracker, swarm, &me);
+    let tok = token(&tracker, swarm, &me, NOW + 600);
     let job = Job {
         manifest,
         swarm,
@@ -618,16 +551,16 @@ async fn tokens_that_are_not_the_presenters_own_get_nothing() {
     let swarm = Hash::of(b"release");
     let tracker = SecretKey::from_seed([1; 32]);
     let (seed, _) = spawn(
-        config(&tracker),
+        node_config(&tracker),
         Arc::new(BundleSource {
             swarm,
             bundle: Bundle::open(&out).unwrap(),
         }),
     )
     .unwrap();
-    let seed_addr = addr(&seed).await;
-    let (me, _) = spawn(config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
-    let (other, _) = spawn(config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
+    let seed_addr = listen_addr(&seed).await;
+    let (me, _) = spawn(node_config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
+    let (other, _) = spawn(node_config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
     me.dial(seed.peer_id(), seed_addr).await.unwrap();
     let claims = |swarm: Hash, peer: &Client, expires_at: u64| Claims {
         version: shoal_token::token_version(),
@@ -681,9 +614,13 @@ async fn tokens_that_are_not_the_presenters_own_get_nothing() {
         ChunkResponse::Unauthorized
     );
     // and the presenter's own token works
-    me.authenticate(seed.peer_id(), swarm, &token(&tracker, swarm, &me))
-        .await
-        .unwrap();
+    me.authenticate(
+        seed.peer_id(),
+        swarm,
+        &token(&tracker, swarm, &me, NOW + 600),
+    )
+    .await
+    .unwrap();
     assert!(matches!(
         me.chunk(seed.peer_id(), swarm, 0).await.unwrap(),
         ChunkResponse::Data(_)
@@ -699,7 +636,7 @@ async fn floods_of_haves_requests_and_connections_are_bounded() {
     let (_, out, manifest) = publish(tmp.path());
     let swarm = Hash::of(b"release");
     let tracker = SecretKey::from_seed([1; 32]);
-    let mut seed_config = config(&tracker);
+    let mut seed_config = node_config(&tracker);
     seed_config.max_uploads = 4;
     seed_config.max_connections = 8;
     let (seed, _) = spawn(
@@ -710,12 +647,16 @@ async fn floods_of_haves_requests_and_connections_are_bounded() {
         }),
     )
     .unwrap();
-    let seed_addr = addr(&seed).await;
-    let (evil, _) = spawn(config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
+    let seed_addr = listen_addr(&seed).await;
+    let (evil, _) = spawn(node_config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
     evil.dial(seed.peer_id(), seed_addr.clone()).await.unwrap();
-    evil.authenticate(seed.peer_id(), swarm, &token(&tracker, swarm, &evil))
-        .await
-        .unwrap();
+    evil.authenticate(
+        seed.peer_id(),
+        swarm,
+        &token(&tracker, swarm, &evil, NOW + 600),
+    )
+    .await
+    .unwrap();
     // 2,000 have messages, then 64 chunk requests at once
     let n = manifest.chunks.len() as u32;
     for i in 0..2000u32 {
@@ -735,7 +676,7 @@ async fn floods_of_haves_requests_and_connections_are_bounded() {
     // many identities connecting at once: the seed keeps at most its limit
     let mut crowd = Vec::new();
     for _ in 0..16 {
-        let (c, _) = spawn(config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
+        let (c, _) = spawn(node_config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
         let _ = c.dial(seed.peer_id(), seed_addr.clone()).await;
         crowd.push(c);
     }
@@ -747,12 +688,16 @@ async fn floods_of_haves_requests_and_connections_are_bounded() {
     );
     // an honest peer is still served once the crowd leaves
     drop(crowd);
-    let (me, _) = spawn(config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
+    let (me, _) = spawn(node_config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
     let mut served = false;
     for _ in 0..50 {
         if me.dial(seed.peer_id(), seed_addr.clone()).await.is_ok()
             && me
-                .authenticate(seed.peer_id(), swarm, &token(&tracker, swarm, &me))
+                .authenticate(
+                    seed.peer_id(),
+                    swarm,
+                    &token(&tracker, swarm, &me, NOW + 600),
+                )
                 .await
                 .is_ok()
             && matches!(

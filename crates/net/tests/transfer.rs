@@ -4,130 +4,45 @@
 
 #![allow(clippy::unwrap_used)]
 
-use shoal_manifest::{
-    BuildOptions, Bundle, BundleWriter, ChunkParams, Progress, SignedManifest, verify,
+use shoal_manifest::{Bundle, verify};
+use shoal_net::{ChunkSource, Client, NetError, spawn};
+use shoal_testkit::{
+    BundleSource, Empty, NOW, Published, listen_addr, node_config, publish, token,
 };
-use shoal_net::{ChunkSource, Client, Config, NetError, generate_keypair, spawn};
-use shoal_token::{Claims, Role, Token};
 use shoal_types::{Bitfield, Hash, SecretKey};
 use shoal_wire::{ChunkResponse, HaveAck, HaveMessage, HaveUpdate};
 use std::sync::Arc;
 use std::time::Duration;
 
-const NOW: u64 = 1_800_000_000;
-
-/// Serves a bundle's chunks, verified on every read.
-struct BundleSource {
-    swarm: Hash,
-    bundle: Bundle,
-}
-
-impl ChunkSource for BundleSource {
-    fn chunk(&self, swarm: &Hash, index: u32) -> Option<Vec<u8>> {
-        (*swarm == self.swarm)
-            .then(|| self.bundle.read_chunk(index).ok())
-            .flatten()
-    }
-    fn bitfield(&self, swarm: &Hash) -> Option<Bitfield> {
-        (*swarm == self.swarm).then(|| Bitfield::full(self.bundle.manifest().chunks.len() as u32))
-    }
-}
-
-struct Empty;
-impl ChunkSource for Empty {
-    fn chunk(&self, _: &Hash, _: u32) -> Option<Vec<u8>> {
-        None
-    }
-    fn bitfield(&self, _: &Hash) -> Option<Bitfield> {
-        None
-    }
-}
-
-fn config(tracker: &SecretKey) -> Config {
-    let listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()];
-    Config::new(
-        generate_keypair(),
-        listen,
-        tracker.public(),
-        Arc::new(|| NOW),
-    )
-}
-
-fn token(tracker: &SecretKey, swarm: Hash, peer: &Client, expires_at: u64) -> Token {
-    let claims = Claims {
-        version: shoal_token::token_version(),
-        swarm,
-        product: "game".into(),
-        account: "acc_1".into(),
-        key: "key_1".into(),
-        peer_id: peer.peer_id().to_base58(),
-        role: Role::Client,
-        issued_at: NOW - 10,
-        expires_at,
-    };
-    Token::issue(&claims, tracker)
-}
-
-async fn listening(client: &Client) -> shoal_net::Addr {
-    for _ in 0..100 {
-        if let Some(a) = client.listen_addrs().await.unwrap().into_iter().next() {
-            return a;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("node never listened");
-}
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_holders_get_verified_chunks_and_nobody_else_does() {
     // a published multi-file release
     let tmp = tempfile::tempdir().unwrap();
-    let build = tmp.path().join("build");
-    std::fs::create_dir_all(build.join("paks")).unwrap();
-    std::fs::write(build.join("paks/a.pak"), noise(600_000, 1)).unwrap();
-    std::fs::write(build.join("paks/b.pak"), noise(300_000, 2)).unwrap();
-    std::fs::write(build.join("readme.txt"), b"hello").unwrap();
-    let out = tmp.path().join("bundle");
-    let writer = BundleWriter::create(&out).unwrap();
-    let options = BuildOptions {
-        product: "game".into(),
-        channel: "stable".into(),
-        version: "1".into(),
-        chunking: ChunkParams {
-            min: 16 << 10,
-            avg: 64 << 10,
-            max: 256 << 10,
-        },
-        threads: 2,
-    };
-    let manifest = shoal_manifest::build(&build, &options, &writer, &Progress::default()).unwrap();
-    writer
-        .finish(&SignedManifest::sign(
-            &manifest,
-            &SecretKey::from_seed([3; 32]),
-        ))
-        .unwrap();
+    let Published {
+        build,
+        bundle: out,
+        manifest,
+    } = publish(
+        tmp.path(),
+        &[
+            ("paks/a.pak", 600_000, 1),
+            ("paks/b.pak", 300_000, 2),
+            ("readme.txt", 5, 3),
+        ],
+    );
     let swarm = Hash::of(b"release-1");
     let bundle = Bundle::open(&out).unwrap();
 
     let tracker = SecretKey::from_seed([1; 32]);
-    let (seed, _) = spawn(config(&tracker), Arc::new(BundleSource { swarm, bundle })).unwrap();
-    let seed_addr = listening(&seed).await;
-    let (alice, _) = spawn(config(&tracker), Arc::new(Empty)).unwrap();
-    let (mallory, _) = spawn(config(&tracker), Arc::new(Empty)).unwrap();
-    let (eve, _) = spawn(config(&tracker), Arc::new(Empty)).unwrap();
+    let (seed, _) = spawn(
+        node_config(&tracker),
+        Arc::new(BundleSource { swarm, bundle }),
+    )
+    .unwrap();
+    let seed_addr = listen_addr(&seed).await;
+    let (alice, _) = spawn(node_config(&tracker), Arc::new(Empty)).unwrap();
+    let (mallory, _) = spawn(node_config(&tracker), Arc::new(Empty)).unwrap();
+    let (eve, _) = spawn(node_config(&tracker), Arc::new(Empty)).unwrap();
     for c in [&alice, &mallory, &eve] {
         c.dial(seed.peer_id(), seed_addr.clone()).await.unwrap();
     }
@@ -235,11 +150,11 @@ impl ChunkSource for Slow {
 async fn uploads_beyond_the_limit_hear_busy_and_the_limit_frees_up() {
     let tracker = SecretKey::from_seed([1; 32]);
     let swarm = Hash::of(b"release-slow");
-    let mut c = config(&tracker);
+    let mut c = node_config(&tracker);
     c.max_uploads = 2;
     let (node, _) = spawn(c, Arc::new(Slow)).unwrap();
-    let addr = listening(&node).await;
-    let (alice, _) = spawn(config(&tracker), Arc::new(Empty)).unwrap();
+    let addr = listen_addr(&node).await;
+    let (alice, _) = spawn(node_config(&tracker), Arc::new(Empty)).unwrap();
     alice.dial(node.peer_id(), addr).await.unwrap();
     let t = token(&tracker, swarm, &alice, NOW + 600);
     alice.authenticate(node.peer_id(), swarm, &t).await.unwrap();
@@ -279,17 +194,17 @@ async fn uploads_beyond_the_limit_hear_busy_and_the_limit_frees_up() {
 async fn a_capped_node_serves_the_neediest_waiting_requester_first() {
     let tracker = SecretKey::from_seed([1; 32]);
     let swarm = Hash::of(b"release-slow");
-    let mut c = config(&tracker);
+    let mut c = node_config(&tracker);
     c.upload_rate = Some(1 << 20);
     c.upload_slots = 1;
     c.upload_queue = 2;
     let (node, _) = spawn(c, Arc::new(Slow)).unwrap();
-    let addr = listening(&node).await;
+    let addr = listen_addr(&node).await;
     let join = |held: u32| {
         let (tracker, addr) = (tracker.clone(), addr.clone());
         let node = node.peer_id();
         async move {
-            let (peer, _) = spawn(config(&tracker), Arc::new(Empty)).unwrap();
+            let (peer, _) = spawn(node_config(&tracker), Arc::new(Empty)).unwrap();
             peer.dial(node, addr).await.unwrap();
             let t = token(&tracker, swarm, &peer, NOW + 600);
             peer.authenticate(node, swarm, &t).await.unwrap();
@@ -352,9 +267,9 @@ impl ChunkSource for Moving {
 async fn a_settling_node_answers_busy_rather_than_not_found() {
     let tracker = SecretKey::from_seed([1; 32]);
     let swarm = Hash::of(b"release-moving");
-    let (node, _) = spawn(config(&tracker), Arc::new(Moving)).unwrap();
-    let addr = listening(&node).await;
-    let (alice, _) = spawn(config(&tracker), Arc::new(Empty)).unwrap();
+    let (node, _) = spawn(node_config(&tracker), Arc::new(Moving)).unwrap();
+    let addr = listen_addr(&node).await;
+    let (alice, _) = spawn(node_config(&tracker), Arc::new(Empty)).unwrap();
     alice.dial(node.peer_id(), addr).await.unwrap();
     let t = token(&tracker, swarm, &alice, NOW + 600);
     alice.authenticate(node.peer_id(), swarm, &t).await.unwrap();
