@@ -9,7 +9,7 @@ use crate::tracker::Tracker;
 use crate::{Exit, manifest_cmd, with_exit};
 use anyhow::Context as _;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::io::Write as _;
 
 pub(crate) fn run(args: &AdminArgs) -> anyhow::Result<()> {
@@ -60,6 +60,23 @@ fn seg(s: &str) -> String {
         .collect()
 }
 
+/// A role name as the tracker spells it.
+fn parse_role(role: &str) -> anyhow::Result<shoal_api::Role> {
+    use shoal_api::Role;
+    Ok(match role {
+        "operator" => Role::Operator,
+        "publisher" => Role::Publisher,
+        "player" => Role::Player,
+        "seed" => Role::Seed,
+        other => {
+            return Err(with_exit(
+                anyhow::anyhow!("role {other:?}: one of operator, publisher, player, seed"),
+                Exit::BadInput,
+            ));
+        }
+    })
+}
+
 async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<Value>> {
     use Method as M;
     let v = match command {
@@ -69,13 +86,17 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
                 country,
                 seats,
             } => {
-                let body = match seats {
-                    Some(s) => {
-                        json!({"name": name, "country": country, "kind": "organisation", "seats": s})
-                    }
-                    None => json!({"name": name, "country": country}),
+                let body = shoal_api::NewAccount {
+                    name: name.clone(),
+                    kind: if seats.is_some() {
+                        shoal_api::AccountKind::Organisation
+                    } else {
+                        shoal_api::AccountKind::Individual
+                    },
+                    country: country.clone(),
+                    seats: seats.unwrap_or(0),
                 };
-                t.call(M::POST, "/v1/accounts", Some(&body)).await?
+                t.send(M::POST, "/v1/accounts", &body).await?
             }
             AccountsCommand::List => t.call(M::GET, "/v1/accounts", None).await?,
             AccountsCommand::Show { id } => {
@@ -85,10 +106,13 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
         },
         AdminCommand::Orgs(c) => match c {
             OrgsCommand::AddMember { org, account } => {
-                t.call(
+                let body = shoal_api::NewMember {
+                    account: account.clone(),
+                };
+                t.send(
                     M::POST,
                     &format!("/v1/accounts/{}/members", seg(org)),
-                    Some(&json!({"account": account})),
+                    &body,
                 )
                 .await?
             }
@@ -103,12 +127,11 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
         },
         AdminCommand::Keys(c) => match c {
             KeysCommand::Create { account, role } => {
-                t.call(
-                    M::POST,
-                    "/v1/api-keys",
-                    Some(&json!({"account": account, "role": role})),
-                )
-                .await?
+                let body = shoal_api::NewApiKey {
+                    account: account.clone(),
+                    role: parse_role(role)?,
+                };
+                t.send(M::POST, "/v1/api-keys", &body).await?
             }
             KeysCommand::List => t.call(M::GET, "/v1/api-keys", None).await?,
             KeysCommand::Revoke { id } => {
@@ -124,12 +147,14 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
                 channels,
                 publishers,
             } => {
-                let mut body =
-                    json!({"id": id, "paid": paid, "name": name, "publishers": publishers});
-                if !channels.is_empty() {
-                    body["channels"] = json!(channels);
-                }
-                t.call(M::POST, "/v1/products", Some(&body)).await?
+                let body = shoal_api::NewProduct {
+                    id: id.clone(),
+                    name: name.clone(),
+                    paid: *paid,
+                    channels: (!channels.is_empty()).then(|| channels.clone()),
+                    publishers: publishers.clone(),
+                };
+                t.send(M::POST, "/v1/products", &body).await?
             }
             ProductsCommand::List => t.call(M::GET, "/v1/products", None).await?,
             ProductsCommand::Show { id } => {
@@ -144,11 +169,15 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
                 private,
                 allow,
             } => {
-                let body = json!({"name": name, "private": private, "allow": allow});
-                t.call(
+                let body = shoal_api::NewChannel {
+                    name: name.clone(),
+                    private: *private,
+                    allow: allow.clone(),
+                };
+                t.send(
                     M::POST,
                     &format!("/v1/products/{}/channels", seg(product)),
-                    Some(&body),
+                    &body,
                 )
                 .await?
             }
@@ -158,8 +187,10 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
                 accounts,
             } => {
                 let path = format!("/v1/products/{}/channels/{}/allow", seg(product), seg(name));
-                t.call(M::PUT, &path, Some(&json!({"accounts": accounts})))
-                    .await?
+                let body = shoal_api::AllowList {
+                    accounts: accounts.clone(),
+                };
+                t.send(M::PUT, &path, &body).await?
             }
         },
         AdminCommand::PublisherKeys(c) => match c {
@@ -168,7 +199,13 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
                 public_key,
             } => {
                 let path = format!("/v1/products/{}/publisher-keys", seg(product));
-                t.call(M::POST, &path, Some(&json!({"public_key": public_key})))
+                let public_key = public_key.parse().map_err(|e| {
+                    with_exit(
+                        anyhow::anyhow!("public key {public_key:?}: {e}"),
+                        Exit::BadInput,
+                    )
+                })?;
+                t.send(M::POST, &path, &shoal_api::NewPublisherKey { public_key })
                     .await?
             }
             PublisherKeysCommand::Remove {
@@ -186,8 +223,10 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
         AdminCommand::Publishers(c) => match c {
             PublishersCommand::Add { product, account } => {
                 let path = format!("/v1/products/{}/publishers", seg(product));
-                t.call(M::POST, &path, Some(&json!({"account": account})))
-                    .await?
+                let body = shoal_api::NewPublisher {
+                    account: account.clone(),
+                };
+                t.send(M::POST, &path, &body).await?
             }
             PublishersCommand::Remove { product, account } => {
                 let path = format!("/v1/products/{}/publishers/{}", seg(product), seg(account));
@@ -203,8 +242,13 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
                 expires_in,
             } => {
                 let expires = expires_at.or(expires_in.map(|d| now() + d));
-                let body = json!({"account": account, "product": product, "channel": channel, "expires_at": expires});
-                t.call(M::POST, "/v1/entitlements", Some(&body)).await?
+                let body = shoal_api::NewEntitlement {
+                    account: account.clone(),
+                    product: product.clone(),
+                    channel: channel.clone(),
+                    expires_at: expires,
+                };
+                t.send(M::POST, "/v1/entitlements", &body).await?
             }
             EntitlementsCommand::List { account } => {
                 t.call(
@@ -254,8 +298,8 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
                     seg(product),
                     seg(channel)
                 );
-                t.call(M::POST, &path, Some(&json!({"version": version})))
-                    .await?
+                let body = shoal_api::Rollback { version: *version };
+                t.send(M::POST, &path, &body).await?
             }
         },
         AdminCommand::Audit(a) => return audit(t, a).await,
@@ -402,6 +446,7 @@ pub fn render(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn renders_tables_and_objects() {

@@ -52,6 +52,17 @@ impl Tracker {
         self.finish(&method, path, req).await
     }
 
+    /// `method` `path` with `body` (an API request type), the answer as JSON.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<Value> {
+        let body = serde_json::to_value(body)?;
+        self.call(method, path, Some(&body)).await
+    }
+
     /// POST `body` (an API request type) to `path` and decode the answer as
     /// its API type; a malformed answer is an error naming the path.
     pub async fn post<A: serde::de::DeserializeOwned>(
@@ -59,8 +70,7 @@ impl Tracker {
         path: &str,
         body: &impl serde::Serialize,
     ) -> anyhow::Result<A> {
-        let body = serde_json::to_value(body)?;
-        let answer = self.call(reqwest::Method::POST, path, Some(&body)).await?;
+        let answer = self.send(reqwest::Method::POST, path, body).await?;
         serde_json::from_value(answer)
             .map_err(|e| anyhow::anyhow!("the tracker's answer to {path} is malformed: {e}"))
     }

@@ -4,13 +4,7 @@
 use serde::{Deserialize, Serialize};
 use shoal_types::{Hash, PublicKey};
 
-/// What an account is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum AccountKind {
-    Individual,
-    Organisation,
-}
+pub use shoal_api::{AccountKind, Role};
 
 /// A player, a publisher, an operator, a seed, or an organisation with seats.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -30,16 +24,6 @@ pub struct Account {
     #[serde(default)]
     pub org: Option<String>,
     pub created_at: u64,
-}
-
-/// What an API key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Operator,
-    Publisher,
-    Player,
-    Seed,
 }
 
 /// A stored API key: only the BLAKE3 hash of its secret is kept.

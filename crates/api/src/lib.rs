@@ -6,6 +6,10 @@
 //!
 //! Pure: serde and `shoal-types` only (`tests/tests/layering.rs`).
 
+mod admin;
+
+pub use admin::*;
+
 use serde::{Deserialize, Serialize};
 use shoal_types::{Hash, Reachability};
 

@@ -7,6 +7,10 @@ use crate::model::{Account, AccountKind, ApiKey, AuditEntry, Channel, Entitlemen
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use shoal_api::{
+    AllowList, NewAccount, NewApiKey, NewChannel, NewEntitlement, NewMember, NewProduct,
+    NewPublisher, NewPublisherKey,
+};
 use shoal_types::PublicKey;
 
 fn check_name(field: &str, value: &str, max: usize) -> ApiResult<()> {
@@ -40,28 +44,6 @@ fn check_country(country: &str) -> ApiResult<String> {
             "country must be an ISO 3166-1 alpha-2 code such as \"FR\"",
         ))
     }
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewAccount {
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\x00-\\x1f\\x7f]*[^\\s\\x00-\\x1f\\x7f][^\\x00-\\x1f\\x7f]*$"
-    )]
-    name: String,
-    #[serde(default = "individual")]
-    kind: AccountKind,
-    /// ISO 3166-1 alpha-2.
-    #[schema(pattern = "^[A-Za-z]{2}$")]
-    country: String,
-    #[serde(default)]
-    seats: u32,
-}
-
-fn individual() -> AccountKind {
-    AccountKind::Individual
 }
 
 #[utoipa::path(
@@ -132,12 +114,6 @@ pub async fn get_account(
     PathArgs(id): PathArgs<String>,
 ) -> ApiResult<Json<Account>> {
     Ok(Json(load_account(&state, &id)?))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewMember {
-    account: String,
 }
 
 #[utoipa::path(
@@ -221,13 +197,6 @@ pub async fn remove_member(
     state.db.put_account(&org)?;
     state.db.flush()?;
     Ok(Json(org))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewApiKey {
-    account: String,
-    role: Role,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -343,23 +312,6 @@ pub async fn revoke_api_key(
     Ok(Json((&key).into()))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewProduct {
-    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
-    id: String,
-    #[serde(default)]
-    name: Option<String>,
-    paid: bool,
-    /// Public channels to create; default `["stable"]`.
-    #[serde(default)]
-    channels: Option<Vec<String>>,
-    /// Accounts whose publisher keys may register, list and roll back its
-    /// releases.
-    #[serde(default)]
-    publishers: Vec<String>,
-}
-
 /// Refuses publisher accounts that do not exist or are organisations.
 fn check_publisher_account(state: &crate::State, id: &str) -> ApiResult<()> {
     if load_account(state, id)?.kind == AccountKind::Organisation {
@@ -453,12 +405,6 @@ pub async fn get_product(
     Ok(Json(caller.product_to_publish(&state, &id)?))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewPublisher {
-    account: String,
-}
-
 /// `POST /v1/products/{id}/publishers`: lets an account publish the product.
 #[utoipa::path(
     post,
@@ -547,17 +493,6 @@ fn created(value: impl Serialize) -> Response {
     (axum::http::StatusCode::CREATED, Json(value)).into_response()
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewChannel {
-    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
-    name: String,
-    #[serde(default)]
-    private: bool,
-    #[serde(default)]
-    allow: Vec<String>,
-}
-
 #[utoipa::path(
     post,
     path = "/v1/products/{id}/channels",
@@ -591,12 +526,6 @@ pub async fn add_channel(
     .await
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AllowList {
-    accounts: Vec<String>,
-}
-
 #[utoipa::path(
     put,
     path = "/v1/products/{id}/channels/{channel}/allow",
@@ -622,12 +551,6 @@ pub async fn set_allow_list(
         Ok(())
     })
     .await
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewPublisherKey {
-    public_key: PublicKey,
 }
 
 #[utoipa::path(
@@ -675,17 +598,6 @@ pub async fn remove_publisher_key(
         Ok(())
     })
     .await
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewEntitlement {
-    account: String,
-    product: String,
-    #[serde(default)]
-    channel: Option<String>,
-    #[serde(default)]
-    expires_at: Option<u64>,
 }
 
 #[utoipa::path(

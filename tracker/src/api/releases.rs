@@ -6,7 +6,8 @@ use crate::model::{ReleaseRecord, Role};
 use axum::Json;
 use axum::body::Bytes;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use shoal_api::Rollback;
 use shoal_manifest::SignedManifest;
 use shoal_token::Release;
 use shoal_types::Hash;
@@ -163,13 +164,6 @@ pub async fn list(
             .map(ReleaseView::from)
             .collect(),
     ))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Rollback {
-    /// The older version whose build the channel should serve again.
-    version: u64,
 }
 
 /// Rolling back is a new, higher release pointing at an older manifest, so
