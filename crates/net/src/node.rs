@@ -15,7 +15,6 @@ use shoal_types::Hash;
 use shoal_wire::{AuthRequest, AuthResponse, ChunkRequest, ChunkResponse, HaveAck, HaveMessage};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
@@ -31,7 +30,8 @@ pub(crate) type Delayed = (
     ChunkResponse,
 );
 
-/// A chunk request waiting for an upload slot.
+/// A chunk request as the serving policy holds it: what the loop needs to
+/// answer it, now or when its turn comes.
 pub(crate) struct Waiting {
     pub(crate) peer: PeerId,
     pub(crate) request_id: rr::InboundRequestId,
@@ -48,9 +48,6 @@ impl std::fmt::Debug for Waiting {
     }
 }
 
-/// Chunks remembered for super-seeding before the map is reset.
-pub(crate) const MAX_SENT_REMEMBERED: usize = 1 << 20;
-
 pub(crate) struct Loop {
     pub(crate) swarm: libp2p::Swarm<Behaviour>,
     pub(crate) connected: Arc<std::sync::atomic::AtomicUsize>,
@@ -66,19 +63,8 @@ pub(crate) struct Loop {
     /// What AutoNAT found, and the reading clients see.
     pub(crate) probes: reach::Probes,
     pub(crate) reach: Arc<reach::Shared>,
-    /// When each chunk was last sent, and to whom (super-seeding only).
-    pub(crate) sent: HashMap<(Hash, u32), (Duration, PeerId)>,
-    /// Super-seeding: while the upload is backlogged, the least-served
-    /// requesters go first.
-    pub(crate) fair: shoal_scheduler::FairShare<PeerId>,
-    /// Chunk requests admitted and not yet fully answered.
-    /// Answers being read or sent, with their weights ([`upload_weight`]).
-    pub(crate) uploads: HashMap<rr::InboundRequestId, u64>,
-    pub(crate) upload_units: u64,
-    /// Answers being read or waiting for the upload cap.
-    pub(crate) answering: usize,
-    /// Requests waiting for an upload slot, neediest first.
-    pub(crate) waiting: shoal_scheduler::NeedQueue<Waiting>,
+    /// Whom to answer: the serving policy.
+    pub(crate) serve: shoal_scheduler::Serve<PeerId, (Hash, u32), rr::InboundRequestId, Waiting>,
     /// Chunks each peer holds per swarm, from its haves.
     pub(crate) held: HashMap<(PeerId, Hash), u32>,
     pub(crate) upload: Option<Arc<std::sync::Mutex<shoal_scheduler::TokenBucket>>>,
@@ -181,12 +167,15 @@ pub(crate) fn start(
         admitted,
         nat: nat.clone(),
         lan: lan::Lan::default(),
-        sent: HashMap::new(),
-        fair: shoal_scheduler::FairShare::default(),
-        uploads: HashMap::new(),
-        upload_units: 0,
-        answering: 0,
-        waiting: shoal_scheduler::NeedQueue::new(config.upload_queue),
+        serve: shoal_scheduler::Serve::new(shoal_scheduler::ServeConfig {
+            super_seed: config.super_seed,
+            chunks_over_relay: config.chunks_over_relay,
+            capped: upload.is_some(),
+            queue: config.upload_queue,
+            slots: config.upload_slots,
+            max_uploads: config.max_uploads,
+            max_backlog: config.max_upload_backlog,
+        }),
         held: HashMap::new(),
         upload,
         delayed_tx,
@@ -230,12 +219,9 @@ impl Loop {
                     None => break,
                 },
                 Some((id, channel, response)) = delayed.recv() => {
-                    self.answering = self.answering.saturating_sub(1);
-                    if self.swarm.behaviour_mut().chunk.send_response(channel, response).is_err() {
-                        // The requester is gone: no ResponseSent will come.
-                        self.upload_done(id);
-                    }
-                    self.serve_waiting();
+                    let delivered =
+                        self.swarm.behaviour_mut().chunk.send_response(channel, response).is_ok();
+                    self.answer_sent(id, delivered);
                 }
                 event = self.swarm.select_next_some() => self.swarm_event(event),
             }
@@ -300,11 +286,7 @@ impl Loop {
     }
 
     pub(crate) fn is_authorised(&self, peer: &PeerId, swarm: &Hash) -> bool {
-        let now = (self.config.clock)();
-        self.authorised.get(peer).is_some_and(|list| {
-            list.iter()
-                .any(|(s, exp)| s == swarm && now <= exp + shoal_token::CLOCK_SKEW_SECS)
-        })
+        crate::serve::authorised_in(&self.authorised, (self.config.clock)(), peer, swarm)
     }
 
     fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -385,8 +367,7 @@ impl Loop {
                 self.connection_closed(peer_id, connection_id);
                 self.admitted.forget(&peer_id);
                 self.authorised.remove(&peer_id);
-                self.fair.forget(&peer_id);
-                self.waiting.retain(|w| w.peer != peer_id);
+                self.serve.forget(&peer_id);
                 self.held.retain(|(p, _), _| *p != peer_id);
                 let _ = self.events.try_send(Event::Disconnected { peer: peer_id });
             }

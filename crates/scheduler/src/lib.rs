@@ -1,9 +1,10 @@
 //! Chunk scheduling without IO: one [`Download`] state machine per download
-//! (real nodes and the simulator run it alike), [`FairShare`] for a seed
-//! that answers as requests arrive, [`NeedQueue`] for a peer whose upload is
-//! contended, [`TokenBucket`] for upload caps, and [`sim`], a discrete-event
-//! swarm simulator that drives [`Download`] on virtual time and models the
-//! serving side with an [`Upload`] queue per node.
+//! (real nodes and the simulator run it alike), [`Serve`], the serving
+//! policy real nodes run for every chunk request (the token gate, relays,
+//! super-seeding with [`FairShare`], bounded answers, the neediest-first
+//! [`NeedQueue`]), [`TokenBucket`] for upload caps, and [`sim`], a
+//! discrete-event swarm simulator that drives [`Download`] on virtual time
+//! and still models the serving side with an [`Upload`] queue per node.
 //!
 //! Drivers feed events with the current time (`handle_*(now, …)`), drain
 //! [`Download::poll`] for actions, and re-arm one timer at
@@ -13,6 +14,7 @@ mod bucket;
 mod download;
 mod fair;
 mod need;
+mod serve;
 pub mod sim;
 mod upload;
 
@@ -20,6 +22,7 @@ pub use bucket::TokenBucket;
 pub use download::{Action, Config, Download, PeerKind, Stats};
 pub use fair::FairShare;
 pub use need::{DISPLACE_MARGIN, NeedQueue, Queued};
+pub use serve::{Ask, MAX_SENT_REMEMBERED, Out, Refusal, Serve, ServeConfig};
 pub use upload::{Decline, Upload};
 
 /// A peer as the driver numbers it (the driver maps network identities).

@@ -1,10 +1,8 @@
 //! A discrete-event swarm simulator on virtual time: seeds and peers with
 //! upload and download caps and one-way latency, each peer running the real
 //! [`Download`]. The serving side is modelled by an [`Upload`] queue per
-//! node, which real nodes do not run: they decide whom to answer in
-//! `shoal-net` (`serve.rs`, with [`crate::NeedQueue`], [`crate::FairShare`]
-//! and [`crate::TokenBucket`]), so the simulator's serving side is a model
-//! of theirs, not the same code.
+//! node, which real nodes do not run: they run [`crate::Serve`], so the
+//! simulator's serving side is a model of theirs, not yet the same code.
 //!
 //! Bandwidth model: each active transfer gets the smaller of its sender's
 //! upload share and its receiver's download share (capacity split equally
