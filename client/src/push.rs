@@ -218,9 +218,12 @@ pub async fn push(
             let (api, bundle) = (&api, bundle.clone());
             async move {
                 // Read (and verify) on a blocking thread: a damaged bundle never leaves.
-                let bytes = tokio::task::spawn_blocking(move || bundle.read_chunk(index))
-                    .await?
-                    .with_context(|| format!("reading chunk {index} of the bundle"))?;
+                let bytes = tokio::task::spawn_blocking({
+                    let span = tracing::Span::current();
+                    move || span.in_scope(|| bundle.read_chunk(index))
+                })
+                .await?
+                .with_context(|| format!("reading chunk {index} of the bundle"))?;
                 let len = bytes.len() as u64;
                 api.put_chunk(&release, index, bytes).await?;
                 done.fetch_add(len, Ordering::Relaxed);

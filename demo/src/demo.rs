@@ -193,9 +193,14 @@ async fn demo(
     {
         let (a, b) = (v1_dir.clone(), v2_dir.clone());
         let seed = args.seed;
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            sample::build(&a, build_bytes, seed)?;
-            sample::patch(&a, &b, seed + 1)
+        tokio::task::spawn_blocking({
+            let span = tracing::Span::current();
+            move || {
+                span.in_scope(|| -> std::io::Result<()> {
+                    sample::build(&a, build_bytes, seed)?;
+                    sample::patch(&a, &b, seed + 1)
+                })
+            }
         })
         .await??;
     }

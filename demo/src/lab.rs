@@ -238,12 +238,17 @@ impl Lab {
         let (manifest, out) = {
             let key = self.publisher_key.clone();
             let build = build.to_owned();
-            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let writer = BundleWriter::create(&out)?;
-                let manifest =
-                    shoal_manifest::build(&build, &options, &writer, &Progress::default())?;
-                writer.finish(&SignedManifest::sign(&manifest, &key))?;
-                Ok((manifest, out))
+            tokio::task::spawn_blocking({
+                let span = tracing::Span::current();
+                move || {
+                    span.in_scope(|| -> anyhow::Result<_> {
+                        let writer = BundleWriter::create(&out)?;
+                        let manifest =
+                            shoal_manifest::build(&build, &options, &writer, &Progress::default())?;
+                        writer.finish(&SignedManifest::sign(&manifest, &key))?;
+                        Ok((manifest, out))
+                    })
+                }
             })
             .await??
         };
@@ -252,7 +257,11 @@ impl Lab {
         let release_id: Hash = release["id"].as_str().context("no release id")?.parse()?;
         let version = release["version"].as_u64().context("no version")?;
         let (releases, data, bundle) = (self.releases.clone(), self.seed_data.clone(), out.clone());
-        tokio::task::spawn_blocking(move || releases.import(&data, &bundle, release_id)).await??;
+        tokio::task::spawn_blocking({
+            let span = tracing::Span::current();
+            move || span.in_scope(|| releases.import(&data, &bundle, release_id))
+        })
+        .await??;
         self.wait_for_seed(&release_id).await?;
         Ok(Published {
             release_id,

@@ -245,10 +245,13 @@ impl Push {
                 let dir = push_dir(&self.data, &release);
                 let others = self.other_chunk_dirs(&release);
                 let (dir2, manifest2) = (dir.clone(), manifest.clone());
-                let have = tokio::task::spawn_blocking(move || prepare(&dir2, &manifest2, &others))
-                    .await
-                    .map_err(PushError::internal)?
-                    .map_err(PushError::internal)?;
+                let have = tokio::task::spawn_blocking({
+                    let span = tracing::Span::current();
+                    move || span.in_scope(|| prepare(&dir2, &manifest2, &others))
+                })
+                .await
+                .map_err(PushError::internal)?
+                .map_err(PushError::internal)?;
                 let s = Arc::new(Session {
                     release,
                     manifest,
@@ -293,24 +296,33 @@ impl Push {
             )
         })?;
         let s = session.clone();
-        tokio::task::spawn_blocking(move || -> PushResult<()> {
-            verify(&s.manifest, index, &body)
-                .map_err(|e| PushError::new(422, "chunk_rejected", e.to_string()))?;
-            if s.have.lock().unwrap_or_else(|p| p.into_inner()).get(index) {
-                return Ok(());
+        tokio::task::spawn_blocking({
+            let span = tracing::Span::current();
+            move || {
+                span.in_scope(|| -> PushResult<()> {
+                    verify(&s.manifest, index, &body)
+                        .map_err(|e| PushError::new(422, "chunk_rejected", e.to_string()))?;
+                    if s.have.lock().unwrap_or_else(|p| p.into_inner()).get(index) {
+                        return Ok(());
+                    }
+                    let path = bundle::chunk_path(&s.dir.join(bundle::CHUNKS_DIR), &info.hash);
+                    let seq = s.tmp_seq.fetch_add(1, Ordering::Relaxed);
+                    write_chunk(&path, &body, seq).map_err(|e| {
+                        if shoal_store::is_disk_full(&e) {
+                            PushError::new(
+                                507,
+                                "disk_full",
+                                format!("the seed's disk is full: {e}"),
+                            )
+                        } else {
+                            PushError::internal(e)
+                        }
+                    })?;
+                    // Manifest chunk tables hold each hash once.
+                    s.have.lock().unwrap_or_else(|p| p.into_inner()).set(index);
+                    Ok(())
+                })
             }
-            let path = bundle::chunk_path(&s.dir.join(bundle::CHUNKS_DIR), &info.hash);
-            let seq = s.tmp_seq.fetch_add(1, Ordering::Relaxed);
-            write_chunk(&path, &body, seq).map_err(|e| {
-                if shoal_store::is_disk_full(&e) {
-                    PushError::new(507, "disk_full", format!("the seed's disk is full: {e}"))
-                } else {
-                    PushError::internal(e)
-                }
-            })?;
-            // Manifest chunk tables hold each hash once.
-            s.have.lock().unwrap_or_else(|p| p.into_inner()).set(index);
-            Ok(())
         })
         .await
         .map_err(PushError::internal)?
@@ -339,18 +351,23 @@ impl Push {
         let target = self.data.join(RELEASES_DIR).join(release.to_string());
         let s = session.clone();
         let target2 = target.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let manifest_path = s.dir.join(bundle::MANIFEST_FILE);
-            std::fs::write(&manifest_path, &s.signed_bytes)?;
-            std::fs::File::open(&manifest_path)?.sync_all()?;
-            let chunks = s.dir.join(bundle::CHUNKS_DIR);
-            for entry in std::fs::read_dir(&chunks)? {
-                sync_dir(&entry?.path())?;
+        tokio::task::spawn_blocking({
+            let span = tracing::Span::current();
+            move || {
+                span.in_scope(|| -> std::io::Result<()> {
+                    let manifest_path = s.dir.join(bundle::MANIFEST_FILE);
+                    std::fs::write(&manifest_path, &s.signed_bytes)?;
+                    std::fs::File::open(&manifest_path)?.sync_all()?;
+                    let chunks = s.dir.join(bundle::CHUNKS_DIR);
+                    for entry in std::fs::read_dir(&chunks)? {
+                        sync_dir(&entry?.path())?;
+                    }
+                    sync_dir(&chunks)?;
+                    sync_dir(&s.dir)?;
+                    std::fs::rename(&s.dir, &target2)?;
+                    sync_dir(target2.parent().unwrap_or(Path::new(".")))
+                })
             }
-            sync_dir(&chunks)?;
-            sync_dir(&s.dir)?;
-            std::fs::rename(&s.dir, &target2)?;
-            sync_dir(target2.parent().unwrap_or(Path::new(".")))
         })
         .await
         .map_err(PushError::internal)?

@@ -1,8 +1,9 @@
 //! The house rule that every task we spawn runs in a tracing span, so each
 //! log line says which node, swarm, peer or service it came from: every
 //! `tokio::spawn(…)` in the workspace's sources instruments its future
-//! (`.instrument(span)`), and every `std::thread::spawn(…)` enters a span
-//! (`span.in_scope(…)`).
+//! (`.instrument(span)`), and every `std::thread::spawn(…)` and
+//! `tokio::task::spawn_blocking(…)` enters one (`span.in_scope(…)`: the
+//! caller's, for blocking work it awaits).
 
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ pub fn unspanned(name: &str, text: &str) -> Vec<Unspanned> {
     let rules = [
         ("tokio::spawn(", ".instrument("),
         ("std::thread::spawn(", "in_scope("),
+        ("tokio::task::spawn_blocking(", "in_scope("),
     ];
     let mut found = Vec::new();
     for (call, needs) in rules {

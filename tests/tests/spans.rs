@@ -22,7 +22,7 @@ fn every_spawned_task_has_a_span() -> anyhow::Result<()> {
 /// brackets, and a thread that enters no span.
 #[test]
 fn checker_finds_a_bare_spawn() {
-    let text = "fn f() {\n    tokio::spawn(async move { g((1, 2)).await }.instrument(span));\n    tokio::spawn(async move {\n        h([3]).await\n    });\n    std::thread::spawn(move || work());\n    std::thread::spawn(move || span.in_scope(work));\n}\n";
+    let text = "fn f() {\n    tokio::spawn(async move { g((1, 2)).await }.instrument(span));\n    tokio::spawn(async move {\n        h([3]).await\n    });\n    std::thread::spawn(move || work());\n    std::thread::spawn(move || span.in_scope(work));\n    tokio::task::spawn_blocking(move || read());\n}\n";
     assert_eq!(
         unspanned("x.rs", text),
         vec![
@@ -33,6 +33,10 @@ fn checker_finds_a_bare_spawn() {
             Unspanned {
                 place: "x.rs:6".into(),
                 call: "std::thread::spawn(move || work());".into(),
+            },
+            Unspanned {
+                place: "x.rs:8".into(),
+                call: "tokio::task::spawn_blocking(move || read());".into(),
             },
         ]
     );

@@ -229,7 +229,10 @@ pub async fn install(
     let reuse = {
         let staging = staging.clone();
         let installed = installed.map(Arc::new);
-        tokio::task::spawn_blocking(move || staging.reuse(installed.as_deref()))
+        tokio::task::spawn_blocking({
+            let span = tracing::Span::current();
+            move || span.in_scope(|| staging.reuse(installed.as_deref()))
+        })
     };
     outcome.reused_bytes = reuse.await?.map_err(store_error)?;
 
@@ -283,7 +286,11 @@ pub async fn install(
     serving.settle();
     let committed = {
         let staging = staging.clone();
-        tokio::task::spawn_blocking(move || staging.commit()).await
+        tokio::task::spawn_blocking({
+            let span = tracing::Span::current();
+            move || span.in_scope(|| staging.commit())
+        })
+        .await
     };
     let build = match committed {
         Ok(Ok(build)) => build,

@@ -41,10 +41,15 @@ pub async fn verify(settings: &Settings, dir: &Path) -> anyhow::Result<Verified>
     let damage = {
         let build = build.clone();
         let counters = counters.clone();
-        tokio::task::spawn_blocking(move || {
-            build.check(|n| {
-                counters.from_seeds.fetch_add(n, Ordering::Relaxed);
-            })
+        tokio::task::spawn_blocking({
+            let span = tracing::Span::current();
+            move || {
+                span.in_scope(|| {
+                    build.check(|n| {
+                        counters.from_seeds.fetch_add(n, Ordering::Relaxed);
+                    })
+                })
+            }
         })
         .await?
     };
@@ -79,7 +84,11 @@ pub async fn repair(settings: &Settings, dir: &Path) -> anyhow::Result<Repaired>
     let build = Arc::new(installed_build(&install)?);
     let damage = {
         let build = build.clone();
-        tokio::task::spawn_blocking(move || build.check(|_| {})).await?
+        tokio::task::spawn_blocking({
+            let span = tracing::Span::current();
+            move || span.in_scope(|| build.check(|_| {}))
+        })
+        .await?
     };
     let mut repaired = Repaired {
         product: build.record.product.clone(),

@@ -94,8 +94,9 @@ impl Loop {
         let (upload, started) = (self.upload.clone(), self.started);
         tokio::spawn(
             async move {
-                let read = tokio::task::spawn_blocking(move || {
-                    source.chunk(&request.swarm, request.index)
+                let read = tokio::task::spawn_blocking({
+                    let span = tracing::Span::current();
+                    move || span.in_scope(|| source.chunk(&request.swarm, request.index))
                 });
                 let response = match read.await {
                     Ok(Some(data)) => ChunkResponse::Data(data),
