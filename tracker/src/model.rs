@@ -1,30 +1,14 @@
 //! The tracker's records: accounts, API keys, products and channels,
 //! entitlements, releases and audit entries. Stored as JSON by `store::Db`.
+//! All but `ApiKey` (which holds a secret's hash) are the API's own types,
+//! from `shoal-api`.
 
 use serde::{Deserialize, Serialize};
-use shoal_types::{Hash, PublicKey};
+use shoal_types::Hash;
 
-pub use shoal_api::{AccountKind, Role};
-
-/// A player, a publisher, an operator, a seed, or an organisation with seats.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Account {
-    pub id: String,
-    pub name: String,
-    pub kind: AccountKind,
-    /// ISO 3166-1 alpha-2 country code, upper case.
-    pub country: String,
-    /// Organisations: how many member accounts the organisation may have.
-    #[serde(default)]
-    pub seats: u32,
-    /// Organisations: member account ids (at most `seats`).
-    #[serde(default)]
-    pub members: Vec<String>,
-    /// Individuals: the organisation they hold a seat in, if any.
-    #[serde(default)]
-    pub org: Option<String>,
-    pub created_at: u64,
-}
+pub use shoal_api::{
+    Account, AccountKind, AuditEntry, Channel, Entitlement, Outcome, Product, ReleaseRecord, Role,
+};
 
 /// A stored API key: only the BLAKE3 hash of its secret is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,92 +20,4 @@ pub struct ApiKey {
     pub created_at: u64,
     #[serde(default)]
     pub revoked_at: Option<u64>,
-}
-
-/// A release channel of a product.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Channel {
-    pub name: String,
-    /// Private channels admit only allow-listed accounts (or their organisations).
-    #[serde(default)]
-    pub private: bool,
-    #[serde(default)]
-    pub allow: Vec<String>,
-}
-
-/// A product: paid or free, its channels and who may publish it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Product {
-    pub id: String,
-    pub name: String,
-    pub paid: bool,
-    #[serde(default)]
-    pub channels: Vec<Channel>,
-    #[serde(default)]
-    pub publisher_keys: Vec<PublicKey>,
-    /// Accounts whose publisher API keys act on this product (register,
-    /// list and roll back releases, read its manifests).
-    #[serde(default)]
-    pub publishers: Vec<String>,
-    pub created_at: u64,
-}
-
-impl Product {
-    pub fn channel(&self, name: &str) -> Option<&Channel> {
-        self.channels.iter().find(|c| c.name == name)
-    }
-}
-
-/// A grant of a product (optionally one channel, optionally until a time) to
-/// an account or an organisation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Entitlement {
-    pub id: String,
-    pub account: String,
-    pub product: String,
-    #[serde(default)]
-    pub channel: Option<String>,
-    #[serde(default)]
-    pub expires_at: Option<u64>,
-    pub granted_at: u64,
-    #[serde(default)]
-    pub revoked_at: Option<u64>,
-}
-
-/// A registered release of (product, channel).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ReleaseRecord {
-    /// `shoal_token::Release::id`: names the swarm.
-    pub id: Hash,
-    pub product: String,
-    pub channel: String,
-    pub version: u64,
-    pub manifest_hash: Hash,
-    pub total_size: u64,
-    pub publisher: PublicKey,
-    /// The publisher's build label from the manifest.
-    pub label: String,
-    pub published_at: u64,
-}
-
-/// Outcome of a token request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Issued,
-    Refused,
-}
-
-/// One token decision, as written to the audit log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct AuditEntry {
-    pub seq: u64,
-    pub at: u64,
-    pub account: String,
-    pub product: String,
-    pub channel: String,
-    pub peer_id: String,
-    pub outcome: Outcome,
-    /// `entitled`, `free_product`, or the refusal code.
-    pub reason: String,
 }

@@ -7,8 +7,10 @@
 //! Pure: serde and `shoal-types` only (`tests/tests/layering.rs`).
 
 mod admin;
+mod records;
 
 pub use admin::*;
+pub use records::*;
 
 use serde::{Deserialize, Serialize};
 use shoal_types::{Hash, Reachability};

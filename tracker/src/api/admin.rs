@@ -8,8 +8,8 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use shoal_api::{
-    AllowList, NewAccount, NewApiKey, NewChannel, NewEntitlement, NewMember, NewProduct,
-    NewPublisher, NewPublisherKey,
+    AllowList, CreatedKey, KeyView, NewAccount, NewApiKey, NewChannel, NewEntitlement, NewMember,
+    NewProduct, NewPublisher, NewPublisherKey,
 };
 use shoal_types::PublicKey;
 
@@ -197,24 +197,6 @@ pub async fn remove_member(
     state.db.put_account(&org)?;
     state.db.flush()?;
     Ok(Json(org))
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CreatedKey {
-    #[serde(flatten)]
-    record: KeyView,
-    /// Shown once; only its hash is stored.
-    key: String,
-}
-
-/// An API key without its secret hash.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct KeyView {
-    id: String,
-    account: String,
-    role: Role,
-    created_at: u64,
-    revoked_at: Option<u64>,
 }
 
 impl From<&ApiKey> for KeyView {

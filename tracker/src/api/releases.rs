@@ -6,26 +6,16 @@ use crate::model::{ReleaseRecord, Role};
 use axum::Json;
 use axum::body::Bytes;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use shoal_api::Rollback;
+use shoal_api::{ReleaseView, Rollback};
 use shoal_manifest::SignedManifest;
 use shoal_token::Release;
 use shoal_types::Hash;
 
-/// A release as the API shows it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ReleaseView {
-    #[serde(flatten)]
-    pub record: ReleaseRecord,
-    pub manifest_url: String,
-}
-
-impl From<ReleaseRecord> for ReleaseView {
-    fn from(record: ReleaseRecord) -> ReleaseView {
-        ReleaseView {
-            manifest_url: manifest_url(&record.id),
-            record,
-        }
+/// A release record as the API shows it, with where its manifest is.
+pub fn release_view(record: ReleaseRecord) -> ReleaseView {
+    ReleaseView {
+        manifest_url: manifest_url(&record.id),
+        record,
     }
 }
 
@@ -122,7 +112,7 @@ pub async fn register(
         .latest_release(&manifest.product, &manifest.channel)?
         .filter(|r| r.manifest_hash == hash)
     {
-        return Ok((axum::http::StatusCode::OK, Json(ReleaseView::from(latest))).into_response());
+        return Ok((axum::http::StatusCode::OK, Json(release_view(latest))).into_response());
     }
     state.db.put_manifest(&hash, &body)?;
     let record = add_release(
@@ -135,11 +125,7 @@ pub async fn register(
         manifest.version.clone(),
     )?;
     tracing::info!(product = %record.product, channel = %record.channel, version = record.version, id = %record.id, "release registered");
-    Ok((
-        axum::http::StatusCode::CREATED,
-        Json(ReleaseView::from(record)),
-    )
-        .into_response())
+    Ok((axum::http::StatusCode::CREATED, Json(release_view(record))).into_response())
 }
 
 #[utoipa::path(
@@ -161,7 +147,7 @@ pub async fn list(
             .db
             .releases(&product, &channel, 1000)?
             .into_iter()
-            .map(ReleaseView::from)
+            .map(release_view)
             .collect(),
     ))
 }
@@ -205,11 +191,7 @@ pub async fn rollback(
         target.publisher,
         target.label,
     )?;
-    Ok((
-        axum::http::StatusCode::CREATED,
-        Json(ReleaseView::from(record)),
-    )
-        .into_response())
+    Ok((axum::http::StatusCode::CREATED, Json(release_view(record))).into_response())
 }
 
 /// `GET /v1/releases/{id}/manifest`: the publisher-signed manifest bytes,

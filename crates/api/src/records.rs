@@ -1,0 +1,152 @@
+//! The tracker's answers about its records: accounts, products and their
+//! channels, entitlements, releases, API keys (never their secrets) and
+//! audit entries. The tracker stores the same records (as JSON) and
+//! answers them as they are.
+
+use crate::{AccountKind, Role};
+use serde::{Deserialize, Serialize};
+use shoal_types::{Hash, PublicKey};
+
+/// A player, a publisher, an operator, a seed, or an organisation with seats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    pub kind: AccountKind,
+    /// ISO 3166-1 alpha-2 country code, upper case.
+    pub country: String,
+    /// Organisations: how many member accounts the organisation may have.
+    #[serde(default)]
+    pub seats: u32,
+    /// Organisations: member account ids (at most `seats`).
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// Individuals: the organisation they hold a seat in, if any.
+    #[serde(default)]
+    pub org: Option<String>,
+    pub created_at: u64,
+}
+
+/// A release channel of a product.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Channel {
+    pub name: String,
+    /// Private channels admit only allow-listed accounts (or their organisations).
+    #[serde(default)]
+    pub private: bool,
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// A product: paid or free, its channels and who may publish it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Product {
+    pub id: String,
+    pub name: String,
+    pub paid: bool,
+    #[serde(default)]
+    pub channels: Vec<Channel>,
+    #[serde(default)]
+    pub publisher_keys: Vec<PublicKey>,
+    /// Accounts whose publisher API keys act on this product (register,
+    /// list and roll back releases, read its manifests).
+    #[serde(default)]
+    pub publishers: Vec<String>,
+    pub created_at: u64,
+}
+
+/// A grant of a product (optionally one channel, optionally until a time) to
+/// an account or an organisation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Entitlement {
+    pub id: String,
+    pub account: String,
+    pub product: String,
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+    pub granted_at: u64,
+    #[serde(default)]
+    pub revoked_at: Option<u64>,
+}
+
+/// A registered release of (product, channel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReleaseRecord {
+    /// `shoal_token::Release::id`: names the swarm.
+    pub id: Hash,
+    pub product: String,
+    pub channel: String,
+    pub version: u64,
+    pub manifest_hash: Hash,
+    pub total_size: u64,
+    pub publisher: PublicKey,
+    /// The publisher's build label from the manifest.
+    pub label: String,
+    pub published_at: u64,
+}
+
+/// Outcome of a token request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Issued,
+    Refused,
+}
+
+/// One token decision, as written to the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub at: u64,
+    pub account: String,
+    pub product: String,
+    pub channel: String,
+    pub peer_id: String,
+    pub outcome: Outcome,
+    /// `entitled`, `free_product`, or the refusal code.
+    pub reason: String,
+}
+
+impl Product {
+    pub fn channel(&self, name: &str) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.name == name)
+    }
+}
+
+/// A release as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReleaseView {
+    #[serde(flatten)]
+    pub record: ReleaseRecord,
+    pub manifest_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub record: KeyView,
+    /// Shown once; only its hash is stored.
+    pub key: String,
+}
+
+/// An API key without its secret hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KeyView {
+    pub id: String,
+    pub account: String,
+    pub role: Role,
+    pub created_at: u64,
+    pub revoked_at: Option<u64>,
+}
