@@ -51,7 +51,7 @@ fn check_country(country: &str) -> ApiResult<String> {
     path = "/v1/accounts",
     tag = "accounts",
     request_body = NewAccount,
-    responses((status = 201, body = Account), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 201, body = Account), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn create_account(
@@ -90,7 +90,7 @@ pub async fn create_account(
     get,
     path = "/v1/accounts",
     tag = "accounts",
-    responses((status = 200, body = Vec<Account>), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Vec<Account>), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn list_accounts(
@@ -105,7 +105,7 @@ pub async fn list_accounts(
     path = "/v1/accounts/{id}",
     tag = "accounts",
     params(("id" = String, Path)),
-    responses((status = 200, body = Account), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Account), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn get_account(
@@ -122,7 +122,7 @@ pub async fn get_account(
     tag = "accounts",
     params(("id" = String, Path)),
     request_body = NewMember,
-    responses((status = 200, body = Account), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Account), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn add_member(
@@ -174,7 +174,7 @@ pub async fn add_member(
     path = "/v1/accounts/{id}/members/{member}",
     tag = "accounts",
     params(("id" = String, Path), ("member" = String, Path)),
-    responses((status = 200, body = Account), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Account), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn remove_member(
@@ -216,7 +216,7 @@ impl From<&ApiKey> for KeyView {
     path = "/v1/api-keys",
     tag = "keys",
     request_body = NewApiKey,
-    responses((status = 201, body = CreatedKey), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 201, body = CreatedKey), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn create_api_key(
@@ -254,7 +254,7 @@ pub async fn create_api_key(
     get,
     path = "/v1/api-keys",
     tag = "keys",
-    responses((status = 200, body = Vec<KeyView>), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Vec<KeyView>), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn list_api_keys(
@@ -276,7 +276,7 @@ pub async fn list_api_keys(
     path = "/v1/api-keys/{id}",
     tag = "keys",
     params(("id" = String, Path)),
-    responses((status = 200, body = KeyView), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = KeyView), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn revoke_api_key(
@@ -310,7 +310,7 @@ fn check_publisher_account(state: &crate::State, id: &str) -> ApiResult<()> {
     path = "/v1/products",
     tag = "products",
     request_body = NewProduct,
-    responses((status = 201, body = Product), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 201, body = Product), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn create_product(
@@ -358,7 +358,7 @@ pub async fn create_product(
     get,
     path = "/v1/products",
     tag = "products",
-    responses((status = 200, body = Vec<Product>), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Vec<Product>), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn list_products(
@@ -376,7 +376,7 @@ pub async fn list_products(
     path = "/v1/products/{id}",
     tag = "products",
     params(("id" = String, Path)),
-    responses((status = 200, body = Product), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Product), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn get_product(
@@ -394,7 +394,7 @@ pub async fn get_product(
     tag = "products",
     params(("id" = String, Path)),
     request_body = NewPublisher,
-    responses((status = 200, body = Product), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Product), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn add_publisher(
@@ -419,7 +419,7 @@ pub async fn add_publisher(
     path = "/v1/products/{id}/publishers/{account}",
     tag = "products",
     params(("id" = String, Path), ("account" = String, Path)),
-    responses((status = 200, body = Product), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Product), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn remove_publisher(
@@ -481,7 +481,7 @@ fn created(value: impl Serialize) -> Response {
     tag = "products",
     params(("id" = String, Path)),
     request_body = NewChannel,
-    responses((status = 200, body = Product), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Product), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn add_channel(
@@ -514,7 +514,7 @@ pub async fn add_channel(
     tag = "products",
     params(("id" = String, Path), ("channel" = String, Path)),
     request_body = AllowList,
-    responses((status = 200, body = Product), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Product), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn set_allow_list(
@@ -541,7 +541,7 @@ pub async fn set_allow_list(
     tag = "products",
     params(("id" = String, Path)),
     request_body = NewPublisherKey,
-    responses((status = 200, body = Product), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Product), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn add_publisher_key(
@@ -564,7 +564,7 @@ pub async fn add_publisher_key(
     path = "/v1/products/{id}/publisher-keys/{key}",
     tag = "products",
     params(("id" = String, Path), ("key" = String, Path)),
-    responses((status = 200, body = Product), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Product), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn remove_publisher_key(
@@ -587,7 +587,7 @@ pub async fn remove_publisher_key(
     path = "/v1/entitlements",
     tag = "entitlements",
     request_body = NewEntitlement,
-    responses((status = 201, body = Entitlement), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 201, body = Entitlement), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn grant(
@@ -631,7 +631,7 @@ pub struct EntitlementQuery {
     path = "/v1/entitlements",
     tag = "entitlements",
     params(EntitlementQuery),
-    responses((status = 200, body = Vec<Entitlement>), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Vec<Entitlement>), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn list_entitlements(
@@ -647,7 +647,7 @@ pub async fn list_entitlements(
     path = "/v1/entitlements/{id}",
     tag = "entitlements",
     params(("id" = String, Path)),
-    responses((status = 200, body = Entitlement), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Entitlement), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn revoke_entitlement(
@@ -708,7 +708,7 @@ fn audit_page(state: &crate::State, q: &AuditQuery) -> ApiResult<Vec<AuditEntry>
     path = "/v1/audit",
     tag = "audit",
     params(AuditQuery),
-    responses((status = 200, body = Vec<AuditEntry>), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Vec<AuditEntry>), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn audit(
@@ -731,7 +731,7 @@ const EXPORT_PAGE: usize = 5000;
     path = "/v1/audit/export",
     tag = "audit",
     params(ExportQuery),
-    responses((status = 200, description = "One AuditEntry as JSON per line", content_type = "application/x-ndjson", body = String), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, description = "One AuditEntry as JSON per line", content_type = "application/x-ndjson", body = String), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn audit_export(

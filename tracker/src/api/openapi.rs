@@ -76,6 +76,19 @@ impl utoipa::Modify for BearerKey {
     }
 }
 
+/// The refusals every operation may answer, each with the JSON error body:
+/// a 4xx for anything the caller controls, a 503 when storage fails.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Refusals {
+    /// Refused: the JSON error body
+    #[response(status = "4XX")]
+    Refused(shoal_api::ErrorBody),
+    /// The tracker's storage failed
+    #[response(status = "5XX")]
+    Failed(shoal_api::ErrorBody),
+}
+
 /// What `GET /v1/health` answers.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Health {

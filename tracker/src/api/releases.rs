@@ -71,7 +71,7 @@ fn add_release(
     path = "/v1/releases",
     tag = "releases",
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A publisher-signed manifest (`manifest.shoal`)"),
-    responses((status = 201, description = "Registered", body = ReleaseView), (status = 200, description = "The channel's newest release already has this manifest", body = ReleaseView), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 201, description = "Registered", body = ReleaseView), (status = 200, description = "The channel's newest release already has this manifest", body = ReleaseView), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn register(
@@ -133,7 +133,7 @@ pub async fn register(
     path = "/v1/products/{id}/channels/{channel}/releases",
     tag = "releases",
     params(("id" = String, Path), ("channel" = String, Path)),
-    responses((status = 200, body = Vec<ReleaseView>), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Vec<ReleaseView>), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn list(
@@ -160,7 +160,7 @@ pub async fn list(
     tag = "releases",
     params(("id" = String, Path), ("channel" = String, Path)),
     request_body = Rollback,
-    responses((status = 201, body = ReleaseView), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 201, body = ReleaseView), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn rollback(
@@ -203,7 +203,7 @@ pub async fn rollback(
     path = "/v1/releases/{id}/manifest",
     tag = "releases",
     params(("id" = String, Path)),
-    responses((status = 200, description = "The publisher-signed manifest bytes", content_type = "application/octet-stream", body = Vec<u8>), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, description = "The publisher-signed manifest bytes", content_type = "application/octet-stream", body = Vec<u8>), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn manifest(

@@ -254,7 +254,7 @@ fn seeds_for(state: &State, release: &ReleaseRecord) -> Vec<PeerInfo> {
     path = "/v1/tokens",
     tag = "swarm",
     request_body = shoal_api::TokenRequest,
-    responses((status = 200, body = shoal_api::TokenAnswer), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = shoal_api::TokenAnswer), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn token(
@@ -425,7 +425,7 @@ fn check_token(state: &State, text: &str, now: u64) -> ApiResult<Claims> {
     path = "/v1/announce",
     tag = "swarm",
     request_body = shoal_api::AnnounceRequest,
-    responses((status = 200, body = shoal_api::AnnounceAnswer), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody))
+    responses((status = 200, body = shoal_api::AnnounceAnswer), super::openapi::Refusals)
 )]
 pub async fn announce(
     axum::extract::State(state): St,
@@ -586,7 +586,7 @@ fn content_of(
     path = "/v1/seeds/heartbeat",
     tag = "swarm",
     request_body = shoal_api::SeedReport,
-    responses((status = 200, body = shoal_api::HeartbeatAnswer), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = shoal_api::HeartbeatAnswer), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn heartbeat(
@@ -639,7 +639,7 @@ pub async fn heartbeat(
     get,
     path = "/v1/ops/swarms",
     tag = "ops",
-    responses((status = 200, body = Vec<crate::ops::SwarmView>), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Vec<crate::ops::SwarmView>), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn ops_swarms(
@@ -654,7 +654,7 @@ pub async fn ops_swarms(
     get,
     path = "/v1/ops/seeds",
     tag = "ops",
-    responses((status = 200, body = Vec<crate::ops::SeedView>), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Vec<crate::ops::SeedView>), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn ops_seeds(
@@ -683,7 +683,7 @@ pub struct Overview {
     get,
     path = "/v1/ops/overview",
     tag = "ops",
-    responses((status = 200, body = Overview), (status = "4XX", description = "Refused: the JSON error body", body = shoal_api::ErrorBody), (status = "5XX", description = "The tracker's storage failed", body = shoal_api::ErrorBody)),
+    responses((status = 200, body = Overview), super::openapi::Refusals),
     security(("api_key" = []))
 )]
 pub async fn ops_overview(
