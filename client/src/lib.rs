@@ -37,6 +37,30 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// A binary's `main`: logs to stderr at `log_filter` (RUST_LOG overrides
+/// it), runs `command`, and turns its error into one `error:` line and the
+/// exit status it carries. The `shoal` and `shoal-demo` binaries share it.
+pub fn main_with(
+    log_filter: &str,
+    command: impl FnOnce() -> anyhow::Result<()>,
+) -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match command() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&err));
+            std::process::ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
 /// An error's chain of causes on one line, leaving out a cause whose text
 /// the message already carries (many errors print their source themselves).
 pub fn one_line(err: &anyhow::Error) -> String {

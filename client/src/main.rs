@@ -2,23 +2,9 @@
 //! the chosen command from the library.
 
 use clap::Parser as _;
-use std::process::ExitCode;
 
-fn main() -> ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = shoal_client::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_filter())),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match shoal_client::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {}", shoal_client::one_line(&err));
-            ExitCode::from(shoal_client::exit_code(&err))
-        }
-    }
+    let filter = cli.log_filter();
+    shoal_client::main_with(filter, || shoal_client::run(cli))
 }
