@@ -550,6 +550,13 @@ pub async fn run_with(
                      could reach no peer holding them",
                     get(&client.nat().chunks_last_resort),
                 )
+                .counters(
+                    "sent_by_path_bytes",
+                    "Chunk bytes sent, by connection path (lan: on a network this seed is on; \
+                     direct: across routers; relayed: through a relay)",
+                    "path",
+                    &client.nat().sent.labelled(),
+                )
                 .render()
         });
         let bound = shoal_metrics::spawn(addr, render).await?;

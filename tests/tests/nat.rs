@@ -448,12 +448,37 @@ fn installed_whole(w: &World, p: usize, o: &Value, payload: u64) -> anyhow::Resu
     .map_err(anyhow::Error::msg)
 }
 
+/// The chunk bytes player outcome `o` received over connections of `path`
+/// (`direct`, `lan` or `relayed`), as its node counted them.
+fn received(o: &Value, path: &str) -> u64 {
+    n(&o["nat"]["received_by_path"][path])
+}
+
+/// Player `p` received every byte of the build over direct connections
+/// (the seed is across its router; so is a punched peer) and none through
+/// the relay.
+fn received_direct_only(p: usize, o: &Value, payload: u64) {
+    assert_eq!(
+        received(o, "relayed"),
+        0,
+        "p{p}: the relay carried chunks: {o}"
+    );
+    assert_eq!(
+        received(o, "lan"),
+        0,
+        "p{p}: nothing else is on its LAN: {o}"
+    );
+    assert!(received(o, "direct") >= payload, "p{p}: {o}");
+}
+
 /// Which path player `p`'s bytes took, and its punches, for the test log.
 fn paths(p: usize, o: &Value) -> String {
     format!(
-        "p{p}: {} bytes from the seed, {} from the other player; punches {} of {}; {:.1} s; nat {}",
+        "p{p}: {} bytes from the seed, {} from the other player (by path: {}); punches {} of {}; \
+         {:.1} s; nat {}",
         n(&o["from_seeds"]),
         n(&o["from_peers"]),
+        o["nat"]["received_by_path"],
         n(&o["nat"]["punch_successes"]),
         n(&o["nat"]["punch_attempts"]),
         o["download_secs"].as_f64().unwrap_or_default(),
@@ -549,6 +574,7 @@ async fn punch_and_swap(tag: &str, hear_first: Option<usize>) -> anyhow::Result<
             "p{p} received chunks from the other: {o}"
         );
         installed_whole(&w, p, o, payload)?;
+        received_direct_only(p, o, payload);
     }
     let punched: u64 = outcomes
         .iter()
@@ -600,6 +626,7 @@ async fn players_behind_symmetric_nats_still_complete_from_the_seed() -> anyhow:
         eprintln!("{}", paths(p, o));
         assert_eq!(o["nat"]["reachability"], "private", "{o}");
         installed_whole(&w, p, o, payload)?;
+        received_direct_only(p, o, payload);
     }
     eprintln!(
         "both installed in {:.1} s; the seed sent {} chunks as last resorts",
@@ -634,9 +661,17 @@ async fn players_behind_one_router_share_the_build_over_their_lan() -> anyhow::R
     let payload = n(&outcomes[0]["release_bytes"]);
     for (i, o) in outcomes.iter().enumerate() {
         installed_whole(&w, i + 1, o, payload)?;
+        assert_eq!(received(o, "relayed"), 0, "{o}");
     }
     let from_seeds: u64 = outcomes.iter().map(|o| n(&o["from_seeds"])).sum();
     let from_peers: u64 = outcomes.iter().map(|o| n(&o["from_peers"])).sum();
+    let lan: u64 = outcomes.iter().map(|o| received(o, "lan")).sum();
+    let direct: u64 = outcomes.iter().map(|o| received(o, "direct")).sum();
+    eprintln!("by path: {lan} bytes over the LAN, {direct} across the router");
+    // What came from peers stayed on the LAN; what came from the seed
+    // crossed the router.
+    assert!(lan >= from_peers, "{outcomes:#?}");
+    assert!(direct >= from_seeds, "{outcomes:#?}");
     eprintln!(
         "the router received {wan_rx} bytes for 3 × {payload}: the seed sent {seed_sent} chunk \
          bytes, the players got {from_seeds} from it and {from_peers} over the LAN"
@@ -690,6 +725,11 @@ async fn players_on_one_lan_behind_two_routers_find_each_other_by_mdns() -> anyh
         eprintln!("{}", paths(i + 1, o));
     }
     assert!(found >= 1, "mDNS found the other player: {outcomes:#?}");
+    let lan: u64 = outcomes.iter().map(|o| received(o, "lan")).sum();
+    assert!(
+        lan >= from_peers,
+        "the swapped chunks stayed on the LAN: {lan} of {from_peers}: {outcomes:#?}"
+    );
     assert!(
         from_peers >= payload / 2,
         "the players swapped chunks: {outcomes:#?}"

@@ -100,6 +100,31 @@ pub struct NatReport {
     pub chunks_refused_relayed: u64,
     /// Nodes mDNS found on its LAN (`lan_discovery`).
     pub lan_peers: u64,
+    /// Chunk bytes received from peers and seeds, and sent to peers, by the
+    /// path of their connection: `lan` stayed on a network this node is on,
+    /// `direct` crossed routers (a public peer or a punched hole),
+    /// `relayed` went through a relay.
+    pub received_by_path: ByPath,
+    pub sent_by_path: ByPath,
+}
+
+/// Bytes by connection path.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ByPath {
+    pub direct: u64,
+    pub lan: u64,
+    pub relayed: u64,
+}
+
+impl ByPath {
+    fn of(bytes: &shoal_net::PathBytes) -> ByPath {
+        use shoal_net::Path;
+        ByPath {
+            direct: bytes.get(Path::Direct),
+            lan: bytes.get(Path::Lan),
+            relayed: bytes.get(Path::Relayed),
+        }
+    }
 }
 
 impl NatReport {
@@ -115,6 +140,8 @@ impl NatReport {
             reservations: get(&n.reservations),
             chunks_refused_relayed: get(&n.chunks_refused_relayed),
             lan_peers: get(&n.lan_peers),
+            received_by_path: ByPath::of(&n.received),
+            sent_by_path: ByPath::of(&n.sent),
         }
     }
 }

@@ -439,6 +439,19 @@ pub fn metrics(
                 "Nodes mDNS found on the LAN",
                 nat(&client.nat().lan_peers),
             )
+            .counters(
+                "received_by_path_bytes",
+                "Chunk bytes received, by connection path (lan: on a network this node is on; \
+                 direct: across routers; relayed: through a relay)",
+                "path",
+                &client.nat().received.labelled(),
+            )
+            .counters(
+                "sent_by_path_bytes",
+                "Chunk bytes sent to peers, by connection path",
+                "path",
+                &client.nat().sent.labelled(),
+            )
             .gauge(
                 "reachable",
                 "1 if AutoNAT found others can dial this node, 0 if not, -1 before a verdict",

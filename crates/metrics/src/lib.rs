@@ -3,6 +3,7 @@
 //! it shows is rendered at scrape time by the caller's closure.
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -25,6 +26,24 @@ impl Scrape {
         let c = Counter::<u64>::default();
         c.inc_by(value);
         self.0.register(name, help, c);
+        self
+    }
+
+    /// One counter per value of `label` (`name_total{label="value"}`).
+    pub fn counters(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: &[(&str, u64)],
+    ) -> &mut Scrape {
+        let family = Family::<Vec<(String, String)>, Counter<u64>>::default();
+        for (value, n) in values {
+            family
+                .get_or_create(&vec![(label.to_string(), value.to_string())])
+                .inc_by(*n);
+        }
+        self.0.register(name, help, family);
         self
     }
 
@@ -85,4 +104,22 @@ pub async fn spawn(addr: &str, render: Render) -> anyhow::Result<std::net::Socke
         .instrument(tracing::info_span!("metrics", addr = %local)),
     );
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn labelled_counters_render_one_line_per_value() {
+        let text = super::Scrape::new("shoal_x")
+            .counters("bytes", "Bytes", "path", &[("lan", 3), ("direct", 0)])
+            .render();
+        assert!(
+            text.contains("shoal_x_bytes_total{path=\"lan\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shoal_x_bytes_total{path=\"direct\"} 0"),
+            "{text}"
+        );
+    }
 }

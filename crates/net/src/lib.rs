@@ -13,12 +13,14 @@ pub mod download;
 mod lan;
 mod nat;
 mod node;
+mod path;
 mod punch;
 pub mod quic;
 mod reach;
 mod serve;
 
 pub use nat::{NatCounters, RelayLimits, is_relayed};
+pub use path::{Path, PathBytes};
 
 use libp2p::{Multiaddr, PeerId, identity};
 use shoal_token::Token;

@@ -9,6 +9,7 @@
 //! connection the hole punch makes, and the circuit's byte limit bounds
 //! whatever else crosses it.
 
+use crate::path::PathBytes;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, relay};
 use std::collections::HashSet;
@@ -121,6 +122,10 @@ pub struct NatCounters {
     pub chunks_last_resort: AtomicU64,
     /// Nodes mDNS found on our LAN.
     pub lan_peers: AtomicU64,
+    /// Chunk bytes in the answers this node received (before verification)
+    /// and sent, by the path of their connection.
+    pub received: PathBytes,
+    pub sent: PathBytes,
 }
 
 impl NatCounters {

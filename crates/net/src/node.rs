@@ -5,6 +5,7 @@
 //! reachability in `reach`, relays in `nat`, mDNS in `lan`.
 
 use crate::behaviour::{self, Behaviour, BehaviourEvent};
+use crate::path::Path;
 use crate::{ChunkSource, Client, Command, Config, Event, NatCounters, NetError, lan, nat, reach};
 use futures::StreamExt as _;
 use libp2p::request_response::{self as rr, OutboundRequestId};
@@ -23,9 +24,11 @@ const EVENT_QUEUE: usize = 1024;
 /// Most authenticated swarms remembered per peer.
 const MAX_SWARMS_PER_PEER: usize = 16;
 
-/// A chunk response held back by the upload cap.
+/// A chunk response held back by the upload cap, and the path of the
+/// connection that asked.
 pub(crate) type Delayed = (
     rr::InboundRequestId,
+    Option<Path>,
     rr::ResponseChannel<ChunkResponse>,
     ChunkResponse,
 );
@@ -34,6 +37,8 @@ pub(crate) type Delayed = (
 /// answer it, now or when its turn comes.
 pub(crate) struct Waiting {
     pub(crate) peer: PeerId,
+    /// The path of the connection it came on.
+    pub(crate) path: Option<Path>,
     pub(crate) request_id: rr::InboundRequestId,
     pub(crate) request: ChunkRequest,
     pub(crate) channel: rr::ResponseChannel<ChunkResponse>,
@@ -51,8 +56,12 @@ impl std::fmt::Debug for Waiting {
 pub(crate) struct Loop {
     pub(crate) swarm: libp2p::Swarm<Behaviour>,
     pub(crate) connected: Arc<std::sync::atomic::AtomicUsize>,
-    /// Connections that go through a relay, and to whom.
-    pub(crate) relayed: HashMap<libp2p::swarm::ConnectionId, PeerId>,
+    /// Every connection: to whom, and its path (relayed ones are the
+    /// hole punch's stepping stone).
+    pub(crate) connections: HashMap<libp2p::swarm::ConnectionId, (PeerId, Path)>,
+    /// The networks our interfaces are on, for telling LAN paths apart
+    /// (`None` if the OS would not say).
+    pub(crate) interfaces: Option<if_watch::tokio::IfWatcher>,
     /// Direct connections per peer.
     pub(crate) direct: HashMap<PeerId, u32>,
     /// Peers that presented a valid token (they may reserve a relay slot).
@@ -136,6 +145,17 @@ pub(crate) fn settle_outbound<Req, Resp, T>(
     }
 }
 
+/// The next change to the interface list (the watcher keeps the list
+/// itself); never, without a watcher.
+async fn interface_event(
+    watcher: &mut Option<if_watch::tokio::IfWatcher>,
+) -> Option<std::io::Result<if_watch::IfEvent>> {
+    match watcher {
+        Some(w) => Some(std::future::poll_fn(|cx| w.poll_if_event(cx)).await),
+        None => std::future::pending().await,
+    }
+}
+
 /// Starts the event loop: the node behind [`crate::spawn`].
 pub(crate) fn start(
     config: Config,
@@ -162,7 +182,12 @@ pub(crate) fn start(
         probes: reach::Probes::default(),
         reach: reach.clone(),
         connected: connected.clone(),
-        relayed: HashMap::new(),
+        connections: HashMap::new(),
+        interfaces: if_watch::tokio::IfWatcher::new()
+            .inspect_err(
+                |e| tracing::debug!(error = %e, "no interface list; every path counts as direct"),
+            )
+            .ok(),
         direct: HashMap::new(),
         admitted,
         nat: nat.clone(),
@@ -218,12 +243,21 @@ impl Loop {
                     Some(c) => self.command(c),
                     None => break,
                 },
-                Some((id, channel, response)) = delayed.recv() => {
+                Some((id, path, channel, response)) = delayed.recv() => {
+                    if let (Some(path), ChunkResponse::Data(d)) = (path, &response) {
+                        self.nat.sent.add(path, d.len() as u64);
+                    }
                     let delivered =
                         self.swarm.behaviour_mut().chunk.send_response(channel, response).is_ok();
                     self.answer_sent(id, delivered);
                 }
                 event = self.swarm.select_next_some() => self.swarm_event(event),
+                Some(event) = interface_event(&mut self.interfaces) => {
+                    if let Err(e) = event {
+                        tracing::debug!(error = %e, "interface list; every path counts as direct from now");
+                        self.interfaces = None;
+                    }
+                }
             }
         }
     }
@@ -285,6 +319,11 @@ impl Loop {
         }
     }
 
+    /// The path of connection `id`, if it is still open.
+    pub(crate) fn path(&self, id: libp2p::swarm::ConnectionId) -> Option<Path> {
+        self.connections.get(&id).map(|(_, path)| *path)
+    }
+
     pub(crate) fn is_authorised(&self, peer: &PeerId, swarm: &Hash) -> bool {
         crate::serve::authorised_in(&self.authorised, (self.config.clock)(), peer, swarm)
     }
@@ -312,9 +351,16 @@ impl Loop {
                 }
                 // Inbound circuits name the circuit in their local address,
                 // outbound ones in the remote: `is_relayed` looks at both.
-                if endpoint.is_relayed() {
+                let local: Vec<_> = self
+                    .interfaces
+                    .iter()
+                    .flat_map(|w| w.iter())
+                    .copied()
+                    .collect();
+                let path = Path::of(endpoint.get_remote_address(), endpoint.is_relayed(), &local);
+                self.connections.insert(connection_id, (peer_id, path));
+                if path == Path::Relayed {
                     NatCounters::add(&self.nat.relayed_connections);
-                    self.relayed.insert(connection_id, peer_id);
                 } else {
                     NatCounters::add(&self.nat.direct_connections);
                     *self.direct.entry(peer_id).or_default() += 1;
@@ -322,9 +368,9 @@ impl Loop {
                     // A direct connection replaces a relayed one (it was hole
                     // punched, or dialed): requests must not take the relay.
                     let superseded: Vec<_> = self
-                        .relayed
+                        .connections
                         .iter()
-                        .filter(|(_, p)| **p == peer_id)
+                        .filter(|(_, (p, path))| *p == peer_id && *path == Path::Relayed)
                         .map(|(c, _)| *c)
                         .collect();
                     for c in superseded {
@@ -475,7 +521,10 @@ impl Loop {
     }
 
     fn connection_closed(&mut self, peer: PeerId, id: libp2p::swarm::ConnectionId) {
-        if self.relayed.remove(&id).is_none()
+        if self
+            .connections
+            .remove(&id)
+            .is_some_and(|(_, path)| path != Path::Relayed)
             && let Some(n) = self.direct.get_mut(&peer)
         {
             *n -= 1;

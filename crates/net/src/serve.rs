@@ -7,6 +7,7 @@
 
 use crate::NatCounters;
 use crate::node::{Loop, Waiting, settle_outbound};
+use crate::path::Path;
 use libp2p::PeerId;
 use libp2p::request_response as rr;
 use shoal_scheduler::{Ask, Out, Refusal};
@@ -85,6 +86,7 @@ impl Loop {
     fn answer(&mut self, w: Waiting) {
         let Waiting {
             peer,
+            path,
             request_id,
             request,
             channel,
@@ -113,13 +115,26 @@ impl Loop {
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
-                let _ = tx.send((request_id, channel, response)).await;
+                let _ = tx.send((request_id, path, channel, response)).await;
             }
             .instrument(tracing::debug_span!("serve_chunk", %peer, index = request.index)),
         );
     }
 
     pub(crate) fn chunk_event(&mut self, e: rr::Event<ChunkRequest, ChunkResponse>) {
+        if let rr::Event::Message {
+            connection_id,
+            message:
+                rr::Message::Response {
+                    response: ChunkResponse::Data(d),
+                    ..
+                },
+            ..
+        } = &e
+            && let Some(path) = self.path(*connection_id)
+        {
+            self.nat.received.add(path, d.len() as u64);
+        }
         let Some(e) = settle_outbound(&mut self.chunk_pending, e, |_, response| Ok(response))
         else {
             return;
@@ -140,11 +155,12 @@ impl Loop {
                     chunk: (request.swarm, request.index),
                     len: self.source.chunk_len(&request.swarm, request.index),
                     last_resort: request.last_resort,
-                    over_relay: self.relayed.contains_key(&connection_id),
+                    over_relay: self.path(connection_id) == Some(Path::Relayed),
                     held: self.held.get(&(peer, request.swarm)).copied().unwrap_or(0),
                 };
                 let ticket = Waiting {
                     peer,
+                    path: self.path(connection_id),
                     request_id,
                     request,
                     channel,
