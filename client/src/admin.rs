@@ -264,7 +264,10 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
             }
         },
         AdminCommand::Releases(c) => match c {
-            ReleasesCommand::Register { bundle } => {
+            ReleasesCommand::Register {
+                bundle,
+                origin_budget,
+            } => {
                 // Check it locally first: a clear error beats a tracker refusal.
                 manifest_cmd::load(bundle)?;
                 let file = if bundle.is_dir() {
@@ -274,7 +277,21 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
                 };
                 let bytes =
                     std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-                t.post_bytes("/v1/releases", bytes).await?
+                t.post_bytes(&register_path(*origin_budget), bytes).await?
+            }
+            ReleasesCommand::Budget {
+                release,
+                origin_budget,
+            } => {
+                let body = shoal_api::SetBudget {
+                    origin_budget: *origin_budget,
+                };
+                t.send(
+                    M::PUT,
+                    &format!("/v1/releases/{}/budget", seg(release)),
+                    &body,
+                )
+                .await?
             }
             ReleasesCommand::List { product, channel } => {
                 t.call(
@@ -309,6 +326,14 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
         },
     };
     Ok(Some(v))
+}
+
+/// Where a release is registered, with its origin budget if one is given.
+pub fn register_path(budget: Option<shoal_api::OriginBudget>) -> String {
+    match budget {
+        Some(b) => format!("/v1/releases?origin_budget={b}"),
+        None => "/v1/releases".to_owned(),
+    }
 }
 
 async fn audit(t: &Tracker, a: &AuditArgs) -> anyhow::Result<Option<Value>> {

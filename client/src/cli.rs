@@ -279,6 +279,20 @@ pub enum ReleasesCommand {
     /// Register a published bundle (or its manifest.shoal) with the tracker (publisher key).
     Register {
         bundle: PathBuf,
+        /// Copies of the payload the seeds may send to the swarm in total
+        /// (`1.05`, `2`, `unlimited`); default: the tracker's.
+        #[arg(long, value_parser = budget_arg)]
+        origin_budget: Option<shoal_api::OriginBudget>,
+    },
+    /// Change a release's origin budget (operator key): the copies of its
+    /// payload seeds may send to its swarm in total, e.g. `2` to speed up a
+    /// launch, `1.05` to cut egress, `unlimited`. Seeds hear it with their
+    /// next heartbeat.
+    Budget {
+        /// The release id (64 hex digits; `shoal admin releases list` shows it).
+        release: String,
+        #[arg(value_parser = budget_arg)]
+        origin_budget: shoal_api::OriginBudget,
     },
     List {
         product: String,
@@ -415,6 +429,16 @@ pub struct PushTarget {
     /// The seeds' push key.
     #[arg(long, env = "SHOAL_SEED_PUSH_KEY", hide_env_values = true)]
     pub seed_key: Option<String>,
+    /// Copies of the payload the seeds may send to the swarm in total:
+    /// `2` for a launch night (faster), `1.05` for a routine patch (less
+    /// origin egress), `unlimited` for the fastest swarm. Default: the
+    /// tracker's `origin_budget` (1.05 unless configured).
+    #[arg(long, value_parser = budget_arg)]
+    pub origin_budget: Option<shoal_api::OriginBudget>,
+}
+
+fn budget_arg(s: &str) -> Result<shoal_api::OriginBudget, String> {
+    shoal_api::OriginBudget::parse(s)
 }
 
 #[derive(Debug, Args)]

@@ -66,7 +66,10 @@ pub async fn register(target: &PushTarget, bundle: &Bundle) -> anyhow::Result<Re
         .context("--api-key (or SHOAL_API_KEY) is needed to register the release")?;
     let tracker = Tracker::new(url, Some(key))?;
     let answer = tracker
-        .post_bytes("/v1/releases", bundle.signed().to_bytes())
+        .post_bytes(
+            &crate::admin::register_path(target.origin_budget),
+            bundle.signed().to_bytes(),
+        )
         .await
         .context("registering the release")?;
     Ok(Registered {

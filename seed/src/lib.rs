@@ -246,6 +246,9 @@ pub struct Releases {
     /// by id, being looked up (is it a build held under another id?), and
     /// when each lookup started. Chunk requests for them hear `Busy`.
     resolving: std::sync::Mutex<HashMap<Hash, Lookup>>,
+    /// What this seed sent of each swarm against its share of the swarm's
+    /// origin budget (one per swarm it served or heard a share for).
+    ledgers: std::sync::Mutex<HashMap<Hash, shoal_scheduler::Ledger>>,
 }
 
 /// Where the lookup of an unknown swarm stands, and since when.
@@ -294,6 +297,7 @@ impl Releases {
             failed_reads: AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
             resolving: std::sync::Mutex::new(HashMap::new()),
+            ledgers: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -390,6 +394,43 @@ impl Releases {
     pub fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
     }
+
+    /// Runs `f` on `swarm`'s ledger, made on first use; `None` for a swarm
+    /// not served here.
+    fn ledger<T>(
+        &self,
+        swarm: &Hash,
+        f: impl FnOnce(&mut shoal_scheduler::Ledger) -> T,
+    ) -> Option<T> {
+        let mut ledgers = self.ledgers.lock().unwrap_or_else(|p| p.into_inner());
+        if !ledgers.contains_key(swarm) {
+            let bundle = self.bundle(swarm)?;
+            let lens = bundle.manifest().chunks.iter().map(|c| c.len).collect();
+            ledgers.insert(*swarm, shoal_scheduler::Ledger::new(lens));
+        }
+        ledgers.get_mut(swarm).map(f)
+    }
+
+    /// The tracker's answer: this seed's share of `swarm`'s origin budget,
+    /// as chunk bytes since start (`None`: unlimited).
+    pub fn allow(&self, swarm: &Hash, bytes: Option<u64>) {
+        self.ledger(swarm, |l| l.allow(bytes));
+    }
+
+    /// Chunk bytes sent to each swarm since start (for the heartbeat).
+    pub fn sent_by_swarm(&self) -> Vec<shoal_api::SwarmSent> {
+        let ledgers = self.ledgers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sent: Vec<_> = ledgers
+            .iter()
+            .filter(|(_, l)| l.total() > 0)
+            .map(|(id, l)| shoal_api::SwarmSent {
+                release: *id,
+                bytes: l.total(),
+            })
+            .collect();
+        sent.sort_by_key(|s| s.release);
+        sent
+    }
 }
 
 impl ChunkSource for Releases {
@@ -399,6 +440,7 @@ impl ChunkSource for Releases {
             Ok(bytes) => {
                 self.served.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 self.chunks_served.fetch_add(1, Ordering::Relaxed);
+                self.ledger(swarm, |l| l.sent(index));
                 Some(bytes)
             }
             Err(e) => {
@@ -417,6 +459,10 @@ impl ChunkSource for Releases {
     fn chunk_len(&self, swarm: &Hash, index: u32) -> Option<u32> {
         let bundle = self.bundle(swarm)?;
         bundle.manifest().chunks.get(index as usize).map(|c| c.len)
+    }
+
+    fn budget(&self, swarm: &Hash, index: u32) -> shoal_net::Budget {
+        self.ledger(swarm, |l| l.budget(index)).unwrap_or_default()
     }
 
     /// While an unknown swarm is being looked up, its chunks are `Busy`:
@@ -651,6 +697,7 @@ pub async fn run_with(
             free_disk: shoal_store::free_disk(&config.data),
             releases: releases.ids(),
             relay: config.relay.enabled,
+            sent: releases.sent_by_swarm(),
         };
         // A stop does not wait for a tracker that is slow to answer.
         let sent = tokio::select! {
@@ -670,10 +717,14 @@ pub async fn run_with(
                         shoal_api::HeartbeatAnswer {
                             interval: 30,
                             aliases: vec![],
+                            allowances: vec![],
                         }
                     }
                 };
                 interval = Duration::from_secs(answer.interval.max(1));
+                for a in &answer.allowances {
+                    releases.allow(&a.release, a.bytes);
+                }
                 let mut added = 0;
                 for shoal_api::Alias { release, held } in answer.aliases {
                     if releases.alias(release, held) {

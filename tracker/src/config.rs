@@ -69,6 +69,9 @@ pub struct Config {
     /// would look like one site. Only turn it on when a proxy always sets
     /// the header.
     pub trust_forwarded_for: bool,
+    /// The origin budget of a release registered without one: copies of
+    /// its payload its seeds may send in total (`1.05`, `2`, `"unlimited"`).
+    pub origin_budget: shoal_api::OriginBudget,
     pub screening: ScreeningConfig,
 }
 
@@ -90,6 +93,7 @@ impl Default for Config {
             metrics_token: String::new(),
             metrics_public_detail: false,
             trust_forwarded_for: false,
+            origin_budget: shoal_api::OriginBudget::DEFAULT,
             screening: ScreeningConfig::default(),
         }
     }

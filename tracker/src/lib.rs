@@ -225,8 +225,17 @@ impl State {
                 let rate = lock(&self.ops).rate(&id)?;
                 (rate > 0.0).then(|| left as f64 / rate)
             });
+            let origin_sent_bytes = lock(&self.seeds).sent_to(&id);
+            let origin_budget = release.as_ref().map(|r| r.origin_budget);
+            let origin_budget_used = release.as_ref().and_then(|r| {
+                let b = r.origin_budget.bytes(r.total_size)?;
+                Some(origin_sent_bytes as f64 / b.max(1) as f64)
+            });
             swarms.push(ops::SwarmView {
                 swarm: id,
+                origin_budget,
+                origin_sent_bytes,
+                origin_budget_used,
                 product: release.as_ref().map(|r| r.product.clone()),
                 channel: release.as_ref().map(|r| r.channel.clone()),
                 version: release.as_ref().map(|r| r.version),

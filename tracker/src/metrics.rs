@@ -141,6 +141,22 @@ pub fn render(state: &State, detail: bool) -> Result<String, crate::store::Store
     );
     gauges(
         &mut r,
+        "swarm_origin_sent_bytes",
+        "Chunk bytes the seeds sent to the swarm, from their heartbeats",
+        s,
+        swarm_labels,
+        |w| Some(w.origin_sent_bytes as f64),
+    );
+    gauges(
+        &mut r,
+        "swarm_origin_budget_used_ratio",
+        "Origin bytes sent / the release's origin budget (absent when unlimited)",
+        s,
+        swarm_labels,
+        |w| w.origin_budget_used,
+    );
+    gauges(
+        &mut r,
         "swarm_seeds_serving",
         "Fresh seeds holding the release",
         s,

@@ -35,6 +35,13 @@ pub struct SwarmView {
     pub offload: Option<f64>,
     /// Seconds until every member is complete at the recent rate.
     pub eta_secs: Option<f64>,
+    /// Copies of the payload the seeds may send to the swarm in total.
+    #[schema(value_type = Option<shoal_api::OriginBudget>)]
+    pub origin_budget: Option<shoal_api::OriginBudget>,
+    /// Chunk bytes the seeds say they sent to it.
+    pub origin_sent_bytes: u64,
+    /// `origin_sent_bytes` / the budget's bytes (absent when unlimited).
+    pub origin_budget_used: Option<f64>,
 }
 
 /// One seed as operators see it.
@@ -221,10 +228,12 @@ mod tests {
                 free_disk: 0,
                 releases: vec![],
                 relay: false,
+                sent: vec![],
             },
             account: "acc".into(),
             last_heartbeat: last,
             content: Default::default(),
+            sent_before: Default::default(),
         }
     }
 
@@ -245,6 +254,9 @@ mod tests {
             bytes_from_seeds: 0,
             offload: None,
             eta_secs: None,
+            origin_budget: None,
+            origin_sent_bytes: 0,
+            origin_budget_used: None,
         }
     }
 

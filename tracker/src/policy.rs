@@ -173,6 +173,15 @@ pub struct TokenRequest<'a> {
 }
 
 /// How a matching entitlement stands at `now`.
+/// One seed's share of a swarm's origin budget: what it sent already, and
+/// an even share among the `seeds` serving the swarm of what is left of
+/// `budget` bytes after every seed's `sent_by_all` (`None`: unlimited). The
+/// shares of what is left never add up to more than it, so seeds that send
+/// their whole share keep the swarm within its budget.
+pub fn budget_share(budget: Option<u64>, sent_by_all: u64, own: u64, seeds: usize) -> Option<u64> {
+    budget.map(|b| own + b.saturating_sub(sent_by_all) / seeds.max(1) as u64)
+}
+
 fn standing(e: &Entitlement, now: u64) -> Result<(), Refusal> {
     if e.revoked_at.is_some_and(|t| t <= now) {
         return Err(Refusal::EntitlementRevoked);
@@ -325,6 +334,24 @@ impl RateLimit {
 mod tests {
     use super::*;
     use crate::model::{AccountKind, Channel};
+
+    #[test]
+    fn seeds_share_what_is_left_of_a_budget() {
+        // 1000 bytes allowed, 600 sent by two seeds (400 and 200): each may
+        // send 200 more, so the swarm ends at the budget.
+        assert_eq!(budget_share(Some(1000), 600, 400, 2), Some(600));
+        assert_eq!(budget_share(Some(1000), 600, 200, 2), Some(400));
+        // Spent: no more than what each sent.
+        assert_eq!(budget_share(Some(1000), 1200, 700, 2), Some(700));
+        // One seed, nothing sent: all of it.
+        assert_eq!(budget_share(Some(1000), 0, 0, 1), Some(1000));
+        assert_eq!(
+            budget_share(Some(1000), 0, 0, 0),
+            Some(1000),
+            "no seed counted yet"
+        );
+        assert_eq!(budget_share(None, 5, 5, 1), None);
+    }
 
     #[test]
     fn identities_are_bounded_per_account_and_expire() {

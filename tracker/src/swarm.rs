@@ -381,9 +381,25 @@ pub struct SeedState {
     #[serde(skip)]
     #[schema(ignore)]
     pub content: std::collections::HashSet<Hash>,
+    /// Chunk bytes it sent to each swarm before it last restarted (its
+    /// reports count from its start).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub sent_before: HashMap<Hash, u64>,
 }
 
 impl SeedState {
+    /// Chunk bytes it sent to swarm `release`, restarts included.
+    pub fn sent(&self, release: &Hash) -> u64 {
+        let now = self
+            .report
+            .sent
+            .iter()
+            .find(|s| s.release == *release)
+            .map_or(0, |s| s.bytes);
+        now + self.sent_before.get(release).copied().unwrap_or(0)
+    }
+
     pub fn utilisation(&self) -> f64 {
         if self.report.capacity_bps == 0 {
             1.0
@@ -425,11 +441,26 @@ impl Seeds {
         content: std::collections::HashSet<Hash>,
         max_per_account: usize,
     ) -> Result<(), SeedRefusal> {
+        let mut sent_before = HashMap::new();
         match self.seeds.get(&report.seed_id) {
             Some(known) if known.account != account => {
                 return Err(SeedRefusal::Taken(report.seed_id));
             }
-            Some(_) => {}
+            Some(known) => {
+                // A count that went down is a restart: what it counted
+                // before still came out of the budget.
+                sent_before = known.sent_before.clone();
+                for old in &known.report.sent {
+                    let new = report.sent.iter().find(|s| s.release == old.release);
+                    if new.is_none_or(|n| n.bytes < old.bytes) {
+                        *sent_before.entry(old.release).or_default() += old.bytes;
+                    }
+                }
+                // Bounded like the report: swarms it holds or reports.
+                sent_before.retain(|r, _| {
+                    report.releases.contains(r) || report.sent.iter().any(|s| s.release == *r)
+                });
+            }
             None => {
                 let held = self.seeds.values().filter(|s| s.account == account).count();
                 if held >= max_per_account {
@@ -442,6 +473,7 @@ impl Seeds {
             account: account.to_owned(),
             last_heartbeat: now,
             content,
+            sent_before,
         };
         self.seeds.insert(state.report.seed_id.clone(), state);
         Ok(())
@@ -457,6 +489,11 @@ impl Seeds {
 
     pub fn all(&self) -> impl Iterator<Item = &SeedState> {
         self.seeds.values()
+    }
+
+    /// Chunk bytes every seed known sent to swarm `release`.
+    pub fn sent_to(&self, release: &Hash) -> u64 {
+        self.seeds.values().map(|s| s.sent(release)).sum()
     }
 
     /// Fresh seeds holding the build `manifest`, least utilised first.
@@ -763,6 +800,7 @@ mod tests {
             free_disk: 0,
             releases: vec![],
             relay: true,
+            sent: vec![],
         }
     }
 

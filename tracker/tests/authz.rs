@@ -258,6 +258,13 @@ fn rows() -> Vec<Row> {
             },
         },
         op_row!(
+            M::PUT,
+            "/v1/releases/{id}/budget",
+            |i| format!("/v1/releases/{}/budget", i.release),
+            |_| Some(json!({"origin_budget": 2})),
+            200
+        ),
+        op_row!(
             M::POST,
             "/v1/entitlements",
             |_| "/v1/entitlements".into(),

@@ -684,3 +684,158 @@ async fn players_behind_one_router_are_paired_through_a_trusted_proxy() {
         "{a}"
     );
 }
+
+/// The origin budget: chosen at registration (or the tracker's default),
+/// changed by an operator, and shared between the seeds holding the build,
+/// whose heartbeats say what they sent; the ops view shows what is used.
+#[tokio::test]
+async fn origin_budgets_are_chosen_changed_and_shared_between_seeds() {
+    let t = start(Config::default()).await;
+    let (api, key) = t.product("game", false, &["stable"]).await;
+    let register = |query: &'static str, label: &'static str| {
+        let (t, api, key) = (&t, &api, &key);
+        async move {
+            let resp = t
+                .http
+                .post(format!("{}/v1/releases{query}", t.url))
+                .bearer_auth(api)
+                .body(manifest_bytes("game", "stable", label, key))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, v) = register("?origin_budget=0.5", "2.0").await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_field")),
+        "{v}"
+    );
+    assert!(
+        v["detail"].as_str().unwrap().contains("at least 1 copy"),
+        "{v}"
+    );
+    let (s, v) = register("", "2.0").await;
+    assert_eq!(
+        (s, &v["origin_budget"]),
+        (StatusCode::CREATED, &json!(1.05)),
+        "the default: {v}"
+    );
+    let (s, v) = register("?origin_budget=2", "2.1").await;
+    assert_eq!(
+        (s, &v["origin_budget"]),
+        (StatusCode::CREATED, &json!(2.0)),
+        "{v}"
+    );
+    let id = v["id"].as_str().unwrap().to_owned();
+    let size = v["total_size"].as_u64().unwrap();
+
+    // An operator changes it; a bad value or an unknown release is refused.
+    let budget = |release: String, body: Value| {
+        let t = &t;
+        async move {
+            let path = format!("/v1/releases/{release}/budget");
+            t.call(Method::PUT, &path, Some(&t.operator), Some(body))
+                .await
+        }
+    };
+    let (s, v) = budget(id.clone(), json!({"origin_budget": "unlimited"})).await;
+    assert_eq!(
+        (s, &v["origin_budget"]),
+        (StatusCode::OK, &json!("unlimited")),
+        "{v}"
+    );
+    let (s, v) = budget(id.clone(), json!({"origin_budget": 0})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, _) = budget("00".repeat(32), json!({"origin_budget": 2})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = budget("nope".into(), json!({"origin_budget": 2})).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_path"))
+    );
+    let (s, _) = budget(id.clone(), json!({"origin_budget": 2})).await;
+    assert_eq!(s, StatusCode::OK);
+
+    // Two seeds share what is left of 2 copies.
+    let seed_account = t.account("seeds", "SE").await;
+    let seed_key = t.key(&seed_account, "seed").await;
+    let heartbeat = |seed: &'static str, n: u32, sent: u64| {
+        let (t, seed_key, id) = (&t, &seed_key, id.clone());
+        async move {
+            let body = json!({
+                "seed_id": seed, "peer_id": peer(100 + n),
+                "addrs": [format!("/ip4/127.0.0.1/udp/{}/quic-v1", 9000 + n)],
+                "capacity_bps": 1_000_000_000u64, "egress_bps": 0, "peers": 0,
+                "free_disk": 1u64 << 40, "releases": [id],
+                "sent": [{"release": id, "bytes": sent}],
+            });
+            let (s, v) = t.post("/v1/seeds/heartbeat", seed_key, body).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            assert_eq!(v["allowances"][0]["release"], json!(id), "{v}");
+            v["allowances"][0]["bytes"].as_u64().unwrap()
+        }
+    };
+    // Alone, "a" may send all of it.
+    assert_eq!(heartbeat("a", 1, size).await, 2 * size);
+    // With "b" serving too, what is left (one copy) is split.
+    assert_eq!(heartbeat("b", 2, 0).await, size / 2);
+    assert_eq!(heartbeat("a", 1, size).await, size + size / 2);
+    // "a" restarted (its count starts again): what it sent before counts.
+    assert_eq!(heartbeat("a", 1, 10).await, size + 10 + (size - 10) / 2);
+    // Unlimited: no bound in the answer.
+    budget(id.clone(), json!({"origin_budget": "unlimited"})).await;
+    let body = json!({
+        "seed_id": "b", "peer_id": peer(102), "addrs": ["/ip4/127.0.0.1/udp/9002/quic-v1"],
+        "capacity_bps": 1u64, "egress_bps": 0, "peers": 0, "free_disk": 1u64,
+        "releases": [id],
+    });
+    let (_, v) = t.post("/v1/seeds/heartbeat", &seed_key, body).await;
+    assert_eq!(v["allowances"][0]["bytes"], Value::Null, "{v}");
+    budget(id.clone(), json!({"origin_budget": 2})).await;
+
+    // The ops view of the swarm (once it has a member) shows what was used.
+    let player = t.account("P", "FR").await;
+    let pkey = t.key(&player, "player").await;
+    let (s, tok) = t.token(&pkey, "game", "stable", &peer(1)).await;
+    assert_eq!(s, StatusCode::OK, "{tok}");
+    assert_eq!(tok["swarm"], json!(id));
+    let (s, a) = t
+        .post(
+            "/v1/announce",
+            &pkey,
+            announce_body(tok["token"].as_str().unwrap(), 1, false),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{a}");
+    let (_, swarms) = t.get("/v1/ops/swarms", &t.operator).await;
+    let view = swarms
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["swarm"] == json!(id))
+        .unwrap_or_else(|| panic!("{swarms}"));
+    assert_eq!(view["origin_budget"], json!(2.0), "{view}");
+    assert_eq!(view["origin_sent_bytes"], json!(size + 10), "{view}");
+    let used = view["origin_budget_used"].as_f64().unwrap();
+    assert!(
+        (used - (size + 10) as f64 / (2 * size) as f64).abs() < 1e-9,
+        "{view}"
+    );
+    let metrics = t
+        .http
+        .get(format!("{}/metrics", t.url))
+        .bearer_auth(&t.operator)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("shoal_tracker_swarm_origin_budget_used_ratio"),
+        "{metrics}"
+    );
+}

@@ -7,9 +7,11 @@
 //! Pure: serde and `shoal-types` only (`tests/tests/layering.rs`).
 
 mod admin;
+mod budget;
 mod records;
 
 pub use admin::*;
+pub use budget::*;
 pub use records::*;
 
 use serde::{Deserialize, Serialize};
@@ -182,6 +184,10 @@ pub struct SeedReport {
     /// It runs a circuit relay: players behind NATs may reserve a slot.
     #[serde(default)]
     pub relay: bool,
+    /// Chunk bytes it sent to each swarm since it started (at most one
+    /// entry per release it holds).
+    #[serde(default)]
+    pub sent: Vec<SwarmSent>,
 }
 
 /// The answer to a [`SeedReport`].
@@ -194,6 +200,9 @@ pub struct HeartbeatAnswer {
     /// is a new release of an older manifest): serve `release` from `held`.
     #[serde(default)]
     pub aliases: Vec<Alias>,
+    /// Its share of each swarm's origin budget (releases it reported).
+    #[serde(default)]
+    pub allowances: Vec<SwarmAllowance>,
 }
 
 /// One release a seed serves from the content of another.

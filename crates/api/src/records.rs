@@ -90,6 +90,10 @@ pub struct ReleaseRecord {
     /// The publisher's build label from the manifest.
     pub label: String,
     pub published_at: u64,
+    /// Copies of the payload its seeds may send to its swarm in total
+    /// (records from before budgets have the default).
+    #[serde(default)]
+    pub origin_budget: crate::OriginBudget,
 }
 
 /// Outcome of a token request.

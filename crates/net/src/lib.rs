@@ -21,6 +21,7 @@ mod serve;
 
 pub use nat::{NatCounters, RelayLimits, is_relayed};
 pub use path::{Path, PathBytes};
+pub use shoal_scheduler::Budget;
 
 use libp2p::{Multiaddr, PeerId, identity};
 use shoal_token::Token;
@@ -51,6 +52,11 @@ pub trait ChunkSource: Send + Sync + 'static {
     /// small chunks then count for their share of [`Config::max_uploads`].
     fn chunk_len(&self, _swarm: &Hash, _index: u32) -> Option<u32> {
         None
+    }
+    /// Where `swarm`'s origin budget stands for chunk `index` (a
+    /// super-seed's serving policy asks; see [`Budget`]).
+    fn budget(&self, _swarm: &Hash, _index: u32) -> Budget {
+        Budget::Window
     }
 }
 

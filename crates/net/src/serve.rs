@@ -157,6 +157,7 @@ impl Loop {
                     last_resort: request.last_resort,
                     over_relay: self.path(connection_id) == Some(Path::Relayed),
                     held: self.held.get(&(peer, request.swarm)).copied().unwrap_or(0),
+                    budget: self.source.budget(&request.swarm, request.index),
                 };
                 let ticket = Waiting {
                     peer,

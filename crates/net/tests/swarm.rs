@@ -712,3 +712,60 @@ async fn floods_of_haves_requests_and_connections_are_bounded() {
     }
     assert!(served, "the honest peer was never served");
 }
+
+/// A source whose swarm's origin budget stands at `.1`.
+struct Budgeted(BundleSource, shoal_net::Budget);
+
+impl ChunkSource for Budgeted {
+    fn chunk(&self, swarm: &Hash, index: u32) -> Option<Vec<u8>> {
+        self.0.chunk(swarm, index)
+    }
+    fn bitfield(&self, swarm: &Hash) -> Option<Bitfield> {
+        self.0.bitfield(swarm)
+    }
+    fn budget(&self, _: &Hash, _: u32) -> shoal_net::Budget {
+        self.1
+    }
+}
+
+/// The seed's node asks its source where the origin budget stands: with
+/// budget to spare, an idle seed sends a chunk again inside its window;
+/// once it is spent, not even after the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_super_seed_follows_its_origin_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, out, _) = publish(tmp.path());
+    let swarm = Hash::of(b"release");
+    let tracker = SecretKey::from_seed([1; 32]);
+    for (budget, window, wait, second) in [
+        (shoal_net::Budget::Spare, 30, 0, "data"),
+        (shoal_net::Budget::Window, 1, 1500, "data"),
+        (shoal_net::Budget::Spent, 1, 1500, "sent elsewhere"),
+    ] {
+        let mut seed_config = node_config(&tracker);
+        seed_config.super_seed = Some(Duration::from_secs(window));
+        let source = Budgeted(BundleSource::open(swarm, &out), budget);
+        let (seed, _) = spawn(seed_config, Arc::new(source)).unwrap();
+        let seed_addr = listen_addr(&seed).await;
+        let mut clients = Vec::new();
+        for _ in 0..2 {
+            let (c, _) =
+                spawn(node_config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
+            c.dial(seed.peer_id(), seed_addr.clone()).await.unwrap();
+            let t = token(&tracker, swarm, &c, NOW + 600);
+            c.authenticate(seed.peer_id(), swarm, &t).await.unwrap();
+            clients.push(c);
+        }
+        assert!(matches!(
+            clients[0].chunk(seed.peer_id(), swarm, 0).await.unwrap(),
+            ChunkResponse::Data(_)
+        ));
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let got = match clients[1].chunk(seed.peer_id(), swarm, 0).await.unwrap() {
+            ChunkResponse::Data(_) => "data",
+            ChunkResponse::SentElsewhere => "sent elsewhere",
+            other => panic!("{budget:?}: {other:?}"),
+        };
+        assert_eq!(got, second, "{budget:?}");
+    }
+}

@@ -13,6 +13,7 @@
 mod bucket;
 mod download;
 mod fair;
+mod ledger;
 mod need;
 mod serve;
 pub mod sim;
@@ -21,8 +22,9 @@ mod upload;
 pub use bucket::TokenBucket;
 pub use download::{Action, Config, Download, PeerKind, Stats};
 pub use fair::FairShare;
+pub use ledger::Ledger;
 pub use need::{DISPLACE_MARGIN, NeedQueue, Queued};
-pub use serve::{Ask, MAX_SENT_REMEMBERED, Out, Refusal, Serve, ServeConfig};
+pub use serve::{Ask, Budget, MAX_SENT_REMEMBERED, Out, Refusal, Serve, ServeConfig};
 pub use upload::{Decline, Upload};
 
 /// A peer as the driver numbers it (the driver maps network identities).

@@ -16,6 +16,9 @@
 //!   window is `SentElsewhere` to others (unless the requester could reach
 //!   no peer holding it: a last resort), and while the upload has a backlog
 //!   requesters are admitted by [`FairShare`].
+//! - **The origin budget** ([`Budget`], a super-seed): with budget to
+//!   spare, an idle upload sends chunks again inside the window; once it is
+//!   spent, a chunk sent before goes again only as a last resort.
 //! - **Bounded answers in progress**: past `max_uploads` (in 1 MiB chunks,
 //!   a small chunk weighing its share) or `max_backlog` of promised
 //!   upload, requests hear `Busy`.
@@ -77,6 +80,29 @@ pub struct Ask<P, C> {
     pub over_relay: bool,
     /// Chunks the requester holds (from its haves).
     pub held: u32,
+    /// Where the swarm's origin budget stands (super-seeds).
+    pub budget: Budget,
+}
+
+/// Where a swarm's origin budget stands, for a super-seed deciding whether
+/// to send a chunk again. A chunk's first copy always goes (the budget is
+/// at least one copy, and the seed keeps enough of it for every chunk it
+/// has not sent yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Budget {
+    /// No budget known (no tracker answer yet): a chunk sent within the
+    /// super-seeding window goes to nobody else; after it, to anyone.
+    #[default]
+    Window,
+    /// Budget to spare beyond the first copies: a chunk is sent again,
+    /// inside the window too, while the upload is idle (at most half the
+    /// backlog bound promised), so an idle uplink adds copies instead of
+    /// refusing.
+    Spare,
+    /// Spent (what is left is kept for first copies): a chunk sent to
+    /// another requester is sent again only as a last resort (the requester
+    /// reached no peer holding it), whenever it was sent.
+    Spent,
 }
 
 /// Why a request is refused.
@@ -183,10 +209,16 @@ where
         // A requester asking again for what it was sent lost it (a repair, a
         // restart): it gets the chunk; others are sent elsewhere, unless
         // they cannot reach the peer it went to.
+        let idle = backlog <= self.config.max_backlog / 2;
         let recently_sent = self.config.super_seed.is_some_and(|w| {
             self.sent
                 .get(&ask.chunk)
-                .is_some_and(|(t, to)| now < *t + w && *to != ask.from)
+                .filter(|(_, to)| *to != ask.from)
+                .is_some_and(|(t, _)| match ask.budget {
+                    Budget::Window => now < *t + w,
+                    Budget::Spare => now < *t + w && !idle,
+                    Budget::Spent => true,
+                })
         });
         if recently_sent && ask.last_resort {
             out.push(Out::LastResort);

@@ -410,6 +410,7 @@ pub fn router(state: Arc<State>) -> Router {
             post(releases::rollback),
         )
         .route("/v1/releases/{id}/manifest", get(releases::manifest))
+        .route("/v1/releases/{id}/budget", put(releases::set_budget))
         .route(
             "/v1/entitlements",
             post(admin::grant).get(admin::list_entitlements),

@@ -46,6 +46,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         releases::list,
         releases::rollback,
         releases::manifest,
+        releases::set_budget,
         swarm::token,
         swarm::announce,
         swarm::heartbeat,

@@ -6,7 +6,7 @@ use crate::model::{ReleaseRecord, Role};
 use axum::Json;
 use axum::body::Bytes;
 use axum::response::{IntoResponse, Response};
-use shoal_api::{ReleaseView, Rollback};
+use shoal_api::{ReleaseView, Rollback, SetBudget};
 use shoal_manifest::SignedManifest;
 use shoal_token::Release;
 use shoal_types::Hash;
@@ -23,17 +23,29 @@ pub fn manifest_url(id: &Hash) -> String {
     format!("/v1/releases/{id}/manifest")
 }
 
-/// The next version of (product, channel) pointing at `manifest_hash`.
-/// The caller holds the admin lock.
-fn add_release(
-    state: &crate::State,
-    product: &str,
-    channel: &str,
+/// What a new release of (product, channel) points at.
+struct NewRelease<'a> {
+    product: &'a str,
+    channel: &'a str,
     manifest_hash: Hash,
     total_size: u64,
     publisher: shoal_types::PublicKey,
     label: String,
-) -> ApiResult<ReleaseRecord> {
+    origin_budget: shoal_api::OriginBudget,
+}
+
+/// The next version of (product, channel) pointing at `manifest_hash`.
+/// The caller holds the admin lock.
+fn add_release(state: &crate::State, new: NewRelease<'_>) -> ApiResult<ReleaseRecord> {
+    let NewRelease {
+        product,
+        channel,
+        manifest_hash,
+        total_size,
+        publisher,
+        label,
+        origin_budget,
+    } = new;
     let version = state
         .db
         .latest_release(product, channel)?
@@ -59,10 +71,22 @@ fn add_release(
         publisher,
         label,
         published_at: now,
+        origin_budget,
     };
     state.db.put_release(&record)?;
     state.db.flush()?;
     Ok(record)
+}
+
+/// `POST /v1/releases?origin_budget=…` query.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RegisterQuery {
+    /// Copies of the payload the seeds may send to the swarm in total
+    /// (`1.05`, `2`, `unlimited`); the tracker's `origin_budget` if absent.
+    #[param(value_type = Option<String>, pattern = "^(unlimited|[0-9]+(\\.[0-9]+)?)$")]
+    origin_budget: Option<String>,
 }
 
 /// `POST /v1/releases`: the body is a `manifest.shoal` file.
@@ -70,6 +94,7 @@ fn add_release(
     post,
     path = "/v1/releases",
     tag = "releases",
+    params(RegisterQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A publisher-signed manifest (`manifest.shoal`)"),
     responses((status = 201, description = "Registered", body = ReleaseView), (status = 200, description = "The channel's newest release already has this manifest", body = ReleaseView), super::openapi::Refusals),
     security(("api_key" = []))
@@ -77,9 +102,15 @@ fn add_release(
 pub async fn register(
     axum::extract::State(state): St,
     caller: super::Caller,
+    super::QueryArgs(query): super::QueryArgs<RegisterQuery>,
     body: Bytes,
 ) -> ApiResult<Response> {
     caller.require(&[Role::Publisher])?;
+    let origin_budget = match &query.origin_budget {
+        Some(b) => shoal_api::OriginBudget::parse(b)
+            .map_err(|e| ApiError::bad_request("invalid_field", e))?,
+        None => state.config.origin_budget,
+    };
     let invalid =
         |e: shoal_manifest::ManifestError| ApiError::new(422, "invalid_manifest", e.to_string());
     let signed = SignedManifest::from_bytes(&body).map_err(invalid)?;
@@ -117,12 +148,15 @@ pub async fn register(
     state.db.put_manifest(&hash, &body)?;
     let record = add_release(
         &state,
-        &manifest.product,
-        &manifest.channel,
-        hash,
-        manifest.unique_size(),
-        signed.publisher(),
-        manifest.version.clone(),
+        NewRelease {
+            product: &manifest.product,
+            channel: &manifest.channel,
+            manifest_hash: hash,
+            total_size: manifest.unique_size(),
+            publisher: signed.publisher(),
+            label: manifest.version.clone(),
+            origin_budget,
+        },
     )?;
     tracing::info!(product = %record.product, channel = %record.channel, version = record.version, id = %record.id, "release registered");
     Ok((axum::http::StatusCode::CREATED, Json(release_view(record))).into_response())
@@ -150,6 +184,40 @@ pub async fn list(
             .map(release_view)
             .collect(),
     ))
+}
+
+/// An operator changes a release's origin budget (a launch that needs
+/// more speed, or a patch that should cost less). Seeds hear their new
+/// share with their next heartbeat.
+#[utoipa::path(
+    put,
+    path = "/v1/releases/{id}/budget",
+    tag = "releases",
+    params(("id" = String, Path, description = "The release id (64 hex digits)")),
+    request_body = SetBudget,
+    responses((status = 200, description = "The release with its new budget", body = ReleaseView), super::openapi::Refusals),
+    security(("api_key" = []))
+)]
+pub async fn set_budget(
+    axum::extract::State(state): St,
+    _: super::Operator,
+    PathArgs(id): PathArgs<String>,
+    super::Body(req): super::Body<SetBudget>,
+) -> ApiResult<Json<ReleaseView>> {
+    let id: Hash = id
+        .parse()
+        .map_err(|_| ApiError::bad_request("bad_path", "a release id is 64 hex digits"))?;
+    let _guard = state.admin_lock.lock().await;
+    let mut record = state
+        .db
+        .release(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no release {id}")))?;
+    let before = record.origin_budget;
+    record.origin_budget = req.origin_budget;
+    state.db.put_release(&record)?;
+    state.db.flush()?;
+    tracing::info!(release = %id, %before, after = %record.origin_budget, "origin budget changed");
+    Ok(Json(release_view(record)))
 }
 
 /// Rolling back is a new, higher release pointing at an older manifest, so
@@ -184,12 +252,15 @@ pub async fn rollback(
         })?;
     let record = add_release(
         &state,
-        &product,
-        &channel,
-        target.manifest_hash,
-        target.total_size,
-        target.publisher,
-        target.label,
+        NewRelease {
+            product: &product,
+            channel: &channel,
+            manifest_hash: target.manifest_hash,
+            total_size: target.total_size,
+            publisher: target.publisher,
+            label: target.label,
+            origin_budget: target.origin_budget,
+        },
     )?;
     Ok((axum::http::StatusCode::CREATED, Json(release_view(record))).into_response())
 }

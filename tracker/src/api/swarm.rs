@@ -9,7 +9,7 @@ use crate::{State, lock};
 use axum::Json;
 use axum::response::IntoResponse as _;
 use serde::Serialize;
-use shoal_api::{Alias, AnnounceRequest, HeartbeatAnswer, TokenAnswer};
+use shoal_api::{Alias, AnnounceRequest, HeartbeatAnswer, SwarmAllowance, TokenAnswer};
 use shoal_token::{Claims, Release, SignedRelease, Token};
 use shoal_types::Hash;
 
@@ -595,11 +595,14 @@ pub async fn heartbeat(
     Body(report): Body<SeedReport>,
 ) -> ApiResult<Json<HeartbeatAnswer>> {
     caller.require(&[Role::Seed])?;
-    if !shoal_types::id::is_valid(&report.seed_id) || report.releases.len() > 100_000 {
+    if !shoal_types::id::is_valid(&report.seed_id)
+        || report.releases.len() > 100_000
+        || report.sent.len() > 100_000
+    {
         return Err(ApiError::bad_request(
             "invalid_field",
             format!(
-                "seed_id must be {}; at most 100,000 releases",
+                "seed_id must be {}; at most 100,000 releases and sent entries",
                 shoal_types::id::RULE
             ),
         ));
@@ -612,6 +615,9 @@ pub async fn heartbeat(
     }
     check_addrs(&report.addrs)?;
     let (content, aliases) = content_of(&state, &report.releases)?;
+    let mut swarms: Vec<Hash> = report.releases.clone();
+    swarms.extend(aliases.iter().map(|a| a.release));
+    let seed_id = report.seed_id.clone();
     lock(&state.seeds)
         .heartbeat(
             state.now(),
@@ -628,10 +634,43 @@ pub async fn heartbeat(
                 ApiError::new(403, "too_many_seeds", e.to_string())
             }
         })?;
+    let allowances = allowances(&state, &seed_id, &swarms)?;
     Ok(Json(HeartbeatAnswer {
         interval: (state.config.seed_timeout_secs / 3).max(1),
         aliases,
+        allowances,
     }))
+}
+
+/// Seed `seed_id`'s share of the origin budget of each swarm in `swarms`
+/// (see `policy::budget_share`), shared with the fresh seeds holding the
+/// same build.
+fn allowances(state: &State, seed_id: &str, swarms: &[Hash]) -> ApiResult<Vec<SwarmAllowance>> {
+    let (now, timeout) = (state.now(), state.config.seed_timeout_secs);
+    let mut out = Vec::with_capacity(swarms.len());
+    for id in swarms {
+        let Some(r) = state.db.release(id)? else {
+            continue;
+        };
+        let seeds = lock(&state.seeds);
+        let sharing = seeds
+            .for_content(&r.manifest_hash, now, timeout, usize::MAX)
+            .len();
+        let own = seeds
+            .all()
+            .find(|s| s.report.seed_id == seed_id)
+            .map_or(0, |s| s.sent(id));
+        out.push(SwarmAllowance {
+            release: *id,
+            bytes: crate::policy::budget_share(
+                r.origin_budget.bytes(r.total_size),
+                seeds.sent_to(id),
+                own,
+                sharing,
+            ),
+        });
+    }
+    Ok(out)
 }
 
 /// `GET /v1/ops/swarms`: per-swarm aggregates.

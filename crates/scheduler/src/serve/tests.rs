@@ -25,6 +25,7 @@ fn ask(from: u32, chunk: u32) -> Ask<u32, u32> {
         last_resort: false,
         over_relay: false,
         held: 0,
+        budget: Budget::Window,
     }
 }
 
@@ -173,6 +174,75 @@ fn a_super_seed_sends_each_chunk_once_per_window_and_shares_fairly() {
     );
 }
 
+#[test]
+fn the_origin_budget_decides_whether_a_chunk_goes_again() {
+    let seed = || {
+        S::new(ServeConfig {
+            super_seed: Some(at(10)),
+            max_uploads: 100,
+            ..config()
+        })
+    };
+    let with = |from, chunk, budget| Ask {
+        budget,
+        ..ask(from, chunk)
+    };
+    let busy = Duration::from_millis(1500); // over half the 2 s bound
+    // Spare: inside the window, an idle upload sends it again...
+    let mut s = seed();
+    assert_eq!(
+        s.request(at(0), with(1, 7, Budget::Spare), 1, "a", IDLE, ANYONE),
+        [Out::Answer("a")]
+    );
+    assert_eq!(
+        s.request(at(1), with(2, 7, Budget::Spare), 2, "b", IDLE, ANYONE),
+        [Out::Answer("b")]
+    );
+    // ... a busy one sends it elsewhere, as without a budget
+    assert_eq!(
+        s.request(at(2), with(3, 7, Budget::Spare), 3, "c", busy, ANYONE),
+        [Out::Refuse("c", Refusal::SentElsewhere)]
+    );
+    // Spent: never again to another requester, even long after the window...
+    let mut s = seed();
+    assert_eq!(
+        s.request(at(0), with(1, 7, Budget::Spent), 1, "a", IDLE, ANYONE),
+        [Out::Answer("a")],
+        "a first copy always goes"
+    );
+    assert_eq!(
+        s.request(at(100), with(2, 7, Budget::Spent), 2, "b", IDLE, ANYONE),
+        [Out::Refuse("b", Refusal::SentElsewhere)]
+    );
+    // ... but to the one that lost it, and as a last resort
+    assert_eq!(
+        s.request(at(100), with(1, 7, Budget::Spent), 3, "c", IDLE, ANYONE),
+        [Out::Answer("c")]
+    );
+    let last = Ask {
+        last_resort: true,
+        ..with(2, 7, Budget::Spent)
+    };
+    assert_eq!(
+        s.request(at(101), last, 4, "d", IDLE, ANYONE),
+        [Out::LastResort, Out::Answer("d")]
+    );
+    // Window (no budget known): after the window, anyone
+    assert_eq!(
+        s.request(at(200), with(3, 7, Budget::Window), 5, "e", IDLE, ANYONE),
+        [Out::Answer("e")]
+    );
+    // Not a super-seed: budgets do not apply
+    let mut plain = S::new(config());
+    for (id, from) in [(1, 1), (2, 2)] {
+        assert_eq!(
+            plain.request(at(0), with(from, 7, Budget::Spent), id, "x", IDLE, ANYONE),
+            [Out::Answer("x")]
+        );
+        plain.finished(&id);
+    }
+}
+
 fn queueing() -> ServeConfig {
     ServeConfig {
         capped: true,
@@ -287,6 +357,7 @@ fn a_cluster_on_virtual_time_keeps_every_bound() {
                 last_resort: rng.below(50) == 0,
                 over_relay: rng.below(100) == 0,
                 held: rng.below(400) as u32,
+                budget: [Budget::Window, Budget::Spare, Budget::Spent][rng.below(3)],
             };
             outs.extend(serve[node].request(
                 now,
