@@ -168,11 +168,13 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
                 name,
                 private,
                 allow,
+                origin_budget,
             } => {
                 let body = shoal_api::NewChannel {
                     name: name.clone(),
                     private: *private,
                     allow: allow.clone(),
+                    origin_budget: *origin_budget,
                 };
                 t.send(
                     M::POST,

@@ -226,6 +226,10 @@ pub enum ChannelsCommand {
         private: bool,
         #[arg(long = "allow")]
         allow: Vec<String>,
+        /// The origin budget of releases registered on it without one
+        /// (copies of the payload seeds may send: `1.05`, `2`, `unlimited`).
+        #[arg(long, value_parser = budget_arg)]
+        origin_budget: Option<shoal_api::OriginBudget>,
     },
     /// Replace a private channel's allow-list.
     Allow {

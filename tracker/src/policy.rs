@@ -411,11 +411,13 @@ mod tests {
                     name: "stable".into(),
                     private: false,
                     allow: vec![],
+                    origin_budget: None,
                 },
                 Channel {
                     name: "qa".into(),
                     private: true,
                     allow: vec!["p_allowed".into(), "org_1".into()],
+                    origin_budget: None,
                 },
             ],
             publisher_keys: vec![],

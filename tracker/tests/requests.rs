@@ -723,6 +723,23 @@ async fn origin_budgets_are_chosen_changed_and_shared_between_seeds() {
         (StatusCode::CREATED, &json!(1.05)),
         "the default: {v}"
     );
+    // A channel's default applies to releases registered on it without one.
+    t.admin(
+        "/v1/products/game/channels",
+        json!({"name": "launch", "origin_budget": "unlimited"}),
+    )
+    .await;
+    let resp = t
+        .http
+        .post(format!("{}/v1/releases", t.url))
+        .bearer_auth(&api)
+        .body(manifest_bytes("game", "launch", "1.0", &key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["origin_budget"], json!("unlimited"), "{v}");
     let (s, v) = register("?origin_budget=2", "2.1").await;
     assert_eq!(
         (s, &v["origin_budget"]),

@@ -112,6 +112,9 @@ pub struct NewChannel {
     pub private: bool,
     #[serde(default)]
     pub allow: Vec<String>,
+    /// The origin budget of releases registered on it without one.
+    #[serde(default)]
+    pub origin_budget: Option<crate::OriginBudget>,
 }
 
 /// `PUT /v1/products/{id}/channels/{channel}/allow`: who may use a private channel.

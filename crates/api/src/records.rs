@@ -38,6 +38,10 @@ pub struct Channel {
     pub private: bool,
     #[serde(default)]
     pub allow: Vec<String>,
+    /// The origin budget of a release registered on this channel without
+    /// one (absent: the tracker's `origin_budget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_budget: Option<crate::OriginBudget>,
 }
 
 /// A product: paid or free, its channels and who may publish it.

@@ -343,6 +343,7 @@ pub async fn create_product(
                 name,
                 private: false,
                 allow: vec![],
+                origin_budget: None,
             })
             .collect(),
         publisher_keys: vec![],
@@ -502,6 +503,7 @@ pub async fn add_channel(
             name: req.name,
             private: req.private,
             allow: req.allow,
+            origin_budget: req.origin_budget,
         });
         Ok(())
     })

@@ -84,7 +84,8 @@ fn add_release(state: &crate::State, new: NewRelease<'_>) -> ApiResult<ReleaseRe
 #[into_params(parameter_in = Query)]
 pub struct RegisterQuery {
     /// Copies of the payload the seeds may send to the swarm in total
-    /// (`1.05`, `2`, `unlimited`); the tracker's `origin_budget` if absent.
+    /// (`1.05`, `2`, `unlimited`); if absent, the channel's default, else
+    /// the tracker's `origin_budget`.
     #[param(value_type = Option<String>, pattern = "^(unlimited|[0-9]+(\\.[0-9]+)?)$")]
     origin_budget: Option<String>,
 }
@@ -106,10 +107,12 @@ pub async fn register(
     body: Bytes,
 ) -> ApiResult<Response> {
     caller.require(&[Role::Publisher])?;
-    let origin_budget = match &query.origin_budget {
-        Some(b) => shoal_api::OriginBudget::parse(b)
-            .map_err(|e| ApiError::bad_request("invalid_field", e))?,
-        None => state.config.origin_budget,
+    let asked = match &query.origin_budget {
+        Some(b) => Some(
+            shoal_api::OriginBudget::parse(b)
+                .map_err(|e| ApiError::bad_request("invalid_field", e))?,
+        ),
+        None => None,
     };
     let invalid =
         |e: shoal_manifest::ManifestError| ApiError::new(422, "invalid_manifest", e.to_string());
@@ -122,12 +125,16 @@ pub async fn register(
     })?;
     let _guard = state.admin_lock.lock().await;
     let product = caller.product_to_publish(&state, &manifest.product)?;
-    if product.channel(&manifest.channel).is_none() {
+    let Some(channel) = product.channel(&manifest.channel) else {
         return Err(ApiError::not_found(format!(
             "{} has no channel {}",
             product.id, manifest.channel
         )));
-    }
+    };
+    // The publisher's choice, else the channel's default, else the tracker's.
+    let origin_budget = asked
+        .or(channel.origin_budget)
+        .unwrap_or(state.config.origin_budget);
     if !product.publisher_keys.contains(&signed.publisher()) {
         return Err(ApiError::new(
             403,
