@@ -173,6 +173,7 @@ async fn role_fetch() -> anyhow::Result<()> {
         peer,
         addrs: vec![addr],
         kind: shoal_scheduler::PeerKind::Seed,
+        fills: false,
     }];
     // Requests in flight to the lone seed (SHOAL_BENCH_DEPTH, default 8).
     let depth = std::env::var("SHOAL_BENCH_DEPTH")

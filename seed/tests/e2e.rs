@@ -242,6 +242,7 @@ async fn publish_seed_and_download_through_the_tracker() {
             } else {
                 PeerKind::Peer
             },
+            fills: false,
         })
         .collect();
     assert_eq!(

@@ -182,6 +182,15 @@ pub fn budget_share(budget: Option<u64>, sent_by_all: u64, own: u64, seeds: usiz
     budget.map(|b| own + b.saturating_sub(sent_by_all) / seeds.max(1) as u64)
 }
 
+/// Whether a swarm's seeds should be asked for chunks peers hold too: its
+/// `budget` (bytes; `None`: unlimited) leaves more than a quarter copy of
+/// the `payload` beyond one copy and beyond what was `sent`. A frugal
+/// budget (the default 1.05) never does: its seeds are asked only for what
+/// no peer holds, and spend their small margin on repeats.
+pub fn seeds_fill(budget: Option<u64>, sent: u64, payload: u64) -> bool {
+    budget.is_none_or(|b| b >= sent.max(payload).saturating_add(payload / 4))
+}
+
 fn standing(e: &Entitlement, now: u64) -> Result<(), Refusal> {
     if e.revoked_at.is_some_and(|t| t <= now) {
         return Err(Refusal::EntitlementRevoked);
@@ -334,6 +343,15 @@ impl RateLimit {
 mod tests {
     use super::*;
     use crate::model::{AccountKind, Channel};
+
+    #[test]
+    fn seeds_fill_in_only_with_a_quarter_copy_to_spare() {
+        assert!(!seeds_fill(Some(1050), 0, 1000), "the frugal default");
+        assert!(seeds_fill(Some(2000), 0, 1000));
+        assert!(seeds_fill(Some(2000), 1750, 1000));
+        assert!(!seeds_fill(Some(2000), 1751, 1000), "mostly spent");
+        assert!(seeds_fill(None, u64::MAX, 1000), "unlimited");
+    }
 
     #[test]
     fn seeds_share_what_is_left_of_a_budget() {

@@ -104,6 +104,7 @@ impl Member {
             seed: false,
             reachability: report.reachability,
             same_site,
+            fills: false,
         }
     }
 }

@@ -819,6 +819,28 @@ async fn origin_budgets_are_chosen_changed_and_shared_between_seeds() {
     let (s, tok) = t.token(&pkey, "game", "stable", &peer(1)).await;
     assert_eq!(s, StatusCode::OK, "{tok}");
     assert_eq!(tok["swarm"], json!(id));
+    // With a quarter copy to spare beyond one, seeds are listed as filling in.
+    let seeds: Vec<&Value> = tok["bootstrap"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["seed"] == true)
+        .collect();
+    assert!(
+        !seeds.is_empty() && seeds.iter().all(|p| p["fills"] == true),
+        "{tok}"
+    );
+    budget(id.clone(), json!({"origin_budget": 1.05})).await;
+    let (_, frugal) = t.token(&pkey, "game", "stable", &peer(2)).await;
+    assert!(
+        frugal["bootstrap"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p.get("fills").is_none()),
+        "a frugal budget's seeds do not fill in: {frugal}"
+    );
+    budget(id.clone(), json!({"origin_budget": 2})).await;
     let (s, a) = t
         .post(
             "/v1/announce",

@@ -164,6 +164,7 @@ pub fn source(info: &PeerInfo, me: &Peer) -> Option<Source> {
         } else {
             PeerKind::Peer
         },
+        fills: info.seed && info.fills,
     })
 }
 

@@ -94,6 +94,11 @@ pub struct PeerInfo {
     /// router): dial its LAN addresses, not its relayed one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub same_site: bool,
+    /// A seed whose swarm has origin budget to spare (more than a quarter
+    /// copy beyond one copy and what was sent): ask it for chunks peers
+    /// hold too, not only for those no peer holds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fills: bool,
 }
 
 /// `POST /v1/announce`: a member's progress, presenting its swarm token.

@@ -90,6 +90,9 @@ pub struct Source {
     /// relayed ones (`…/p2p-circuit`) last.
     pub addrs: Vec<crate::Addr>,
     pub kind: PeerKind,
+    /// A seed whose swarm has origin budget to spare: ask it for chunks
+    /// peers hold too (see `Download::handle_seed_fills`).
+    pub fills: bool,
 }
 
 /// How a download went.
@@ -258,6 +261,8 @@ struct Sources {
     early: HashMap<Peer, Bitfield>,
     /// Joined through a relay only: waiting for a direct connection.
     relayed: HashSet<Peer>,
+    /// Seeds listed as having origin budget to spare.
+    fills: HashSet<Peer>,
 }
 
 impl Sources {
@@ -276,6 +281,9 @@ impl Sources {
         self.kinds.push(kind);
         self.index_of.insert(peer, idx);
         sched.handle_peer(now, idx, kind);
+        if kind == PeerKind::Seed && self.fills.contains(&peer) {
+            sched.handle_seed_fills(now, idx);
+        }
         if let Some(b) = self.early.remove(&peer) {
             sched.handle_bitfield(now, idx, &b);
         }
@@ -341,6 +349,9 @@ pub async fn download(
         busy: HashSet::new(),
     };
     for s in sources {
+        if s.fills {
+            known.fills.insert(s.peer);
+        }
         joiner.join(s.peer, s.addrs.clone(), s.kind);
     }
     // Without later sources, the first ones must do.
@@ -512,6 +523,9 @@ pub async fn download(
             source = async { more_sources.as_mut()?.recv().await }, if more_sources.is_some() => {
                 match source {
                     Some(s) if !known.index_of.contains_key(&s.peer) && !known.banned.contains(&s.peer) => {
+                        if s.fills && known.fills.len() < 64 {
+                            known.fills.insert(s.peer);
+                        }
                         joiner.join(s.peer, s.addrs, s.kind);
                     }
                     Some(_) => {}

@@ -71,6 +71,7 @@ async fn downloaders_share_chunks_with_each_other() {
         peer: seed.peer_id(),
         addrs: vec![listen_addr(&seed).await],
         kind: PeerKind::Seed,
+        fills: false,
     };
 
     let n = 4;
@@ -87,6 +88,7 @@ async fn downloaders_share_chunks_with_each_other() {
             peer: c.peer_id(),
             addrs: vec![a.clone()],
             kind: PeerKind::Peer,
+            fills: false,
         })
         .collect();
     let mut tasks = Vec::new();
@@ -236,6 +238,7 @@ async fn upload_and_download_caps_hold() {
             peer: seed.peer_id(),
             addrs: vec![listen_addr(&seed).await],
             kind: PeerKind::Seed,
+            fills: false,
         }];
         let tok = token(&tracker, swarm, &me, NOW + 600);
         let start = std::time::Instant::now();
@@ -358,6 +361,7 @@ async fn renewed_tokens_keep_a_long_download_going() {
         peer: seed.peer_id(),
         addrs: vec![listen_addr(&seed).await],
         kind: PeerKind::Seed,
+        fills: false,
     }];
     // About 4 MB at 1 MB/s: the first token "expires" after one second.
     let expire = tokio::spawn(async move {
@@ -467,11 +471,13 @@ async fn download_beside(
             peer: evil.peer_id(),
             addrs: vec![listen_addr(&evil).await],
             kind: PeerKind::Peer,
+            fills: false,
         },
         Source {
             peer: seed.peer_id(),
             addrs: vec![listen_addr(&seed).await],
             kind: PeerKind::Seed,
+            fills: false,
         },
     ];
     let tok = token(&tracker, swarm, &me, NOW + 600);

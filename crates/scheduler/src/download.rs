@@ -164,6 +164,8 @@ struct Peer {
     strikes: u32,
     /// Declined our last request: not asked again before this.
     busy_until: Option<Duration>,
+    /// A seed with origin budget to spare: asked for chunks peers hold too.
+    fills: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -311,9 +313,23 @@ impl Download {
                 last_delivery: now,
                 strikes: 0,
                 busy_until: None,
+                fills: false,
             },
         );
         self.schedule_peer(now, peer);
+    }
+
+    /// Seed `peer`'s swarm has origin budget to spare (the tracker says):
+    /// it is asked for any chunk, those no peer holds first and then the
+    /// rarest, not only for those no peer holds, until it refuses one
+    /// (`SentElsewhere`: the budget is spent).
+    pub fn handle_seed_fills(&mut self, now: Duration, peer: PeerIdx) {
+        if let Some(p) = self.peers.get_mut(&peer)
+            && p.kind == PeerKind::Seed
+        {
+            p.fills = true;
+            self.schedule_peer(now, peer);
+        }
     }
 
     /// `peer` sent its whole bitfield. Malformed or wrong-length fields are ignored.
@@ -472,6 +488,9 @@ impl Download {
         if let Some(c) = self.chunks.get_mut(chunk as usize) {
             c.sent_elsewhere = c.sent_elsewhere.saturating_add(1);
         }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.fills = false;
+        }
         self.handle_failed(now, peer, chunk);
     }
 
@@ -610,12 +629,14 @@ impl Download {
             if self.have.get(i) || c.requested > 0 || !p.has.get(i) || self.excluded(i, peer) {
                 continue;
             }
-            if p.kind == PeerKind::Seed && c.avail > 0 && !c.slow {
+            let frugal_seed = p.kind == PeerKind::Seed && !p.fills;
+            if frugal_seed && c.avail > 0 && !c.slow {
                 continue; // a peer can give it
             }
             // Seeds: any eligible chunk (random start spreads downloaders over
-            // different chunks). Peers: rarest first, random among equals.
-            let key = if p.kind == PeerKind::Seed { 0 } else { c.avail };
+            // different chunks). Peers, and seeds that fill in: rarest first,
+            // random among equals.
+            let key = if frugal_seed { 0 } else { c.avail };
             match best {
                 Some((b, _)) if key > b => {}
                 Some((b, _)) if key == b => {
@@ -629,7 +650,7 @@ impl Download {
                     ties = 0;
                 }
             }
-            if p.kind == PeerKind::Seed || key <= 1 {
+            if frugal_seed || key == 0 || (p.kind == PeerKind::Peer && key <= 1) {
                 break; // cannot do better
             }
         }

@@ -208,17 +208,18 @@ fn relays_for(state: &State, release: &ReleaseRecord) -> Vec<PeerInfo> {
     relays
         .into_iter()
         .take(MAX_RELAYS_LISTED)
-        .map(seed_info)
+        .map(|s| seed_info(s, false))
         .collect()
 }
 
-fn seed_info(s: &crate::swarm::SeedState) -> PeerInfo {
+fn seed_info(s: &crate::swarm::SeedState, fills: bool) -> PeerInfo {
     PeerInfo {
         peer_id: s.report.peer_id.clone(),
         addrs: s.report.addrs.clone(),
         seed: true,
         reachability: shoal_types::Reachability::Public,
         same_site: false,
+        fills,
     }
 }
 
@@ -241,10 +242,15 @@ fn seeds_for(state: &State, release: &ReleaseRecord) -> Vec<PeerInfo> {
     } else {
         with_capacity
     };
+    let fills = crate::policy::seeds_fill(
+        release.origin_budget.bytes(release.total_size),
+        registry.sent_to(&release.id),
+        release.total_size,
+    );
     chosen
         .into_iter()
         .take(MAX_SEEDS_LISTED)
-        .map(seed_info)
+        .map(|s| seed_info(s, fills))
         .collect()
 }
 
@@ -753,6 +759,7 @@ mod tests {
             seed,
             reachability: shoal_types::Reachability::Public,
             same_site: false,
+            fills: false,
         }
     }
 

@@ -46,6 +46,33 @@ fn prefers_peers_and_uses_seeds_only_for_what_peers_lack() {
 }
 
 #[test]
+fn a_seed_with_budget_to_spare_is_asked_for_what_peers_hold_until_it_refuses() {
+    // Chunks of 1 MiB, so a new peer's pipeline takes a few, not all.
+    let mut d = Download::new(Config::default(), vec![1 << 20; 8], Bitfield::new(8), 7);
+    d.handle_peer(S, PeerIdx(1), PeerKind::Peer);
+    d.handle_bitfield(S, PeerIdx(1), &Bitfield::full(8));
+    d.handle_peer(S, PeerIdx(9), PeerKind::Seed);
+    assert!(
+        requests(&drain(&mut d)).iter().all(|r| r.0 == 1),
+        "a frugal seed is not asked for what a peer holds"
+    );
+    d.handle_seed_fills(S, PeerIdx(9));
+    let to_seed: Vec<u32> = requests(&drain(&mut d))
+        .iter()
+        .filter(|r| r.0 == 9)
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(to_seed.len(), 2, "the seed's pipeline fills: {to_seed:?}");
+    // It refuses one: its budget is spent; the other arrives.
+    d.handle_sent_elsewhere(2 * S, PeerIdx(9), to_seed[0]);
+    d.handle_chunk(2 * S, PeerIdx(9), to_seed[1], true);
+    assert!(
+        requests(&drain(&mut d)).iter().all(|r| r.0 == 1),
+        "back to asking it only for what no peer holds"
+    );
+}
+
+#[test]
 fn rarest_first() {
     let mut d = new(3);
     for p in 1..=3 {
