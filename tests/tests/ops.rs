@@ -327,6 +327,10 @@ async fn dashboard_in_a_real_browser() -> anyhow::Result<()> {
         "{swarm_row}"
     );
     assert!(swarm_row.contains("<td>2</td>"), "two peers: {swarm_row}");
+    assert!(
+        swarm_row.contains("of 1.05 copies"),
+        "the default origin budget and its use: {swarm_row}"
+    );
     let seed_row = row("seed-1").ok_or_else(|| anyhow::anyhow!("no seed row in {dom}"))?;
     assert!(seed_row.contains("fresh"), "{seed_row}");
     let hot_row = row("hot-seed").ok_or_else(|| anyhow::anyhow!("no hot seed row"))?;
