@@ -1,8 +1,8 @@
 //! Parameter sweep of the swarm simulator: `cargo run --release -p
 //! shoal-scheduler --example sweep -- N SEED_MBIT BACKOFF_MS QUEUE WINDOW_S TARGET_QUEUE_S`
-//! (env: `TIMEOUT` request timeout in s (default: the scheduler's), `DUPS` endgame duplicates, `SEEDQ` seed queue).
+//! (env: `TIMEOUT` request timeout in s (default: the scheduler's), `DUPS` endgame duplicates, `SEEDQ` the seed's answers in progress (`max_uploads`, 16), `SLOTS` a player's upload slots).
 use shoal_scheduler::Config;
-use shoal_scheduler::sim::{Node, Setup, fluid_bound, mbit, run};
+use shoal_scheduler::sim::{Node, Setup, fluid_bound, mbit, player_serve, run, seed_serve};
 use std::time::Duration;
 
 /// The variable `name` parsed, or `default`.
@@ -36,11 +36,8 @@ fn main() {
             n as usize
         ],
         latency: Duration::from_millis(20),
-        peer_upload_slots: env_or("SLOTS", 4),
-        seed_upload_slots: 2,
-        seed_repeat_after: Some(Duration::from_secs_f64(window)),
-        peer_queue: queue as usize,
-        seed_queue: env_or("SEEDQ", 16),
+        seed_serve: seed_serve(Some(Duration::from_secs_f64(window)), env_or("SEEDQ", 16)),
+        peer_serve: player_serve(env_or("SLOTS", 4), queue as usize),
         scheduler: Config {
             busy_backoff: Duration::from_millis(backoff_ms as u64),
             request_timeout: Duration::from_secs(env_or(

@@ -5,7 +5,7 @@
 //!
 //! Without this, the peers that asked first re-ask after every delivery and
 //! keep the origin to themselves, and the rest of the swarm holds nothing to
-//! upload (see [`crate::Upload`], which does the same for a queued node).
+//! upload.
 
 use std::collections::HashMap;
 use std::hash::Hash;

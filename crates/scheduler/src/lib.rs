@@ -2,9 +2,9 @@
 //! (real nodes and the simulator run it alike), [`Serve`], the serving
 //! policy real nodes run for every chunk request (the token gate, relays,
 //! super-seeding with [`FairShare`], bounded answers, the neediest-first
-//! [`NeedQueue`]), [`TokenBucket`] for upload caps, and [`sim`], a
-//! discrete-event swarm simulator that drives [`Download`] on virtual time
-//! and still models the serving side with an [`Upload`] queue per node.
+//! [`NeedQueue`]), [`Ledger`] for a seed's origin budget, [`TokenBucket`]
+//! for upload caps, and [`sim`], a discrete-event swarm simulator that
+//! drives [`Download`] and [`Serve`] on virtual time, as real nodes do.
 //!
 //! Drivers feed events with the current time (`handle_*(now, …)`), drain
 //! [`Download::poll`] for actions, and re-arm one timer at
@@ -17,7 +17,6 @@ mod ledger;
 mod need;
 mod serve;
 pub mod sim;
-mod upload;
 
 pub use bucket::TokenBucket;
 pub use download::{Action, Config, Download, PeerKind, Stats};
@@ -25,7 +24,6 @@ pub use fair::FairShare;
 pub use ledger::Ledger;
 pub use need::{DISPLACE_MARGIN, NeedQueue, Queued};
 pub use serve::{Ask, Budget, MAX_SENT_REMEMBERED, Out, Refusal, Serve, ServeConfig};
-pub use upload::{Decline, Upload};
 
 /// A peer as the driver numbers it (the driver maps network identities).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,19 +1,63 @@
 //! A discrete-event swarm simulator on virtual time: seeds and peers with
 //! upload and download caps and one-way latency, each peer running the real
-//! [`Download`]. The serving side is modelled by an [`Upload`] queue per
-//! node, which real nodes do not run: they run [`crate::Serve`], so the
-//! simulator's serving side is a model of theirs, not yet the same code.
+//! [`Download`] and every node the real serving policy, [`Serve`], with the
+//! settings real nodes use ([`seed_serve`], [`player_serve`]). A node's
+//! backlog (what `Serve` weighs against `max_backlog`) is the bytes left in
+//! its transfers at its upload rate, as a real node's upload cap sees it.
 //!
 //! Bandwidth model: each active transfer gets the smaller of its sender's
 //! upload share and its receiver's download share (capacity split equally
 //! among that node's active transfers). Unused share is not redistributed,
 //! so the model is conservative: a real link does at least as well.
 
-use crate::{Action, Config, Decline, Download, PeerIdx, PeerKind, Upload};
+use crate::{
+    Action, Ask, Budget, Config, Download, Out, PeerIdx, PeerKind, Refusal, Serve, ServeConfig,
+};
 use shoal_types::Bitfield;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
+
+/// A seed's serving settings as `shoal-seed` runs them: super-seeding
+/// within `window`, answers at once or `Busy` (no queue), at most
+/// `max_uploads` chunk answers in progress (the seed's default is 16),
+/// behind an upload cap (the seed caps at its capacity).
+pub fn seed_serve(window: Option<Duration>, max_uploads: usize) -> ServeConfig {
+    ServeConfig {
+        super_seed: window,
+        chunks_over_relay: true,
+        capped: true,
+        queue: 0,
+        slots: max_uploads,
+        max_uploads,
+        max_backlog: Duration::from_secs(2),
+    }
+}
+
+/// A capped player's serving settings as the launcher runs them: `slots`
+/// answers in progress (4), `queue` more waiting neediest first (8).
+pub fn player_serve(slots: usize, queue: usize) -> ServeConfig {
+    ServeConfig {
+        super_seed: None,
+        chunks_over_relay: true,
+        capped: true,
+        queue,
+        slots,
+        max_uploads: 16,
+        max_backlog: Duration::from_secs(2),
+    }
+}
+
+/// Why a request was refused, as the requester hears it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decline {
+    Busy,
+    SentElsewhere,
+}
+
+/// A request as the serving node holds it: who asked, for what, and the
+/// transfer's id.
+type Ticket = (usize, u32, u64);
 
 /// One simulated node. Rates in bytes per second.
 #[derive(Debug, Clone, Copy)]
@@ -35,14 +79,9 @@ pub struct Setup {
     pub peers: Vec<Node>,
     /// One-way latency between any two nodes.
     pub latency: Duration,
-    /// Concurrent outgoing transfers per peer and per seed.
-    pub peer_upload_slots: usize,
-    pub seed_upload_slots: usize,
-    /// Seeds' super-seeding window (`None`: seeds serve every request).
-    pub seed_repeat_after: Option<Duration>,
-    /// Requests a peer, and a seed, queue before answering busy.
-    pub peer_queue: usize,
-    pub seed_queue: usize,
+    /// The serving policy's settings on seeds and on players' nodes.
+    pub seed_serve: ServeConfig,
+    pub peer_serve: ServeConfig,
     pub scheduler: Config,
     /// Give up after this much virtual time.
     pub max_time: Duration,
@@ -57,8 +96,10 @@ pub struct Report {
     pub completion: Vec<Option<Duration>>,
     pub seed_uploaded: u64,
     pub peer_uploaded: u64,
-    /// Bytes delivered that a peer already had or that were cut off by a cancel.
+    /// Bytes delivered that a peer already had (endgame duplicates).
     pub wasted: u64,
+    /// Chunks seeds sent again inside their window as last resorts.
+    pub last_resorts: u64,
     pub events: u64,
     /// Bytes peers uploaded in each second of virtual time.
     pub peer_upload_by_second: Vec<f64>,
@@ -107,11 +148,7 @@ enum Event {
         from: usize,
         to: usize,
         chunk: u32,
-    },
-    Cancel {
-        from: usize,
-        to: usize,
-        chunk: u32,
+        last_resort: bool,
     },
     Refused {
         to: usize,
@@ -162,6 +199,7 @@ impl Ord for Queued {
 
 #[derive(Debug)]
 struct Flow {
+    id: u64,
     from: usize,
     to: usize,
     chunk: u32,
@@ -174,7 +212,10 @@ struct World {
     n_seeds: usize,
     nodes: Vec<Node>,
     downloads: Vec<Option<Download>>,
-    uploads: Vec<Upload>,
+    serves: Vec<Serve<usize, u32, u64, Ticket>>,
+    next_id: u64,
+    /// Chunks seeds sent again inside their window as last resorts.
+    last_resorts: u64,
     flows: Vec<Flow>,
     out_count: Vec<usize>,
     uploaded: Vec<f64>,
@@ -226,36 +267,30 @@ impl World {
         nanos(self.setup.latency)
     }
 
-    fn is_seed(&self, node: usize) -> bool {
-        node < self.n_seeds
-    }
-
     /// Carries out a peer's scheduler actions and re-arms its timer.
     fn drain(&mut self, node: usize) {
         let now = self.now;
         let lat = self.latency();
         while let Some(action) = self.downloads[node].as_mut().and_then(Download::poll) {
             match action {
-                Action::Request { peer, chunk, .. } => {
+                Action::Request {
+                    peer,
+                    chunk,
+                    last_resort,
+                } => {
                     self.push(
                         now + lat,
                         Event::Request {
                             from: node,
                             to: peer.0 as usize,
                             chunk,
+                            last_resort,
                         },
                     );
                 }
-                Action::Cancel { peer, chunk } => {
-                    self.push(
-                        now + lat,
-                        Event::Cancel {
-                            from: node,
-                            to: peer.0 as usize,
-                            chunk,
-                        },
-                    );
-                }
+                // A request cannot be taken back on the wire: real nodes
+                // let the answer arrive and drop it, and so does this.
+                Action::Cancel { .. } => {}
                 Action::Ban { .. } => {}
                 Action::Complete => {
                     let i = node - self.n_seeds;
@@ -278,44 +313,66 @@ impl World {
         }
     }
 
-    fn slots(&self, node: usize) -> usize {
-        if self.is_seed(node) {
-            self.setup.seed_upload_slots
-        } else {
-            self.setup.peer_upload_slots
+    /// What `node` has promised its uplink: the bytes left in its
+    /// transfers at its upload rate.
+    fn backlog(&self, node: usize) -> Duration {
+        let left: f64 = self
+            .flows
+            .iter()
+            .filter(|f| f.from == node)
+            .map(|f| f.remaining)
+            .sum();
+        Duration::from_secs_f64(left / self.nodes[node].up.max(1.0))
+    }
+
+    /// Carries out `node`'s serving decisions: answers become transfers,
+    /// refusals travel back to the requester.
+    fn carry_out(&mut self, node: usize, outs: Vec<Out<Ticket>>) {
+        let lat = self.latency();
+        for out in outs {
+            match out {
+                Out::Answer((to, chunk, id)) => {
+                    let len = f64::from(self.setup.chunk_lens[chunk as usize]);
+                    self.advance_flows();
+                    self.flows.push(Flow {
+                        id,
+                        from: node,
+                        to,
+                        chunk,
+                        remaining: len,
+                        rate: 0.0,
+                    });
+                    self.out_count[node] += 1;
+                    self.flows_changed = true;
+                }
+                Out::Refuse((to, chunk, _), why) => {
+                    let why = match why {
+                        Refusal::SentElsewhere => Decline::SentElsewhere,
+                        Refusal::Busy | Refusal::OverRelay | Refusal::Unauthorized => Decline::Busy,
+                    };
+                    self.push(
+                        self.now + lat,
+                        Event::Refused {
+                            to,
+                            from: node,
+                            chunk,
+                            why,
+                        },
+                    );
+                }
+                Out::LastResort => self.last_resorts += 1,
+            }
         }
     }
 
-    fn start_uploads(&mut self, node: usize) {
+    /// `node`'s transfer `id` is done (delivered or cut off): its slot and
+    /// weight are free, and requests waiting for them may start.
+    fn transfer_done(&mut self, node: usize, id: u64) {
         let now = Duration::from_nanos(self.now);
-        while self.out_count[node] < self.slots(node) {
-            let Some((peer, chunk)) = self.uploads[node].next_request(now) else {
-                break;
-            };
-            let len = f64::from(self.setup.chunk_lens[chunk as usize]);
-            self.advance_flows();
-            self.flows.push(Flow {
-                from: node,
-                to: peer.0 as usize,
-                chunk,
-                remaining: len,
-                rate: 0.0,
-            });
-            self.out_count[node] += 1;
-            self.flows_changed = true;
-        }
-        let lat = self.latency();
-        while let Some((peer, chunk, why)) = self.uploads[node].poll_refused() {
-            self.push(
-                self.now + lat,
-                Event::Refused {
-                    to: peer.0 as usize,
-                    from: node,
-                    chunk,
-                    why,
-                },
-            );
-        }
+        self.serves[node].finished(&id);
+        let backlog = self.backlog(node);
+        let outs = self.serves[node].sent(now, backlog, |_: &usize, _: &u32| true);
+        self.carry_out(node, outs);
     }
 
     fn assign_rates(&mut self) {
@@ -334,40 +391,37 @@ impl World {
         let now_d = Duration::from_nanos(self.now);
         let lat = self.latency();
         match e {
-            Event::Request { from, to, chunk } => {
-                // The uploader knows what the requester holds from its haves.
-                if let Some(d) = &self.downloads[from] {
-                    let held = d.stats().have_chunks;
-                    self.uploads[to].note_held(PeerIdx(from as u32), held);
-                }
-                match self.uploads[to].handle_request(now_d, PeerIdx(from as u32), chunk) {
-                    Ok(()) => self.start_uploads(to),
-                    Err(why) => self.push(
-                        self.now + lat,
-                        Event::Refused {
-                            to: from,
-                            from: to,
-                            chunk,
-                            why,
-                        },
-                    ),
-                }
-            }
-            Event::Cancel { from, to, chunk } => {
-                if !self.uploads[to].handle_cancel(PeerIdx(from as u32), chunk)
-                    && let Some(pos) = self
-                        .flows
-                        .iter()
-                        .position(|f| f.from == to && f.to == from && f.chunk == chunk)
-                {
-                    self.advance_flows();
-                    let f = self.flows.swap_remove(pos);
-                    let len = f64::from(self.setup.chunk_lens[chunk as usize]);
-                    self.wasted += len - f.remaining;
-                    self.out_count[to] -= 1;
-                    self.flows_changed = true;
-                    self.start_uploads(to);
-                }
+            Event::Request {
+                from,
+                to,
+                chunk,
+                last_resort,
+            } => {
+                // The server knows what the requester holds from its haves.
+                let held = self.downloads[from]
+                    .as_ref()
+                    .map_or(0, |d| d.stats().have_chunks);
+                let ask = Ask {
+                    from,
+                    chunk,
+                    len: Some(self.setup.chunk_lens[chunk as usize]),
+                    last_resort,
+                    over_relay: false,
+                    held,
+                    budget: Budget::Window,
+                };
+                self.next_id += 1;
+                let id = self.next_id;
+                let backlog = self.backlog(to);
+                let outs = self.serves[to].request(
+                    now_d,
+                    ask,
+                    id,
+                    (from, chunk, id),
+                    backlog,
+                    |_: &usize, _: &u32| true,
+                );
+                self.carry_out(to, outs);
             }
             Event::Refused {
                 to,
@@ -381,7 +435,6 @@ impl World {
                         Decline::SentElsewhere => {
                             d.handle_sent_elsewhere(now_d, PeerIdx(from as u32), chunk)
                         }
-                        Decline::NoSuchChunk => d.handle_failed(now_d, PeerIdx(from as u32), chunk),
                     }
                 }
                 self.drain(to);
@@ -454,15 +507,17 @@ pub fn run(setup: Setup) -> Report {
         .collect();
     let mut w = World {
         n_seeds,
-        uploads: (0..total)
+        serves: (0..total)
             .map(|i| {
-                if i < n_seeds {
-                    Upload::new(n_chunks, setup.seed_queue, setup.seed_repeat_after)
+                Serve::new(if i < n_seeds {
+                    setup.seed_serve.clone()
                 } else {
-                    Upload::new(n_chunks, setup.peer_queue, None)
-                }
+                    setup.peer_serve.clone()
+                })
             })
             .collect(),
+        next_id: 0,
+        last_resorts: 0,
         out_count: vec![0; total],
         uploaded: vec![0.0; total],
         completion: vec![None; setup.peers.len()],
@@ -527,6 +582,7 @@ pub fn run(setup: Setup) -> Report {
                     let f = w.flows.swap_remove(i);
                     w.uploaded[f.from] += f.remaining.max(0.0);
                     w.out_count[f.from] -= 1;
+                    w.transfer_done(f.from, f.id);
                     let at = w.now + w.latency();
                     w.push(
                         at,
@@ -536,7 +592,6 @@ pub fn run(setup: Setup) -> Report {
                             chunk: f.chunk,
                         },
                     );
-                    w.start_uploads(f.from);
                     w.flows_changed = true;
                 } else {
                     i += 1;
@@ -565,6 +620,7 @@ pub fn run(setup: Setup) -> Report {
         seed_uploaded: w.uploaded[..n_seeds].iter().sum::<f64>() as u64,
         peer_uploaded: w.uploaded[n_seeds..].iter().sum::<f64>() as u64,
         wasted: w.wasted as u64,
+        last_resorts: w.last_resorts,
         events: w.processed,
         peer_upload_by_second: w.peer_upload_by_second,
     }

@@ -1,9 +1,9 @@
-//! Deterministic swarm simulations driving the real scheduler: every peer
-//! completes, the seed sends little more than one copy, and the last peer
-//! finishes close to the fluid-model bound.
+//! Deterministic swarm simulations driving the real scheduler and the real
+//! serving policy: every peer completes, the seed sends little more than
+//! one copy, and the last peer finishes close to the fluid-model bound.
 
 use shoal_scheduler::Config;
-use shoal_scheduler::sim::{Node, Setup, fluid_bound, mbit, run};
+use shoal_scheduler::sim::{Node, Setup, fluid_bound, mbit, player_serve, run, seed_serve};
 use std::time::Duration;
 
 /// 1 MiB chunks, 20 ms one-way latency, peers at `peer_up_mbit` up and
@@ -23,11 +23,8 @@ fn setup(n_peers: usize, seed_up_mbit: f64, peer_up_mbit: f64, chunks: usize) ->
             n_peers
         ],
         latency: Duration::from_millis(20),
-        peer_upload_slots: 4,
-        seed_upload_slots: 2,
-        seed_repeat_after: Some(Duration::from_secs(10)),
-        peer_queue: 8,
-        seed_queue: 16,
+        seed_serve: seed_serve(Some(Duration::from_secs(10)), 16),
+        peer_serve: player_serve(4, 8),
         scheduler: Config::default(),
         max_time: Duration::from_secs(3600),
         rng_seed: 1,
@@ -71,14 +68,20 @@ fn one_seed_twenty_peers() {
     check(setup(20, 50.0, 20.0, 256), 1.3, 1.2);
 }
 
-/// The issue's targets at 100 peers. Peers serve the neediest requester
-/// first (`NeedQueue`'s policy): without it the first peers finished at 40%
-/// of the bound and the last at 1.22–1.26× (rng seeds 1–4), their download
-/// links the limit once the rest were done. Now 1.12–1.18× over rng seeds
-/// 1–8. The 1 s busy back-off keeps this simulation short.
+/// 100 peers. Peers serve the neediest requester first (`NeedQueue`'s
+/// policy). Issue 4's target here was 1.2× the bound, which the simulator
+/// met (1.12–1.18× over rng seeds 1–8) with a model of the serving side
+/// that real nodes never ran (`Upload`: a seed answering 2 requests at a
+/// time from a least-served-first queue of 16, cancels cutting transfers).
+/// Since it runs the real policy (`Serve`, with the seed's 16 answers in
+/// progress, `FairShare` under backlog, and answers that are never taken
+/// back), it measures 1.26–1.29× (rng seeds 1–4; 1.39× with 4 answers in
+/// progress, 1.46× with 2): this bound guards that figure; the gap to 1.2×
+/// is the real policy's, for the launch-scale work (issue 15) to close. The
+/// 1 s busy back-off keeps this simulation short.
 #[test]
 fn one_seed_hundred_peers() {
     let mut s = setup(100, 100.0, 20.0, 256);
     s.scheduler.busy_backoff = Duration::from_secs(1);
-    check(s, 1.3, 1.2);
+    check(s, 1.3, 1.35);
 }
