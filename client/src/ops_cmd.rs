@@ -3,7 +3,8 @@
 
 use crate::cli::{OpsArgs, OpsTopCommand};
 use crate::{Exit, human, with_exit};
-use serde_json::Value;
+use anyhow::Context as _;
+use shoal_api::{Alert, Overview, SwarmView};
 use std::time::Duration;
 
 pub(crate) fn run(args: &OpsArgs) -> anyhow::Result<()> {
@@ -12,18 +13,19 @@ pub(crate) fn run(args: &OpsArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let o = runtime.block_on(tracker.call(reqwest::Method::GET, "/v1/ops/overview", None))?;
+    let v = runtime.block_on(tracker.call(reqwest::Method::GET, "/v1/ops/overview", None))?;
+    let o: Overview =
+        serde_json::from_value(v).context("the tracker's overview is not what this shoal reads")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&o)?);
     } else {
         print!("{}", render(&o));
     }
-    let alerts = o["alerts"].as_array().map_or(0, Vec::len);
-    if alerts > 0 {
+    if !o.alerts.is_empty() {
         return Err(with_exit(
             anyhow::anyhow!(
                 "{}",
-                human::plural(alerts as u64, "alert is", "alerts are") + " active"
+                human::plural(o.alerts.len() as u64, "alert is", "alerts are") + " active"
             ),
             Exit::Alerts,
         ));
@@ -31,58 +33,52 @@ pub(crate) fn run(args: &OpsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn pct(v: &Value) -> String {
-    v.as_f64()
-        .map_or("—".into(), |x| format!("{:.1}%", x * 100.0))
+fn pct(v: Option<f64>) -> String {
+    v.map_or("—".into(), |x| format!("{:.1}%", x * 100.0))
 }
 
-fn bytes(v: &Value) -> String {
-    human::bytes(v.as_u64().unwrap_or(0))
-}
-
-fn secs(v: &Value) -> String {
-    v.as_f64().map_or("—".into(), |s| {
+fn secs(s: Option<f64>) -> String {
+    s.map_or("—".into(), |s| {
         human::duration(Duration::from_secs_f64(s.max(0.0)))
     })
 }
 
-fn mbit(v: &Value) -> String {
-    format!("{:.1} Mbit/s", v.as_f64().unwrap_or(0.0) / 1e6)
+fn mbit(bps: u64) -> String {
+    format!("{:.1} Mbit/s", bps as f64 / 1e6)
+}
+
+fn alert_line(a: &Alert) -> String {
+    match a {
+        Alert::SeedHot { seed, utilisation } => {
+            format!("seed {seed} at {} of capacity", pct(Some(*utilisation)))
+        }
+        Alert::SeedStale { seed, age_secs } => {
+            format!("seed {seed} silent for {}", secs(Some(*age_secs as f64)))
+        }
+        Alert::SwarmWithoutSeedCapacity { swarm, product } => {
+            let id = swarm.to_string();
+            format!(
+                "swarm {} ({}): its seeds have no capacity left",
+                &id[..id.len().min(12)],
+                product.as_deref().unwrap_or("?")
+            )
+        }
+    }
 }
 
 /// The overview as plain-text tables.
-pub fn render(o: &Value) -> String {
+pub fn render(o: &Overview) -> String {
     let mut out = String::new();
-    let empty = Vec::new();
-    let alerts = o["alerts"].as_array().unwrap_or(&empty);
     out.push_str("ALERTS\n");
-    if alerts.is_empty() {
+    if o.alerts.is_empty() {
         out.push_str("  none\n");
     }
-    for a in alerts {
-        let line = match a["kind"].as_str() {
-            Some("seed_hot") => format!(
-                "seed {} at {} of capacity",
-                a["seed"].as_str().unwrap_or("?"),
-                pct(&a["utilisation"])
-            ),
-            Some("seed_stale") => format!(
-                "seed {} silent for {}",
-                a["seed"].as_str().unwrap_or("?"),
-                secs(&a["age_secs"])
-            ),
-            Some("swarm_without_seed_capacity") => format!(
-                "swarm {} ({}): its seeds have no capacity left",
-                a["swarm"].as_str().map_or("?", |s| &s[..s.len().min(12)]),
-                a["product"].as_str().unwrap_or("?")
-            ),
-            _ => a.to_string(),
-        };
-        out.push_str(&format!("  ! {line}\n"));
+    for a in &o.alerts {
+        out.push_str(&format!("  ! {}\n", alert_line(a)));
     }
     out.push_str("\nSWARMS\n");
     out.push_str(&format!(
-        "  {:<14} {:<8} {:>4} {:>6} {:>9} {:>10} {:>6} {:>11} {:>11} {:>8} {:>8}\n",
+        "  {:<14} {:<8} {:>4} {:>6} {:>9} {:>10} {:>6} {:>11} {:>11} {:>8} {:>14} {:>8}\n",
         "product",
         "channel",
         "ver",
@@ -93,22 +89,24 @@ pub fn render(o: &Value) -> String {
         "from peers",
         "from seeds",
         "offload",
+        "origin budget",
         "ETA"
     ));
-    for w in o["swarms"].as_array().unwrap_or(&empty) {
+    for w in &o.swarms {
         out.push_str(&format!(
-            "  {:<14} {:<8} {:>4} {:>6} {:>9} {:>10} {:>6} {:>11} {:>11} {:>8} {:>8}\n",
-            w["product"].as_str().unwrap_or("?"),
-            w["channel"].as_str().unwrap_or("?"),
-            w["version"].as_u64().map_or("?".into(), |v| v.to_string()),
-            w["peers"],
-            w["complete"],
+            "  {:<14} {:<8} {:>4} {:>6} {:>9} {:>10} {:>6} {:>11} {:>11} {:>8} {:>14} {:>8}\n",
+            w.product.as_deref().unwrap_or("?"),
+            w.channel.as_deref().unwrap_or("?"),
+            w.version.map_or("?".into(), |v| v.to_string()),
+            w.stats.peers,
+            w.stats.complete,
             unreachable_share(w),
-            w["seeds"],
-            bytes(&w["bytes_from_peers"]),
-            bytes(&w["bytes_from_seeds"]),
-            pct(&w["offload"]),
-            secs(&w["eta_secs"]),
+            w.seeds,
+            human::bytes(w.bytes_from_peers),
+            human::bytes(w.bytes_from_seeds),
+            pct(w.offload),
+            budget_used(w),
+            secs(w.eta_secs),
         ));
     }
     out.push_str("\nSEEDS\n");
@@ -118,37 +116,45 @@ pub fn render(o: &Value) -> String {
         "  {:<12} {:>14} {:>14} {:>6} {:>6} {:>11} {:>10} {:>6}\n",
         "seed", "capacity", "egress", "util", "peers", "free disk", "heartbeat", "state"
     ));
-    for s in o["seeds"].as_array().unwrap_or(&empty) {
+    for s in &o.seeds {
+        let r = &s.seed.report;
         out.push_str(&format!(
             "  {:<12} {:>14} {:>14} {:>6} {:>6} {:>11} {:>10} {:>6}\n",
-            s["seed_id"].as_str().unwrap_or("?"),
-            mbit(&s["capacity_bps"]),
-            mbit(&s["egress_bps"]),
-            pct(&s["utilisation"]),
-            s["peers"],
-            bytes(&s["free_disk"]),
-            format!("{} ago", secs(&s["heartbeat_age_secs"])),
-            if s["stale"] == true { "stale" } else { "fresh" },
+            r.seed_id,
+            mbit(r.capacity_bps),
+            mbit(r.egress_bps),
+            pct(Some(s.utilisation)),
+            r.peers,
+            human::bytes(r.free_disk),
+            format!("{} ago", secs(Some(s.heartbeat_age_secs as f64))),
+            if s.stale { "stale" } else { "fresh" },
         ));
     }
-    let refusals = o["refusals"].as_array().unwrap_or(&empty);
-    if !refusals.is_empty() {
+    if !o.refusals.is_empty() {
         out.push_str("\nTOKEN REFUSALS (last hour)\n");
-        for r in refusals {
-            out.push_str(&format!(
-                "  {:<24} {}\n",
-                r[0].as_str().unwrap_or("?"),
-                r[1]
-            ));
+        for (reason, n) in &o.refusals {
+            out.push_str(&format!("  {reason:<24} {n}\n"));
         }
     }
     out
 }
 
 /// Members behind NATs as a share of the swarm ("-" when empty).
-fn unreachable_share(w: &serde_json::Value) -> String {
-    match (w["unreachable"].as_u64(), w["peers"].as_u64()) {
-        (Some(u), Some(p)) if p > 0 => format!("{:.0}%", 100.0 * u as f64 / p as f64),
-        _ => "-".into(),
+fn unreachable_share(w: &SwarmView) -> String {
+    if w.stats.peers == 0 {
+        return "-".into();
+    }
+    format!(
+        "{:.0}%",
+        100.0 * w.stats.unreachable as f64 / w.stats.peers as f64
+    )
+}
+
+/// How much of its origin budget a swarm used, e.g. `52.0% of 2`.
+fn budget_used(w: &SwarmView) -> String {
+    match (w.origin_budget, w.origin_budget_used) {
+        (Some(b), Some(used)) => format!("{} of {b}", pct(Some(used))),
+        (Some(b), None) => format!("{} ({b})", human::bytes(w.origin_sent_bytes)),
+        (None, _) => "—".into(),
     }
 }

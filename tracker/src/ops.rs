@@ -4,7 +4,7 @@
 //! `now`; [`Ops`] keeps the bounded history the sampler fills.
 
 use crate::swarm::{SeedState, SwarmStats};
-use serde::Serialize;
+pub use shoal_api::{Alert, Overview, Sample, SeedRecord, SeedView, SwarmView};
 use shoal_types::Hash;
 use std::collections::{HashMap, VecDeque};
 
@@ -16,69 +16,6 @@ pub const SAMPLE_SECS: u64 = 10;
 /// Token refusals remembered for the dashboard.
 const MAX_REFUSALS: usize = 10_000;
 
-/// One swarm as operators see it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct SwarmView {
-    pub swarm: Hash,
-    pub product: Option<String>,
-    pub channel: Option<String>,
-    pub version: Option<u64>,
-    #[serde(flatten)]
-    pub stats: SwarmStats,
-    /// Fresh seeds holding the release.
-    pub seeds: usize,
-    /// Of those, seeds with upload capacity left.
-    pub seeds_with_capacity: usize,
-    pub bytes_from_peers: u64,
-    pub bytes_from_seeds: u64,
-    /// 1 − bytes from seeds / bytes downloaded, over current members' reports.
-    pub offload: Option<f64>,
-    /// Seconds until every member is complete at the recent rate.
-    pub eta_secs: Option<f64>,
-    /// Copies of the payload the seeds may send to the swarm in total.
-    #[schema(value_type = Option<shoal_api::OriginBudget>)]
-    pub origin_budget: Option<shoal_api::OriginBudget>,
-    /// Chunk bytes the seeds say they sent to it.
-    pub origin_sent_bytes: u64,
-    /// `origin_sent_bytes` / the budget's bytes (absent when unlimited).
-    pub origin_budget_used: Option<f64>,
-}
-
-/// One seed as operators see it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct SeedView {
-    #[serde(flatten)]
-    pub seed: SeedState,
-    pub utilisation: f64,
-    pub stale: bool,
-    pub heartbeat_age_secs: u64,
-}
-
-/// Something an operator should look at.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Alert {
-    /// A seed above [`HOT_SEED`] utilisation.
-    SeedHot { seed: String, utilisation: f64 },
-    /// A seed that stopped heartbeating.
-    SeedStale { seed: String, age_secs: u64 },
-    /// A swarm with members whose seeds have no capacity left (or none at all).
-    SwarmWithoutSeedCapacity {
-        swarm: Hash,
-        product: Option<String>,
-    },
-}
-
-impl Alert {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Alert::SeedHot { .. } => "seed_hot",
-            Alert::SeedStale { .. } => "seed_stale",
-            Alert::SwarmWithoutSeedCapacity { .. } => "swarm_without_seed_capacity",
-        }
-    }
-}
-
 /// Whether a seed can take more load.
 pub fn has_capacity(seed: &SeedState) -> bool {
     seed.utilisation() < 0.98
@@ -89,7 +26,11 @@ pub fn seed_view(seed: &SeedState, now: u64, timeout: u64) -> SeedView {
         utilisation: seed.utilisation(),
         stale: seed.stale(now, timeout),
         heartbeat_age_secs: now.saturating_sub(seed.last_heartbeat),
-        seed: seed.clone(),
+        seed: SeedRecord {
+            report: seed.report.clone(),
+            account: seed.account.clone(),
+            last_heartbeat: seed.last_heartbeat,
+        },
     }
 }
 
@@ -132,17 +73,6 @@ pub fn remaining_bytes(stats: &SwarmStats, n_chunks: u64, total_size: u64) -> u6
         .saturating_sub(stats.complete as u64 * n_chunks);
     let chunks = (incomplete * n_chunks).saturating_sub(held_by_incomplete);
     (chunks as f64 * total_size as f64 / n_chunks as f64) as u64
-}
-
-/// One history sample.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Sample {
-    pub at: u64,
-    /// Origin offload over all swarms (None before any byte moved).
-    pub offload: Option<f64>,
-    /// Utilisation per fresh seed.
-    #[schema(value_type = Vec<Vec<Value>>)]
-    pub seeds: Vec<(String, f64)>,
 }
 
 /// Bounded history and recent refusals.

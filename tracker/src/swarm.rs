@@ -370,22 +370,17 @@ fn forget_site(sites: &mut HashMap<IpAddr, HashSet<String>>, site: IpAddr, peer_
 }
 
 /// A seed as the tracker sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeedState {
-    #[serde(flatten)]
     pub report: SeedReport,
     pub account: String,
     pub last_heartbeat: u64,
     /// Manifest hashes of the releases it holds: seeds hold content, so a
     /// seed holding a build serves every release of that build (a rollback
     /// is a new release of an old manifest).
-    #[serde(skip)]
-    #[schema(ignore)]
     pub content: std::collections::HashSet<Hash>,
     /// Chunk bytes it sent to each swarm before it last restarted (its
     /// reports count from its start).
-    #[serde(skip)]
-    #[schema(ignore)]
     pub sent_before: HashMap<Hash, u64>,
 }
 

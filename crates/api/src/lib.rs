@@ -8,10 +8,12 @@
 
 mod admin;
 mod budget;
+mod ops;
 mod records;
 
 pub use admin::*;
 pub use budget::*;
+pub use ops::*;
 pub use records::*;
 
 use serde::{Deserialize, Serialize};

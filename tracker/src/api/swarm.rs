@@ -8,8 +8,8 @@ use crate::swarm::{PeerInfo, PeerReport, SeedReport, SwarmStats};
 use crate::{State, lock};
 use axum::Json;
 use axum::response::IntoResponse as _;
-use serde::Serialize;
-use shoal_api::{Alias, AnnounceRequest, HeartbeatAnswer, SwarmAllowance, TokenAnswer};
+
+use shoal_api::{Alias, AnnounceRequest, HeartbeatAnswer, Overview, SwarmAllowance, TokenAnswer};
 use shoal_token::{Claims, Release, SignedRelease, Token};
 use shoal_types::Hash;
 
@@ -707,20 +707,6 @@ pub async fn ops_seeds(
     _: super::Operator,
 ) -> ApiResult<Json<Vec<crate::ops::SeedView>>> {
     Ok(Json(state.views()?.1))
-}
-
-/// Everything the dashboard and `shoal ops status` show.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Overview {
-    pub now: u64,
-    pub swarms: Vec<crate::ops::SwarmView>,
-    pub seeds: Vec<crate::ops::SeedView>,
-    pub alerts: Vec<crate::ops::Alert>,
-    /// Token refusals in the last hour: (reason, count).
-    #[schema(value_type = Vec<Vec<Value>>)]
-    pub refusals: Vec<(String, u64)>,
-    /// The last hour of offload and seed utilisation.
-    pub history: Vec<crate::ops::Sample>,
 }
 
 /// `GET /v1/ops/overview`: views, alerts, recent refusals and history.
