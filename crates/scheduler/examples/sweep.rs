@@ -50,6 +50,9 @@ fn main() {
         },
         max_time: Duration::from_secs(3600),
         rng_seed: env_or("RNG", 1),
+        // BUDGET: copies of the payload (`inf`: unlimited), FILL=1: seeds fill in.
+        origin_budget: std::env::var("BUDGET").ok().and_then(|b| b.parse().ok()),
+        seeds_fill: env_or("FILL", 0) == 1,
     };
     let bound = fluid_bound(&setup);
     let sum_up: f64 = setup.peers.iter().map(|p| p.up).sum();

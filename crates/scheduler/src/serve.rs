@@ -17,8 +17,9 @@
 //!   no peer holding it: a last resort), and while the upload has a backlog
 //!   requesters are admitted by [`FairShare`].
 //! - **The origin budget** ([`Budget`], a super-seed): with budget to
-//!   spare, an idle upload sends chunks again inside the window; once it is
-//!   spent, a chunk sent before goes again only as a last resort.
+//!   spare, an idle upload sends chunks again inside the window (a busy one
+//!   answers `Busy`, so the requester asks again rather than turn away);
+//!   once it is spent, a chunk sent before goes again only as a last resort.
 //! - **Bounded answers in progress**: past `max_uploads` (in 1 MiB chunks,
 //!   a small chunk weighing its share) or `max_backlog` of promised
 //!   upload, requests hear `Busy`.
@@ -97,7 +98,7 @@ pub enum Budget {
     /// Budget to spare beyond the first copies: a chunk is sent again,
     /// inside the window too, while the upload is idle (at most half the
     /// backlog bound promised), so an idle uplink adds copies instead of
-    /// refusing.
+    /// refusing; a busy one answers `Busy`.
     Spare,
     /// Spent (what is left is kept for first copies): a chunk sent to
     /// another requester is sent again only as a last resort (the requester
@@ -210,15 +211,20 @@ where
         // restart): it gets the chunk; others are sent elsewhere, unless
         // they cannot reach the peer it went to.
         let idle = backlog <= self.config.max_backlog / 2;
-        let recently_sent = self.config.super_seed.is_some_and(|w| {
+        let repeat = self.config.super_seed.and_then(|w| {
             self.sent
                 .get(&ask.chunk)
                 .filter(|(_, to)| *to != ask.from)
-                .is_some_and(|(t, _)| match ask.budget {
-                    Budget::Window => now < *t + w,
-                    Budget::Spare => now < *t + w && !idle,
-                    Budget::Spent => true,
-                })
+                .map(|(t, _)| now < *t + w)
+        });
+        // Inside the window with budget to spare, a busy upload says
+        // `Busy` (ask again later), not `SentElsewhere`: the requester
+        // keeps asking this seed for what peers hold.
+        let busy_repeat = ask.budget == Budget::Spare && repeat == Some(true) && !idle;
+        let recently_sent = repeat.is_some_and(|in_window| match ask.budget {
+            Budget::Window => in_window,
+            Budget::Spare => false,
+            Budget::Spent => true,
         });
         if recently_sent && ask.last_resort {
             out.push(Out::LastResort);
@@ -231,6 +237,8 @@ where
             Some(Refusal::OverRelay)
         } else if recently_sent {
             Some(Refusal::SentElsewhere)
+        } else if busy_repeat && !ask.last_resort {
+            Some(Refusal::Busy)
         } else if queues {
             None
         } else if backlog > self.config.max_backlog

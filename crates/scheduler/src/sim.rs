@@ -11,7 +11,8 @@
 //! so the model is conservative: a real link does at least as well.
 
 use crate::{
-    Action, Ask, Budget, Config, Download, Out, PeerIdx, PeerKind, Refusal, Serve, ServeConfig,
+    Action, Ask, Budget, Config, Download, Ledger, Out, PeerIdx, PeerKind, Refusal, Serve,
+    ServeConfig,
 };
 use shoal_types::Bitfield;
 use std::cmp::Reverse;
@@ -86,6 +87,13 @@ pub struct Setup {
     /// Give up after this much virtual time.
     pub max_time: Duration,
     pub rng_seed: u64,
+    /// The swarm's origin budget in copies of the payload, shared evenly
+    /// between the seeds (`None`: no budget known, the super-seeding window
+    /// alone; `f64::INFINITY`: unlimited). Seeds run the real [`Ledger`].
+    pub origin_budget: Option<f64>,
+    /// Whether downloaders ask seeds for chunks peers hold too (what the
+    /// tracker's `fills` says of a generous budget), until a seed refuses.
+    pub seeds_fill: bool,
 }
 
 /// What happened.
@@ -213,6 +221,8 @@ struct World {
     nodes: Vec<Node>,
     downloads: Vec<Option<Download>>,
     serves: Vec<Serve<usize, u32, u64, Ticket>>,
+    /// Seeds' origin-budget ledgers (`None` for peers, or without a budget).
+    ledgers: Vec<Option<Ledger>>,
     next_id: u64,
     /// Chunks seeds sent again inside their window as last resorts.
     last_resorts: u64,
@@ -332,6 +342,9 @@ impl World {
         for out in outs {
             match out {
                 Out::Answer((to, chunk, id)) => {
+                    if let Some(l) = self.ledgers.get_mut(node).and_then(Option::as_mut) {
+                        l.sent(chunk);
+                    }
                     let len = f64::from(self.setup.chunk_lens[chunk as usize]);
                     self.advance_flows();
                     self.flows.push(Flow {
@@ -408,7 +421,11 @@ impl World {
                     last_resort,
                     over_relay: false,
                     held,
-                    budget: Budget::Window,
+                    budget: self
+                        .ledgers
+                        .get(to)
+                        .and_then(Option::as_ref)
+                        .map_or(Budget::Window, |l| l.budget(chunk)),
                 };
                 self.next_id += 1;
                 let id = self.next_id;
@@ -516,6 +533,15 @@ pub fn run(setup: Setup) -> Report {
                 })
             })
             .collect(),
+        ledgers: (0..total)
+            .map(|i| {
+                let copies = setup.origin_budget.filter(|_| i < n_seeds)?;
+                let mut l = Ledger::new(setup.chunk_lens.clone());
+                let share = copies * payload as f64 / n_seeds as f64;
+                l.allow(share.is_finite().then_some(share as u64));
+                Some(l)
+            })
+            .collect(),
         next_id: 0,
         last_resorts: 0,
         out_count: vec![0; total],
@@ -547,6 +573,9 @@ pub fn run(setup: Setup) -> Report {
                 };
                 if let Some(d) = w.downloads[node].as_mut() {
                     d.handle_peer(Duration::ZERO, PeerIdx(other as u32), kind);
+                    if kind == PeerKind::Seed && w.setup.seeds_fill {
+                        d.handle_seed_fills(Duration::ZERO, PeerIdx(other as u32));
+                    }
                 }
             }
         }

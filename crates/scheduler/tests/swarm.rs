@@ -28,6 +28,8 @@ fn setup(n_peers: usize, seed_up_mbit: f64, peer_up_mbit: f64, chunks: usize) ->
         scheduler: Config::default(),
         max_time: Duration::from_secs(3600),
         rng_seed: 1,
+        origin_budget: None,
+        seeds_fill: false,
     }
 }
 

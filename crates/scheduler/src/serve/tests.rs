@@ -198,10 +198,11 @@ fn the_origin_budget_decides_whether_a_chunk_goes_again() {
         s.request(at(1), with(2, 7, Budget::Spare), 2, "b", IDLE, ANYONE),
         [Out::Answer("b")]
     );
-    // ... a busy one sends it elsewhere, as without a budget
+    // ... a busy one says Busy: ask again (not "get it elsewhere", which
+    // would tell the requester this seed's budget is spent)
     assert_eq!(
         s.request(at(2), with(3, 7, Budget::Spare), 3, "c", busy, ANYONE),
-        [Out::Refuse("c", Refusal::SentElsewhere)]
+        [Out::Refuse("c", Refusal::Busy)]
     );
     // Spent: never again to another requester, even long after the window...
     let mut s = seed();
