@@ -29,6 +29,22 @@ fn env(name: &str) -> anyhow::Result<String> {
     std::env::var(name).with_context(|| format!("{name} not set"))
 }
 
+/// CPU seconds this process used so far (user + system, every thread),
+/// from `/proc/self/stat` (in USER_HZ ticks, 100 per second on Linux).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let field = |i: usize| -> f64 {
+        after
+            .split_whitespace()
+            .nth(i)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    // After the command name: state is field 3, utime 14, stime 15.
+    (field(11) + field(12)) / 100.0
+}
+
 /// Peak resident set of this process, KiB.
 fn hwm_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -125,7 +141,7 @@ async fn role_seed() -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     // serve until the parent closes our stdin
     tokio::task::spawn_blocking(|| std::io::stdin().read_to_end(&mut Vec::new())).await??;
-    println!("HWM {}", hwm_kib());
+    println!("HWM {} {}", hwm_kib(), cpu_secs());
     Ok(())
 }
 
@@ -201,10 +217,11 @@ async fn role_fetch() -> anyhow::Result<()> {
     let report = download(&client, &mut events, job).await?;
     store.file.sync_data()?;
     println!(
-        "DONE {} {} {}",
+        "DONE {} {} {} {}",
         start.elapsed().as_secs_f64(),
         report.from_seeds,
-        hwm_kib()
+        hwm_kib(),
+        cpu_secs()
     );
     Ok(())
 }
@@ -232,7 +249,7 @@ async fn role_qserve() -> anyhow::Result<()> {
     }
     send.finish()?;
     conn.closed().await;
-    println!("HWM {}", hwm_kib());
+    println!("HWM {} {}", hwm_kib(), cpu_secs());
     Ok(())
 }
 
@@ -278,7 +295,7 @@ async fn role_qfetch() -> anyhow::Result<()> {
     let secs = start.elapsed().as_secs_f64();
     conn.close(0u32.into(), b"done");
     endpoint.wait_idle().await;
-    println!("DONE {secs} {total} {}", hwm_kib());
+    println!("DONE {secs} {total} {} {}", hwm_kib(), cpu_secs());
     Ok(())
 }
 
@@ -319,6 +336,8 @@ struct Run {
     secs: f64,
     server_kib: u64,
     client_kib: u64,
+    /// CPU seconds both processes used, whole lifetimes.
+    cpu: f64,
 }
 
 fn run_libp2p(bundle: &Path, swarm: Hash, out: &Path) -> anyhow::Result<Run> {
@@ -352,6 +371,7 @@ fn run_libp2p(bundle: &Path, swarm: Hash, out: &Path) -> anyhow::Result<Run> {
         secs: field(&done, 1)?.parse()?,
         client_kib: field(&done, 3)?.parse()?,
         server_kib: field(&hwm, 1)?.parse()?,
+        cpu: field(&done, 4)?.parse::<f64>()? + field(&hwm, 2)?.parse::<f64>()?,
     })
 }
 
@@ -377,6 +397,7 @@ fn run_quinn(file: &Path, out: &Path, chacha: bool) -> anyhow::Result<Run> {
         secs: field(&done, 1)?.parse()?,
         client_kib: field(&done, 3)?.parse()?,
         server_kib: field(&hwm, 1)?.parse()?,
+        cpu: field(&done, 4)?.parse::<f64>()? + field(&hwm, 2)?.parse::<f64>()?,
     })
 }
 
@@ -401,9 +422,9 @@ fn parent() -> anyhow::Result<()> {
         .unwrap_or(3);
     let dir = scratch()?;
     println!(
-        "| size | transport | MiB/s (median) | runs | seed/server peak RSS MiB | downloader/client peak RSS MiB |"
+        "| size | transport | MiB/s (median) | CPU s per GiB, both sides (median) | runs | seed/server peak RSS MiB | downloader/client peak RSS MiB |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (size, n_runs) in [(256u64 << 20, 1), (1u64 << 30, runs)] {
         let build = dir.path().join(format!("build{size}"));
         std::fs::create_dir_all(&build)?;
@@ -434,6 +455,9 @@ fn parent() -> anyhow::Result<()> {
         let swarm = Hash::of(b"bench-release");
         let source_hash = file_hash(&file)?;
         let (mut ours, mut plain, mut chacha) = (Vec::new(), Vec::new(), Vec::new());
+        // CPU seconds per GiB moved, both sides together.
+        let (mut ours_cpu, mut plain_cpu, mut chacha_cpu) = (Vec::new(), Vec::new(), Vec::new());
+        let gib = size as f64 / f64::from(1u32 << 30);
         let (mut ours_rss, mut plain_rss) = ((0, 0), (0, 0));
         for _ in 0..n_runs {
             let out = dir.path().join("out.bin");
@@ -443,15 +467,20 @@ fn parent() -> anyhow::Result<()> {
                 "libp2p output differs from the source"
             );
             ours.push(size as f64 / 1048576.0 / r.secs);
+            ours_cpu.push(r.cpu / gib);
             ours_rss = (ours_rss.0.max(r.server_kib), ours_rss.1.max(r.client_kib));
             std::fs::remove_file(&out)?;
-            for (cipher_is_chacha, speeds) in [(false, &mut plain), (true, &mut chacha)] {
+            for (cipher_is_chacha, speeds, cpus) in [
+                (false, &mut plain, &mut plain_cpu),
+                (true, &mut chacha, &mut chacha_cpu),
+            ] {
                 let r = run_quinn(&file, &out, cipher_is_chacha)?;
                 anyhow::ensure!(
                     file_hash(&out)? == source_hash,
                     "quinn output differs from the source"
                 );
                 speeds.push(size as f64 / 1048576.0 / r.secs);
+                cpus.push(r.cpu / gib);
                 plain_rss = (plain_rss.0.max(r.server_kib), plain_rss.1.max(r.client_kib));
                 std::fs::remove_file(&out)?;
             }
@@ -464,33 +493,38 @@ fn parent() -> anyhow::Result<()> {
             );
         }
         println!(
-            "| {} MiB | shoal-net (libp2p QUIC, verified, written) | {:.0} | {n_runs} | {} | {} |",
+            "| {} MiB | shoal-net (libp2p QUIC, verified, written) | {:.0} | {:.2} | {n_runs} | {} | {} |",
             size >> 20,
             median(&ours),
+            median(&ours_cpu),
             ours_rss.0 / 1024,
             ours_rss.1 / 1024
         );
         println!(
-            "| {} MiB | plain quinn (one stream, written) | {:.0} | {n_runs} | {} | {} |",
+            "| {} MiB | plain quinn (one stream, written) | {:.0} | {:.2} | {n_runs} | {} | {} |",
             size >> 20,
             median(&plain),
+            median(&plain_cpu),
             plain_rss.0 / 1024,
             plain_rss.1 / 1024
         );
         println!(
-            "| {} MiB | plain quinn, ChaCha20-Poly1305 (libp2p-tls's first suite) | {:.0} | {n_runs} | | |",
+            "| {} MiB | plain quinn, ChaCha20-Poly1305 (libp2p-tls's first suite) | {:.0} | {:.2} | {n_runs} | | |",
             size >> 20,
             median(&chacha),
+            median(&chacha_cpu),
         );
         println!(
-            "| {} MiB | ratio shoal-net / quinn | {:.2} | | | |",
+            "| {} MiB | ratio shoal-net / quinn | {:.2} | {:.2} | | | |",
             size >> 20,
-            median(&ours) / median(&plain)
+            median(&ours) / median(&plain),
+            median(&ours_cpu) / median(&plain_cpu)
         );
         println!(
-            "| {} MiB | ratio shoal-net / quinn with ChaCha20 | {:.2} | | | |",
+            "| {} MiB | ratio shoal-net / quinn with ChaCha20 | {:.2} | {:.2} | | | |",
             size >> 20,
-            median(&ours) / median(&chacha)
+            median(&ours) / median(&chacha),
+            median(&ours_cpu) / median(&chacha_cpu)
         );
         std::fs::remove_dir_all(&build)?;
         std::fs::remove_dir_all(&bundle)?;
