@@ -94,7 +94,10 @@ pub const MAX_LINK_HOPS: usize = 40;
 /// the in-tree path it finally names (empty for the tree root), or `None`
 /// if any step is absolute or climbs above the tree, or the chain is too
 /// long (a loop). Checking each link alone is not enough: with `d/s -> ..`,
-/// the lexically harmless `d/s/d/s/../../../x` climbs out of the tree.
+/// the lexically harmless `d/s/d/s/../../../x` climbs out of the tree. Nor
+/// is the chain alone: it never accepts a target [`resolve_link`] refuses
+/// (with `a -> x/y`, the kernel would take `l -> a/../../z` to `z`, but the
+/// target alone climbs out, and a tree is not trusted to keep `a` a link).
 pub fn resolve_link_in<'a>(
     link: &str,
     target: &str,
@@ -103,7 +106,7 @@ pub fn resolve_link_in<'a>(
     let lexical_ok = |t: &str| {
         !(t.is_empty() || t.starts_with('/') || t.contains('\\') || t.chars().any(char::is_control))
     };
-    if !lexical_ok(target) {
+    if !lexical_ok(target) || resolve_link(link, target).is_none() {
         return None;
     }
     let mut parts: Vec<String> = parent(link)
@@ -201,6 +204,11 @@ mod tests {
             Some("real/lib/x.so")
         );
         assert_eq!(resolve("x", "up").as_deref(), Some(""));
+        // a target that climbs out on its own is refused, even where a
+        // link would take the kernel deeper first (fuzzing found
+        // `))uu -> )//../../%` with `)` a link)
+        assert_eq!(resolve("x", "lib/../../y"), None);
+        assert_eq!(resolve_link("x", "lib/../../y"), None);
         // loops end; targets follow the path rules' characters too
         assert_eq!(resolve("x", "loop/a"), None);
         assert_eq!(resolve("x", "game\n.bin"), None);
