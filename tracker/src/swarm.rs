@@ -487,6 +487,10 @@ impl Seeds {
         self.seeds.values()
     }
 
+    pub fn get(&self, seed_id: &str) -> Option<&SeedState> {
+        self.seeds.get(seed_id)
+    }
+
     /// Chunk bytes every seed known sent to swarm `release`.
     pub fn sent_to(&self, release: &Hash) -> u64 {
         self.seeds.values().map(|s| s.sent(release)).sum()

@@ -351,13 +351,8 @@ impl Loop {
                 }
                 // Inbound circuits name the circuit in their local address,
                 // outbound ones in the remote: `is_relayed` looks at both.
-                let local: Vec<_> = self
-                    .interfaces
-                    .iter()
-                    .flat_map(|w| w.iter())
-                    .copied()
-                    .collect();
-                let path = Path::of(endpoint.get_remote_address(), endpoint.is_relayed(), &local);
+                let local = self.interfaces.iter().flat_map(|w| w.iter());
+                let path = Path::of(endpoint.get_remote_address(), endpoint.is_relayed(), local);
                 self.connections.insert(connection_id, (peer_id, path));
                 if path == Path::Relayed {
                     NatCounters::add(&self.nat.relayed_connections);

@@ -33,7 +33,11 @@ impl Path {
     }
 
     /// The path to `remote`, given the networks our interfaces are on.
-    pub(crate) fn of(remote: &Multiaddr, relayed: bool, local: &[if_watch::IpNet]) -> Path {
+    pub(crate) fn of<'a>(
+        remote: &Multiaddr,
+        relayed: bool,
+        mut local: impl Iterator<Item = &'a if_watch::IpNet>,
+    ) -> Path {
         if relayed {
             return Path::Relayed;
         }
@@ -43,7 +47,7 @@ impl Path {
             _ => None,
         });
         match ip {
-            Some(ip) if local.iter().any(|net| net.contains(&ip)) => Path::Lan,
+            Some(ip) if local.any(|net| net.contains(&ip)) => Path::Lan,
             _ => Path::Direct,
         }
     }
@@ -93,15 +97,15 @@ mod tests {
         let a = |s: &str| s.parse::<Multiaddr>().unwrap();
         let lan = a("/ip4/192.168.1.20/udp/4433/quic-v1");
         let wan = a("/ip4/203.0.113.9/udp/4433/quic-v1");
-        assert_eq!(Path::of(&lan, false, &local), Path::Lan);
-        assert_eq!(Path::of(&wan, false, &local), Path::Direct);
-        assert_eq!(Path::of(&lan, true, &local), Path::Relayed);
+        assert_eq!(Path::of(&lan, false, local.iter()), Path::Lan);
+        assert_eq!(Path::of(&wan, false, local.iter()), Path::Direct);
+        assert_eq!(Path::of(&lan, true, local.iter()), Path::Relayed);
         assert_eq!(
-            Path::of(&a("/ip4/127.0.0.1/udp/1/quic-v1"), false, &local),
+            Path::of(&a("/ip4/127.0.0.1/udp/1/quic-v1"), false, local.iter()),
             Path::Lan
         );
         assert_eq!(
-            Path::of(&lan, false, &[]),
+            Path::of(&lan, false, std::iter::empty()),
             Path::Direct,
             "no interfaces known"
         );

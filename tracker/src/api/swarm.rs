@@ -8,7 +8,6 @@ use crate::swarm::{PeerInfo, PeerReport, SeedReport, SwarmStats};
 use crate::{State, lock};
 use axum::Json;
 use axum::response::IntoResponse as _;
-
 use shoal_api::{Alias, AnnounceRequest, HeartbeatAnswer, Overview, SwarmAllowance, TokenAnswer};
 use shoal_token::{Claims, Release, SignedRelease, Token};
 use shoal_types::Hash;
@@ -552,20 +551,26 @@ pub async fn announce(
 /// Most aliases in one heartbeat answer.
 const MAX_ALIASES: usize = 1000;
 
-/// The builds (manifest hashes) the releases `held` are of, and the other
-/// releases of the same channels with the same builds.
-fn content_of(
-    state: &State,
-    held: &[Hash],
-) -> ApiResult<(std::collections::HashSet<Hash>, Vec<Alias>)> {
+/// What a seed holding `held` serves: the builds (manifest hashes) those
+/// releases are of, the other releases of the same channels with the same
+/// builds (aliases), and the records of every release it serves.
+struct Served {
+    content: std::collections::HashSet<Hash>,
+    aliases: Vec<Alias>,
+    records: Vec<ReleaseRecord>,
+}
+
+fn content_of(state: &State, held: &[Hash]) -> ApiResult<Served> {
     let mut content = std::collections::HashSet::new();
     let mut by_manifest: std::collections::HashMap<Hash, Hash> = Default::default();
     let mut channels = std::collections::BTreeSet::new();
+    let mut records = Vec::new();
     for id in held {
         if let Some(r) = state.db.release(id)? {
             content.insert(r.manifest_hash);
             by_manifest.entry(r.manifest_hash).or_insert(*id);
-            channels.insert((r.product, r.channel));
+            channels.insert((r.product.clone(), r.channel.clone()));
+            records.push(r);
         }
     }
     let held: std::collections::HashSet<&Hash> = held.iter().collect();
@@ -580,10 +585,15 @@ fn content_of(
                     release: r.id,
                     held: *source,
                 });
+                records.push(r);
             }
         }
     }
-    Ok((content, aliases))
+    Ok(Served {
+        content,
+        aliases,
+        records,
+    })
 }
 
 /// `POST /v1/seeds/heartbeat`: a seed's capacity, load and holdings.
@@ -620,9 +630,11 @@ pub async fn heartbeat(
         ));
     }
     check_addrs(&report.addrs)?;
-    let (content, aliases) = content_of(&state, &report.releases)?;
-    let mut swarms: Vec<Hash> = report.releases.clone();
-    swarms.extend(aliases.iter().map(|a| a.release));
+    let Served {
+        content,
+        aliases,
+        records,
+    } = content_of(&state, &report.releases)?;
     let seed_id = report.seed_id.clone();
     lock(&state.seeds)
         .heartbeat(
@@ -640,7 +652,7 @@ pub async fn heartbeat(
                 ApiError::new(403, "too_many_seeds", e.to_string())
             }
         })?;
-    let allowances = allowances(&state, &seed_id, &swarms)?;
+    let allowances = allowances(&state, &seed_id, &records);
     Ok(Json(HeartbeatAnswer {
         interval: (state.config.seed_timeout_secs / 3).max(1),
         aliases,
@@ -648,35 +660,27 @@ pub async fn heartbeat(
     }))
 }
 
-/// Seed `seed_id`'s share of the origin budget of each swarm in `swarms`
-/// (see `policy::budget_share`), shared with the fresh seeds holding the
-/// same build.
-fn allowances(state: &State, seed_id: &str, swarms: &[Hash]) -> ApiResult<Vec<SwarmAllowance>> {
+/// Seed `seed_id`'s share of the origin budget of each release it serves
+/// (`served`; see `policy::budget_share`), shared with the fresh seeds
+/// holding the same build.
+fn allowances(state: &State, seed_id: &str, served: &[ReleaseRecord]) -> Vec<SwarmAllowance> {
     let (now, timeout) = (state.now(), state.config.seed_timeout_secs);
-    let mut out = Vec::with_capacity(swarms.len());
-    for id in swarms {
-        let Some(r) = state.db.release(id)? else {
-            continue;
-        };
-        let seeds = lock(&state.seeds);
-        let sharing = seeds
-            .for_content(&r.manifest_hash, now, timeout, usize::MAX)
-            .len();
-        let own = seeds
-            .all()
-            .find(|s| s.report.seed_id == seed_id)
-            .map_or(0, |s| s.sent(id));
-        out.push(SwarmAllowance {
-            release: *id,
+    let seeds = lock(&state.seeds);
+    let me = seeds.get(seed_id);
+    served
+        .iter()
+        .map(|r| SwarmAllowance {
+            release: r.id,
             bytes: crate::policy::budget_share(
                 r.origin_budget.bytes(r.total_size),
-                seeds.sent_to(id),
-                own,
-                sharing,
+                seeds.sent_to(&r.id),
+                me.map_or(0, |s| s.sent(&r.id)),
+                seeds
+                    .for_content(&r.manifest_hash, now, timeout, usize::MAX)
+                    .len(),
             ),
-        });
-    }
-    Ok(out)
+        })
+        .collect()
 }
 
 /// `GET /v1/ops/swarms`: per-swarm aggregates.
