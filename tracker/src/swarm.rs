@@ -260,28 +260,11 @@ impl Swarm {
             .collect();
         let n = self.members.len();
         let eligible = |m: &Member| m.report.peer_id != me && m.report.dialable() && !same_site(m);
-        let mut chosen: Vec<&Member> = if n <= 3 * max {
-            // Small swarm: everyone, shuffled.
-            let mut all: Vec<&Member> = self.members.iter().filter(|m| eligible(m)).collect();
-            for i in (1..all.len()).rev() {
-                all.swap(i, rng.below(i + 1));
-            }
-            all
-        } else {
-            // Large swarm: 3 × max distinct random candidates.
-            let want = 3 * max;
-            let mut picked: Vec<usize> = Vec::with_capacity(want);
-            for _ in 0..4 * want {
-                if picked.len() == want {
-                    break;
-                }
-                let i = rng.below(n);
-                if !picked.contains(&i) && eligible(&self.members[i]) {
-                    picked.push(i);
-                }
-            }
-            picked.into_iter().map(|i| &self.members[i]).collect()
-        };
+        let mut chosen: Vec<&Member> =
+            shoal_types::sample::candidates(n, max, rng, |i| eligible(&self.members[i]))
+                .into_iter()
+                .map(|i| &self.members[i])
+                .collect();
         chosen.sort_by_key(|m| {
             (
                 reach_rank(m.report.reachability),

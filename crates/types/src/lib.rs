@@ -9,6 +9,7 @@ mod bytes;
 pub mod id;
 mod keys;
 mod rng;
+pub mod sample;
 
 pub use bitfield::Bitfield;
 pub use bytes::{Hash, ParseHexError};
