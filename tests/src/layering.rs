@@ -21,6 +21,7 @@ pub const PURE_CRATES: &[&str] = &[
     "shoal-token",
     "shoal-wire",
     "shoal-scheduler",
+    "shoal-sim",
 ];
 
 /// Dependencies a pure crate may not pull in.

@@ -164,9 +164,54 @@ pub struct SwarmAllowance {
     pub bytes: Option<u64>,
 }
 
+/// One seed's share of a swarm's origin budget: what it sent already, and
+/// an even share among the `seeds` serving the swarm of what is left of
+/// `budget` bytes after every seed's `sent_by_all` (`None`: unlimited). The
+/// shares of what is left never add up to more than it, so seeds that send
+/// their whole share keep the swarm within its budget.
+pub fn budget_share(budget: Option<u64>, sent_by_all: u64, own: u64, seeds: usize) -> Option<u64> {
+    budget.map(|b| own + b.saturating_sub(sent_by_all) / seeds.max(1) as u64)
+}
+
+/// Whether a swarm's seeds should be asked for chunks peers hold too: its
+/// `budget` (bytes; `None`: unlimited) leaves more than a quarter copy of
+/// the `payload` beyond one copy and beyond what was `sent`. A frugal
+/// budget (the default 1.05) never does: its seeds are asked only for what
+/// no peer holds, and spend their small margin on repeats.
+pub fn seeds_fill(budget: Option<u64>, sent: u64, payload: u64) -> bool {
+    budget.is_none_or(|b| b >= sent.max(payload).saturating_add(payload / 4))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeds_fill_in_only_with_a_quarter_copy_to_spare() {
+        assert!(!seeds_fill(Some(1050), 0, 1000), "the frugal default");
+        assert!(seeds_fill(Some(2000), 0, 1000));
+        assert!(seeds_fill(Some(2000), 1750, 1000));
+        assert!(!seeds_fill(Some(2000), 1751, 1000), "mostly spent");
+        assert!(seeds_fill(None, u64::MAX, 1000), "unlimited");
+    }
+
+    #[test]
+    fn seeds_share_what_is_left_of_a_budget() {
+        // 1000 bytes allowed, 600 sent by two seeds (400 and 200): each may
+        // send 200 more, so the swarm ends at the budget.
+        assert_eq!(budget_share(Some(1000), 600, 400, 2), Some(600));
+        assert_eq!(budget_share(Some(1000), 600, 200, 2), Some(400));
+        // Spent: no more than what each sent.
+        assert_eq!(budget_share(Some(1000), 1200, 700, 2), Some(700));
+        // One seed, nothing sent: all of it.
+        assert_eq!(budget_share(Some(1000), 0, 0, 1), Some(1000));
+        assert_eq!(
+            budget_share(Some(1000), 0, 0, 0),
+            Some(1000),
+            "no seed counted yet"
+        );
+        assert_eq!(budget_share(None, 5, 5, 1), None);
+    }
 
     #[test]
     fn budgets_parse_print_and_bound() {

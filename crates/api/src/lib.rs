@@ -7,7 +7,7 @@
 //! Pure: serde and `shoal-types` only (`tests/tests/layering.rs`).
 
 mod admin;
-mod budget;
+pub mod budget;
 mod ops;
 mod records;
 

@@ -9,6 +9,7 @@ use crate::{PeerIdx, Rng};
 use shoal_types::Bitfield;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Tunables.
@@ -184,7 +185,9 @@ struct Chunk {
 #[derive(Debug)]
 pub struct Download {
     config: Config,
-    lens: Vec<u32>,
+    /// Shared: a simulator runs hundreds of thousands of downloads of one
+    /// manifest.
+    lens: Arc<[u32]>,
     have: Bitfield,
     chunks: Vec<Chunk>,
     /// Peers that sent a bad copy of a chunk are not asked for it again.
@@ -207,7 +210,8 @@ pub struct Download {
 impl Download {
     /// A download of chunks with lengths `lens`, of which `have` are already
     /// present (resume).
-    pub fn new(config: Config, lens: Vec<u32>, have: Bitfield, seed: u64) -> Download {
+    pub fn new(config: Config, lens: impl Into<Arc<[u32]>>, have: Bitfield, seed: u64) -> Download {
+        let lens = lens.into();
         assert_eq!(
             have.len() as usize,
             lens.len(),

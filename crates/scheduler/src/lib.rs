@@ -2,9 +2,9 @@
 //! (real nodes and the simulator run it alike), [`Serve`], the serving
 //! policy real nodes run for every chunk request (the token gate, relays,
 //! super-seeding with [`FairShare`], bounded answers, the neediest-first
-//! [`NeedQueue`]), [`Ledger`] for a seed's origin budget, [`TokenBucket`]
-//! for upload caps, and [`sim`], a discrete-event swarm simulator that
-//! drives [`Download`] and [`Serve`] on virtual time, as real nodes do.
+//! [`NeedQueue`]), [`Ledger`] for a seed's origin budget and [`TokenBucket`]
+//! for upload caps. The swarm simulator (`shoal-sim`) drives [`Download`]
+//! and [`Serve`] on virtual time, as real nodes do.
 //!
 //! Drivers feed events with the current time (`handle_*(now, …)`), drain
 //! [`Download::poll`] for actions, and re-arm one timer at
@@ -16,7 +16,6 @@ mod fair;
 mod ledger;
 mod need;
 mod serve;
-pub mod sim;
 
 pub use bucket::TokenBucket;
 pub use download::{Action, Config, Download, PeerKind, Stats};

@@ -3,7 +3,9 @@
 //! one copy, and the last peer finishes close to the fluid-model bound.
 
 use shoal_scheduler::Config;
-use shoal_scheduler::sim::{Node, Setup, fluid_bound, mbit, player_serve, run, seed_serve};
+use shoal_sim::{
+    Churn, Node, Overlay, Player, Setup, fluid_bound, mbit, player_serve, run, seed_serve,
+};
 use std::time::Duration;
 
 /// 1 MiB chunks, 20 ms one-way latency, peers at `peer_up_mbit` up and
@@ -15,11 +17,11 @@ fn setup(n_peers: usize, seed_up_mbit: f64, peer_up_mbit: f64, chunks: usize) ->
             up: mbit(seed_up_mbit),
             down: 0.0,
         }],
-        peers: vec![
-            Node {
+        players: vec![
+            Player::at_start(Node {
                 up: mbit(peer_up_mbit),
                 down: mbit(100.0)
-            };
+            });
             n_peers
         ],
         latency: Duration::from_millis(20),
@@ -30,6 +32,11 @@ fn setup(n_peers: usize, seed_up_mbit: f64, peer_up_mbit: f64, chunks: usize) ->
         rng_seed: 1,
         origin_budget: None,
         seeds_fill: false,
+        overlay: Overlay::full_mesh(),
+        churn: Churn::default(),
+        efficiency: 1.0,
+        heartbeat: Duration::from_secs(10),
+        bin: Duration::from_secs(1),
     }
 }
 

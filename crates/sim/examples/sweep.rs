@@ -1,8 +1,10 @@
 //! Parameter sweep of the swarm simulator: `cargo run --release -p
-//! shoal-scheduler --example sweep -- N SEED_MBIT BACKOFF_MS QUEUE WINDOW_S TARGET_QUEUE_S`
+//! shoal-sim --example sweep -- N SEED_MBIT BACKOFF_MS QUEUE WINDOW_S TARGET_QUEUE_S`
 //! (env: `TIMEOUT` request timeout in s (default: the scheduler's), `DUPS` endgame duplicates, `SEEDQ` the seed's answers in progress (`max_uploads`, 16), `SLOTS` a player's upload slots).
 use shoal_scheduler::Config;
-use shoal_scheduler::sim::{Node, Setup, fluid_bound, mbit, player_serve, run, seed_serve};
+use shoal_sim::{
+    Churn, Node, Overlay, Player, Setup, fluid_bound, mbit, player_serve, run, seed_serve,
+};
 use std::time::Duration;
 
 /// The variable `name` parsed, or `default`.
@@ -28,11 +30,11 @@ fn main() {
             up: mbit(seed_up),
             down: 0.0,
         }],
-        peers: vec![
-            Node {
+        players: vec![
+            Player::at_start(Node {
                 up: mbit(20.0),
                 down: mbit(100.0)
-            };
+            });
             n as usize
         ],
         latency: Duration::from_millis(20),
@@ -53,9 +55,14 @@ fn main() {
         // BUDGET: copies of the payload (`inf`: unlimited), FILL=1: seeds fill in.
         origin_budget: std::env::var("BUDGET").ok().and_then(|b| b.parse().ok()),
         seeds_fill: env_or("FILL", 0) == 1,
+        overlay: Overlay::full_mesh(),
+        churn: Churn::default(),
+        efficiency: 1.0,
+        heartbeat: Duration::from_secs(10),
+        bin: Duration::from_secs(1),
     };
     let bound = fluid_bound(&setup);
-    let sum_up: f64 = setup.peers.iter().map(|p| p.up).sum();
+    let sum_up: f64 = setup.players.iter().map(|p| p.link.up).sum();
     let r = run(setup);
     if std::env::var("TIMELINE").is_ok() {
         let done: Vec<f64> = r
@@ -64,7 +71,7 @@ fn main() {
             .flatten()
             .map(|d| d.as_secs_f64())
             .collect();
-        for (s, b) in r.peer_upload_by_second.iter().enumerate() {
+        for (s, b) in r.bins.iter().map(|b| b.from_peers).enumerate() {
             let finished = done.iter().filter(|&&t| t < (s + 1) as f64).count();
             println!(
                 "t={s:4} peer upload {:.2} of capacity, {finished} done",
