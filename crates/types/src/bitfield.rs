@@ -56,6 +56,12 @@ impl Bitfield {
     }
 
     /// How many bits are set.
+    /// Bits `64 × w` to `64 × w + 63` (zero past the end): lets callers
+    /// skip 64 absent bits at a time.
+    pub fn word(&self, w: usize) -> u64 {
+        self.words.get(w).copied().unwrap_or(0)
+    }
+
     pub fn count(&self) -> u32 {
         self.words.iter().map(|w| w.count_ones()).sum()
     }
