@@ -696,7 +696,20 @@ impl Download {
                     .any(|r| r.chunk == i && now >= r.sent_at + self.config.endgame_after)
             })
         };
-        (0..self.lens.len() as u32).find(|&i| {
+        // Only chunks `peer` has, we lack and somebody was asked for can
+        // be duplicated: those, 64 at a time, in ascending order.
+        let words = self.lens.len().div_ceil(64);
+        let candidates = (0..words).flat_map(|w| {
+            let mut bits = p.has.word(w) & !self.have.word(w) & self.asked.word(w);
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let i = (w * 64) as u32 + bits.trailing_zeros();
+                    bits &= bits - 1;
+                    i
+                })
+            })
+        });
+        candidates.into_iter().find(|&i| {
             let c = &self.chunks[i as usize];
             !self.have.get(i)
                 && c.requested > 0
