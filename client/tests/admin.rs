@@ -18,9 +18,7 @@ struct Server {
 
 fn tracker() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let init = shoal_tracker::init(dir.path()).unwrap();
-    let state =
-        Arc::new(shoal_tracker::open(dir.path(), shoal_tracker::Config::default()).unwrap());
+    let data = dir.path().to_owned();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -29,8 +27,15 @@ fn tracker() -> Server {
             .build()
             .unwrap();
         rt.block_on(async move {
+            let init = shoal_tracker::init(&data).await.unwrap();
+            let state = Arc::new(
+                shoal_tracker::open(&data, shoal_tracker::Config::default())
+                    .await
+                    .unwrap(),
+            );
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
+            tx.send((listener.local_addr().unwrap(), init.operator_key))
+                .unwrap();
             shoal_tracker::serve(listener, state, async move {
                 let _ = stopped.await;
             })
@@ -38,10 +43,10 @@ fn tracker() -> Server {
             .unwrap();
         });
     });
-    let addr = rx.recv().unwrap();
+    let (addr, operator) = rx.recv().unwrap();
     Server {
         url: format!("http://{addr}"),
-        operator: init.operator_key,
+        operator,
         _stop: stop,
         _dir: dir,
     }

@@ -117,13 +117,13 @@ impl Lab {
     /// publisher, and starts a seed that heartbeats to the tracker.
     pub async fn start(root: &Path, options: Options) -> anyhow::Result<Lab> {
         let tdir = root.join("tracker");
-        let init = shoal_tracker::init(&tdir)?;
+        let init = shoal_tracker::init(&tdir).await?;
         let tconfig = shoal_tracker::Config {
             listen: "127.0.0.1:0".into(),
             announce_interval_secs: options.announce_interval_secs,
             ..Default::default()
         };
-        let mut state = shoal_tracker::open(&tdir, tconfig)?;
+        let mut state = shoal_tracker::open(&tdir, tconfig).await?;
         if options.tracker_clock_offset_secs != 0 {
             let offset = options.tracker_clock_offset_secs;
             let system = shoal_tracker::system_clock();

@@ -33,8 +33,12 @@ async fn publish_seed_and_download_through_the_tracker() {
     let tmp = tempfile::tempdir().unwrap();
     // tracker
     let tdir = tmp.path().join("tracker");
-    let init = shoal_tracker::init(&tdir).unwrap();
-    let state = Arc::new(shoal_tracker::open(&tdir, shoal_tracker::Config::default()).unwrap());
+    let init = shoal_tracker::init(&tdir).await.unwrap();
+    let state = Arc::new(
+        shoal_tracker::open(&tdir, shoal_tracker::Config::default())
+            .await
+            .unwrap(),
+    );
     let tracker_key = state.key.public();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -86,8 +86,6 @@ pub struct State {
     pub identities: Mutex<policy::Identities>,
     /// Token requests per API key (`token_requests_per_minute`).
     pub token_rate: Mutex<policy::RateLimit>,
-    /// Serialises read-modify-write admin operations (seats, versions).
-    pub admin_lock: tokio::sync::Mutex<()>,
     /// History, rates and recent refusals for the ops views and dashboard.
     pub ops: Mutex<ops::Ops>,
     /// Token decisions by (outcome, reason), and announces, since start.
@@ -126,7 +124,6 @@ impl State {
             tokens: Mutex::new(TokenCache::default()),
             identities: Mutex::new(policy::Identities::default()),
             token_rate: Mutex::new(policy::RateLimit::default()),
-            admin_lock: tokio::sync::Mutex::new(()),
             ops: Mutex::new(ops::Ops::default()),
             decisions: Mutex::new(HashMap::new()),
             announces: AtomicU64::new(0),
@@ -177,13 +174,14 @@ impl State {
     }
 
     /// Chunks in release `id` (0 if its manifest cannot be read).
-    fn chunk_count(&self, id: &Hash, manifest: &Hash) -> u64 {
+    async fn chunk_count(&self, id: &Hash, manifest: &Hash) -> u64 {
         if let Some(&n) = lock(&self.chunk_counts).get(id) {
             return n;
         }
         let n = self
             .db
             .manifest(manifest)
+            .await
             .ok()
             .flatten()
             .and_then(|b| shoal_manifest::SignedManifest::from_bytes(&b).ok())
@@ -194,14 +192,16 @@ impl State {
     }
 
     /// The swarm and seed views, sorted (busiest swarm first, seeds by id).
-    pub fn views(&self) -> Result<(Vec<ops::SwarmView>, Vec<ops::SeedView>), store::StoreError> {
+    pub async fn views(
+        &self,
+    ) -> Result<(Vec<ops::SwarmView>, Vec<ops::SeedView>), store::StoreError> {
         let now = self.now();
         let timeout = self.config.seed_timeout_secs;
         let mut found = Vec::new();
         self.each_swarm(|id, s| found.push((*id, s.stats())));
         let mut swarms = Vec::with_capacity(found.len());
         for (id, stats) in found {
-            let release = self.db.release(&id)?;
+            let release = self.db.release(&id).await?;
             let (seeds, with_capacity) = match &release {
                 Some(r) => {
                     let registry = lock(&self.seeds);
@@ -213,12 +213,12 @@ impl State {
                 }
                 None => (0, 0),
             };
+            let chunks = match &release {
+                Some(r) => self.chunk_count(&id, &r.manifest_hash).await,
+                None => 0,
+            };
             let eta_secs = release.as_ref().and_then(|r| {
-                let left = ops::remaining_bytes(
-                    &stats,
-                    self.chunk_count(&id, &r.manifest_hash),
-                    r.total_size,
-                );
+                let left = ops::remaining_bytes(&stats, chunks, r.total_size);
                 if left == 0 {
                     return Some(0.0);
                 }
@@ -306,7 +306,7 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Creates a tracker data directory: its signing key, the database, and a
 /// first operator account with an API key.
-pub fn init(data: &Path) -> anyhow::Result<Initialised> {
+pub async fn init(data: &Path) -> anyhow::Result<Initialised> {
     let key_path = data.join(KEY_FILE);
     anyhow::ensure!(
         !key_path.exists(),
@@ -319,7 +319,7 @@ pub fn init(data: &Path) -> anyhow::Result<Initialised> {
     let db = store::Db::new(Arc::new(store::SledStore::open(&data.join(DB_DIR))?));
     let now = system_clock()();
     let account = model::Account {
-        id: db.next_id("acc")?,
+        id: db.next_id("acc").await?,
         name: "operator".into(),
         kind: model::AccountKind::Individual,
         country: "ZZ".into(),
@@ -328,11 +328,15 @@ pub fn init(data: &Path) -> anyhow::Result<Initialised> {
         org: None,
         created_at: now,
     };
-    db.put_account(&account)?;
-    let (record, text) =
-        keys::new_key(db.next_id("key")?, &account.id, model::Role::Operator, now)?;
-    db.put_api_key(&record)?;
-    db.flush()?;
+    db.put_account(&account).await?;
+    let (record, text) = keys::new_key(
+        db.next_id("key").await?,
+        &account.id,
+        model::Role::Operator,
+        now,
+    )?;
+    db.put_api_key(&record).await?;
+    db.flush().await?;
     let operator_key_file = data.join(OPERATOR_KEY_FILE);
     write_private(&operator_key_file, &format!("{text}\n"))?;
     write_private(&key_path, &key.to_file_text())?;
@@ -362,7 +366,7 @@ pub fn public_key(data: &Path) -> anyhow::Result<shoal_types::PublicKey> {
 }
 
 /// Opens an initialised data directory.
-pub fn open(data: &Path, config: Config) -> anyhow::Result<State> {
+pub async fn open(data: &Path, config: Config) -> anyhow::Result<State> {
     let key = signing_key(data)?;
     let db = store::Db::new(Arc::new(store::SledStore::open(&data.join(DB_DIR))?));
     Ok(State::new(db, key, config, system_clock()))
@@ -402,7 +406,7 @@ pub async fn serve(
                     tokio::time::interval(std::time::Duration::from_secs(ops::SAMPLE_SECS));
                 loop {
                     tick.tick().await;
-                    match state.views() {
+                    match state.views().await {
                         Ok((swarms, seeds)) => {
                             lock(&state.ops).sample(state.now(), &swarms, &seeds)
                         }

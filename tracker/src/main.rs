@@ -51,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Init { data } => {
-            let done = shoal_tracker::init(&data)?;
+            let done = shoal_tracker::init(&data).await?;
             println!("tracker public key: {}", done.public_key);
             println!(
                 "operator API key (shown once; also in {}): {}",
@@ -75,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
                 config.listen = listen;
             }
             let addr = config.listen.clone();
-            let state = Arc::new(shoal_tracker::open(&data, config)?);
+            let state = Arc::new(shoal_tracker::open(&data, config).await?);
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
                 .with_context(|| format!("binding {addr}"))?;

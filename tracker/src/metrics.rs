@@ -68,8 +68,8 @@ fn gauges<T, L>(
 /// The tracker's metrics, rendered now. Without `detail`, the per-swarm and
 /// per-seed families are present but empty (their labels name products,
 /// channels, releases and seeds) and only totals have values.
-pub fn render(state: &State, detail: bool) -> Result<String, crate::store::StoreError> {
-    let (all_swarms, all_seeds) = state.views()?;
+pub async fn render(state: &State, detail: bool) -> Result<String, crate::store::StoreError> {
+    let (all_swarms, all_seeds) = state.views().await?;
     let alerts = crate::ops::alerts(&all_swarms, &all_seeds);
     let mut r = Registry::with_prefix("shoal_tracker");
     let total = |name: &str, help: &str, v: usize, r: &mut Registry| {

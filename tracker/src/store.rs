@@ -77,13 +77,36 @@ impl std::fmt::Display for Table {
     }
 }
 
-/// A byte-level, ordered key-value store with durable flush.
+/// What a conditional commit expects to find: `table`/`key` holding
+/// exactly `value` (`None`: absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect {
+    pub table: Table,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// One write of a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub table: Table,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// A byte-level, ordered key-value store. Every method may be called from
+/// any number of processes sharing one database (PostgreSQL) or from one
+/// process (sled, which locks its directory); `commit` is the one way to
+/// make a read-modify-write atomic across all of them.
+#[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
-    fn put(&self, table: Table, key: &[u8], value: &[u8]) -> Result<()>;
+    /// `"sled"` or `"postgres"`, for health and metrics.
+    fn backend(&self) -> &'static str;
+    async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    async fn put(&self, table: Table, key: &[u8], value: &[u8]) -> Result<()>;
     /// Entries whose key starts with `prefix`, in key order, from the end
     /// when `reverse`, at most `limit`.
-    fn scan(
+    async fn scan(
         &self,
         table: Table,
         prefix: &[u8],
@@ -91,16 +114,24 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Entries with key ≥ `start`, in order, at most `limit`.
-    fn range_from(
+    async fn range_from(
         &self,
         table: Table,
         start: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
-    /// Atomically adds 1 to the big-endian counter at `key` and returns the new value.
-    fn increment(&self, table: Table, key: &[u8]) -> Result<u64>;
-    /// Makes every write so far durable (fsync).
-    fn flush(&self) -> Result<()>;
+    /// Atomically adds 1 to the counter `key` and returns the new value.
+    async fn increment(&self, key: &str) -> Result<u64>;
+    /// Applies `writes` atomically if, at that moment, every key in
+    /// `expect` holds what it says; otherwise writes nothing and answers
+    /// `false` (somebody else changed it: read again and retry). Durable
+    /// when it answers `true` after [`Store::flush`].
+    async fn commit(&self, expect: &[Expect], writes: &[Write]) -> Result<bool>;
+    /// Makes every write so far durable (fsync; PostgreSQL's commits
+    /// already are).
+    async fn flush(&self) -> Result<()>;
+    /// Fails when the database cannot be reached.
+    async fn ping(&self) -> Result<()>;
 }
 
 /// sled, on one node.
@@ -159,8 +190,13 @@ fn pairs(
         .collect()
 }
 
+#[async_trait::async_trait]
 impl Store for SledStore {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn backend(&self) -> &'static str {
+        "sled"
+    }
+
+    async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self
             .tree(table)
             .get(key)
@@ -168,12 +204,12 @@ impl Store for SledStore {
             .map(|v| v.to_vec()))
     }
 
-    fn put(&self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+    async fn put(&self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
         self.tree(table).insert(key, value).map_err(backend)?;
         Ok(())
     }
 
-    fn scan(
+    async fn scan(
         &self,
         table: Table,
         prefix: &[u8],
@@ -188,7 +224,7 @@ impl Store for SledStore {
         }
     }
 
-    fn range_from(
+    async fn range_from(
         &self,
         table: Table,
         start: &[u8],
@@ -197,10 +233,10 @@ impl Store for SledStore {
         pairs(self.tree(table).range(start..), limit)
     }
 
-    fn increment(&self, table: Table, key: &[u8]) -> Result<u64> {
+    async fn increment(&self, key: &str) -> Result<u64> {
         let next = self
-            .tree(table)
-            .update_and_fetch(key, |old| {
+            .tree(Table::Meta)
+            .update_and_fetch(key.as_bytes(), |old| {
                 let n = old
                     .and_then(|b| <[u8; 8]>::try_from(b).ok())
                     .map_or(0, u64::from_be_bytes);
@@ -212,8 +248,36 @@ impl Store for SledStore {
         Ok(u64::from_be_bytes(bytes))
     }
 
-    fn flush(&self) -> Result<()> {
-        self.db.flush().map_err(backend)?;
+    async fn commit(&self, expect: &[Expect], writes: &[Write]) -> Result<bool> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+        let index = |t: Table| Table::ALL.iter().position(|x| *x == t).expect("in ALL");
+        // sled runs a transaction under its global write lock, so it is
+        // serialisable against every other read and write of this database.
+        let outcome = self.trees.as_slice().transaction(|trees| {
+            for e in expect {
+                let now = trees[index(e.table)].get(&e.key)?;
+                if now.as_deref() != e.value.as_deref() {
+                    return Err(ConflictableTransactionError::Abort(()));
+                }
+            }
+            for w in writes {
+                trees[index(w.table)].insert(w.key.as_slice(), w.value.as_slice())?;
+            }
+            Ok(())
+        });
+        match outcome {
+            Ok(()) => Ok(true),
+            Err(TransactionError::Abort(())) => Ok(false),
+            Err(TransactionError::Storage(e)) => Err(backend(e)),
+        }
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
         Ok(())
     }
 }
@@ -255,6 +319,26 @@ fn decode_rows<T: DeserializeOwned>(table: Table, rows: Vec<(Vec<u8>, Vec<u8>)>)
         .collect()
 }
 
+fn corrupt(table: Table, key: &[u8], e: &serde_json::Error) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        key: String::from_utf8_lossy(key).into_owned(),
+        detail: e.to_string(),
+    }
+}
+
+fn decode<T: DeserializeOwned>(table: Table, key: &[u8], bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(table, key, &e))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records always serialise")
+}
+
+fn entitlement_key(account: &str, id: &str) -> Vec<u8> {
+    format!("{account}\0{id}").into_bytes()
+}
+
 impl Db {
     pub fn new(store: Arc<dyn Store>) -> Db {
         Db { store }
@@ -264,126 +348,115 @@ impl Db {
         &*self.store
     }
 
-    fn get_json<T: DeserializeOwned>(&self, table: Table, key: &[u8]) -> Result<Option<T>> {
-        match self.store.get(table, key)? {
+    async fn get_json<T: DeserializeOwned>(&self, table: Table, key: &[u8]) -> Result<Option<T>> {
+        match self.store.get(table, key).await? {
             None => Ok(None),
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| StoreError::Corrupt {
-                        table,
-                        key: String::from_utf8_lossy(key).into_owned(),
-                        detail: e.to_string(),
-                    })
-            }
+            Some(bytes) => decode(table, key, &bytes).map(Some),
         }
     }
 
-    fn put_json<T: Serialize>(&self, table: Table, key: &[u8], value: &T) -> Result<()> {
-        let bytes = serde_json::to_vec(value).expect("records always serialise");
-        self.store.put(table, key, &bytes)
+    async fn put_json<T: Serialize>(&self, table: Table, key: &[u8], value: &T) -> Result<()> {
+        self.store.put(table, key, &encode(value)).await
     }
 
-    fn scan_json<T: DeserializeOwned>(
+    async fn scan_json<T: DeserializeOwned>(
         &self,
         table: Table,
         prefix: &[u8],
         reverse: bool,
         limit: usize,
     ) -> Result<Vec<T>> {
-        decode_rows(table, self.store.scan(table, prefix, reverse, limit)?)
+        decode_rows(table, self.store.scan(table, prefix, reverse, limit).await?)
     }
 
-    pub fn flush(&self) -> Result<()> {
-        self.store.flush()
+    pub async fn flush(&self) -> Result<()> {
+        self.store.flush().await
     }
 
-    /// A fresh sequential id with `prefix`, e.g. `acc_12`.
-    pub fn next_id(&self, prefix: &str) -> Result<String> {
-        let n = self
-            .store
-            .increment(Table::Meta, format!("seq/{prefix}").as_bytes())?;
+    /// A read-modify-write that commits only if nothing it read changed.
+    pub fn txn(&self) -> Txn<'_> {
+        Txn {
+            db: self,
+            expect: Vec::new(),
+            writes: Vec::new(),
+        }
+    }
+
+    /// A fresh sequential id with `prefix`, e.g. `acc_12`, unique across
+    /// every replica of the database.
+    pub async fn next_id(&self, prefix: &str) -> Result<String> {
+        let n = self.store.increment(&format!("seq/{prefix}")).await?;
         Ok(format!("{prefix}_{n}"))
     }
 
-    pub fn account(&self, id: &str) -> Result<Option<Account>> {
-        self.get_json(Table::Accounts, id.as_bytes())
+    pub async fn account(&self, id: &str) -> Result<Option<Account>> {
+        self.get_json(Table::Accounts, id.as_bytes()).await
     }
-    pub fn put_account(&self, a: &Account) -> Result<()> {
-        self.put_json(Table::Accounts, a.id.as_bytes(), a)
+    /// Stores a new account (its id is fresh from [`Db::next_id`]); changes
+    /// to an existing one go through a [`Txn`].
+    pub async fn put_account(&self, a: &Account) -> Result<()> {
+        self.put_json(Table::Accounts, a.id.as_bytes(), a).await
     }
-    pub fn accounts(&self, limit: usize) -> Result<Vec<Account>> {
-        self.scan_json(Table::Accounts, b"", false, limit)
-    }
-
-    pub fn api_key(&self, id: &str) -> Result<Option<ApiKey>> {
-        self.get_json(Table::ApiKeys, id.as_bytes())
-    }
-    pub fn put_api_key(&self, k: &ApiKey) -> Result<()> {
-        self.put_json(Table::ApiKeys, k.id.as_bytes(), k)
-    }
-    pub fn api_keys(&self, limit: usize) -> Result<Vec<ApiKey>> {
-        self.scan_json(Table::ApiKeys, b"", false, limit)
+    pub async fn accounts(&self, limit: usize) -> Result<Vec<Account>> {
+        self.scan_json(Table::Accounts, b"", false, limit).await
     }
 
-    pub fn product(&self, id: &str) -> Result<Option<Product>> {
-        self.get_json(Table::Products, id.as_bytes())
+    pub async fn api_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        self.get_json(Table::ApiKeys, id.as_bytes()).await
     }
-    pub fn put_product(&self, p: &Product) -> Result<()> {
-        self.put_json(Table::Products, p.id.as_bytes(), p)
+    /// Stores a new key; revocation goes through a [`Txn`].
+    pub async fn put_api_key(&self, k: &ApiKey) -> Result<()> {
+        self.put_json(Table::ApiKeys, k.id.as_bytes(), k).await
     }
-    pub fn products(&self, limit: usize) -> Result<Vec<Product>> {
-        self.scan_json(Table::Products, b"", false, limit)
+    pub async fn api_keys(&self, limit: usize) -> Result<Vec<ApiKey>> {
+        self.scan_json(Table::ApiKeys, b"", false, limit).await
     }
 
-    fn entitlement_key(account: &str, id: &str) -> Vec<u8> {
-        format!("{account}\0{id}").into_bytes()
+    pub async fn product(&self, id: &str) -> Result<Option<Product>> {
+        self.get_json(Table::Products, id.as_bytes()).await
     }
-    pub fn put_entitlement(&self, e: &Entitlement) -> Result<()> {
-        self.put_json(
-            Table::Entitlements,
-            &Self::entitlement_key(&e.account, &e.id),
-            e,
-        )?;
-        // index by id for revocation
-        self.store.put(
-            Table::Meta,
-            format!("ent/{}", e.id).as_bytes(),
-            e.account.as_bytes(),
-        )
+    pub async fn products(&self, limit: usize) -> Result<Vec<Product>> {
+        self.scan_json(Table::Products, b"", false, limit).await
     }
-    pub fn entitlement(&self, id: &str) -> Result<Option<Entitlement>> {
-        let Some(account) = self
+
+    /// Stores a new grant (fresh id) and its index by id, atomically.
+    pub async fn put_entitlement(&self, e: &Entitlement) -> Result<()> {
+        let mut txn = self.txn();
+        txn.put_entitlement(e);
+        txn.commit().await.map(|_| ())
+    }
+    async fn entitlement_account(&self, id: &str) -> Result<Option<String>> {
+        Ok(self
             .store
-            .get(Table::Meta, format!("ent/{id}").as_bytes())?
-        else {
+            .get(Table::Meta, format!("ent/{id}").as_bytes())
+            .await?
+            .map(|a| String::from_utf8_lossy(&a).into_owned()))
+    }
+    pub async fn entitlement(&self, id: &str) -> Result<Option<Entitlement>> {
+        let Some(account) = self.entitlement_account(id).await? else {
             return Ok(None);
         };
-        let account = String::from_utf8_lossy(&account).into_owned();
-        self.get_json(Table::Entitlements, &Self::entitlement_key(&account, id))
+        self.get_json(Table::Entitlements, &entitlement_key(&account, id))
+            .await
     }
-    pub fn entitlements_of(&self, account: &str) -> Result<Vec<Entitlement>> {
+    pub async fn entitlements_of(&self, account: &str) -> Result<Vec<Entitlement>> {
         self.scan_json(
             Table::Entitlements,
             format!("{account}\0").as_bytes(),
             false,
             usize::MAX,
         )
+        .await
     }
 
-    pub fn put_release(&self, r: &ReleaseRecord) -> Result<()> {
-        let key = release_key(&r.product, &r.channel, r.version);
-        self.put_json(Table::Releases, &key, r)?;
-        self.store.put(Table::ReleaseIds, r.id.as_bytes(), &key)
-    }
-    pub fn release(&self, id: &shoal_types::Hash) -> Result<Option<ReleaseRecord>> {
-        match self.store.get(Table::ReleaseIds, id.as_bytes())? {
-            Some(key) => self.get_json(Table::Releases, &key),
+    pub async fn release(&self, id: &shoal_types::Hash) -> Result<Option<ReleaseRecord>> {
+        match self.store.get(Table::ReleaseIds, id.as_bytes()).await? {
+            Some(key) => self.get_json(Table::Releases, &key).await,
             None => Ok(None),
         }
     }
     /// A channel's releases, newest first.
-    pub fn releases(
+    pub async fn releases(
         &self,
         product: &str,
         channel: &str,
@@ -395,61 +468,272 @@ impl Db {
             true,
             limit,
         )
+        .await
     }
-    pub fn latest_release(&self, product: &str, channel: &str) -> Result<Option<ReleaseRecord>> {
-        Ok(self.releases(product, channel, 1)?.into_iter().next())
+    pub async fn latest_release(
+        &self,
+        product: &str,
+        channel: &str,
+    ) -> Result<Option<ReleaseRecord>> {
+        Ok(self.releases(product, channel, 1).await?.into_iter().next())
     }
 
-    pub fn put_manifest(&self, hash: &shoal_types::Hash, bytes: &[u8]) -> Result<()> {
-        self.store.put(Table::Manifests, hash.as_bytes(), bytes)
+    /// Manifests are content-addressed: writing one twice writes the same bytes.
+    pub async fn put_manifest(&self, hash: &shoal_types::Hash, bytes: &[u8]) -> Result<()> {
+        self.store
+            .put(Table::Manifests, hash.as_bytes(), bytes)
+            .await
     }
-    pub fn manifest(&self, hash: &shoal_types::Hash) -> Result<Option<Vec<u8>>> {
-        self.store.get(Table::Manifests, hash.as_bytes())
+    pub async fn manifest(&self, hash: &shoal_types::Hash) -> Result<Option<Vec<u8>>> {
+        self.store.get(Table::Manifests, hash.as_bytes()).await
     }
 
     /// Appends an audit entry, assigning its sequence number.
-    pub fn append_audit(&self, mut entry: AuditEntry) -> Result<AuditEntry> {
-        entry.seq = self.store.increment(Table::Meta, b"seq/audit")?;
-        self.put_json(Table::Audit, &entry.seq.to_be_bytes(), &entry)?;
+    pub async fn append_audit(&self, mut entry: AuditEntry) -> Result<AuditEntry> {
+        entry.seq = self.store.increment("seq/audit").await?;
+        self.put_json(Table::Audit, &entry.seq.to_be_bytes(), &entry)
+            .await?;
         Ok(entry)
     }
     /// Audit entries with sequence number > `after`, oldest first.
-    pub fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+    pub async fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>> {
         let start = after.saturating_add(1).to_be_bytes();
         decode_rows(
             Table::Audit,
-            self.store.range_from(Table::Audit, &start, limit)?,
+            self.store.range_from(Table::Audit, &start, limit).await?,
         )
     }
+}
+
+/// A read-modify-write: every record it reads is expected unchanged at
+/// [`Txn::commit`], which applies its writes atomically or, when another
+/// request (in this process or another replica) changed one of them,
+/// writes nothing and answers `false`. The caller then reads again.
+pub struct Txn<'a> {
+    db: &'a Db,
+    expect: Vec<Expect>,
+    writes: Vec<Write>,
+}
+
+impl std::fmt::Debug for Txn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Txn")
+            .field("expect", &self.expect.len())
+            .field("writes", &self.writes.len())
+            .finish()
+    }
+}
+
+/// How many times a read-modify-write retries before it gives up (each
+/// retry means another request changed the same record in between).
+pub const TXN_ATTEMPTS: usize = 64;
+
+impl Txn<'_> {
+    async fn read(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let value = self.db.store.get(table, key).await?;
+        self.expect.push(Expect {
+            table,
+            key: key.to_vec(),
+            value: value.clone(),
+        });
+        Ok(value)
+    }
+
+    async fn read_json<T: DeserializeOwned>(
+        &mut self,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<T>> {
+        match self.read(table, key).await? {
+            None => Ok(None),
+            Some(bytes) => decode(table, key, &bytes).map(Some),
+        }
+    }
+
+    fn write(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.push(Write { table, key, value });
+    }
+
+    pub async fn account(&mut self, id: &str) -> Result<Option<Account>> {
+        self.read_json(Table::Accounts, id.as_bytes()).await
+    }
+    pub fn put_account(&mut self, a: &Account) {
+        self.write(Table::Accounts, a.id.as_bytes().to_vec(), encode(a));
+    }
+
+    pub async fn api_key(&mut self, id: &str) -> Result<Option<ApiKey>> {
+        self.read_json(Table::ApiKeys, id.as_bytes()).await
+    }
+    pub fn put_api_key(&mut self, k: &ApiKey) {
+        self.write(Table::ApiKeys, k.id.as_bytes().to_vec(), encode(k));
+    }
+
+    pub async fn product(&mut self, id: &str) -> Result<Option<Product>> {
+        self.read_json(Table::Products, id.as_bytes()).await
+    }
+    pub fn put_product(&mut self, p: &Product) {
+        self.write(Table::Products, p.id.as_bytes().to_vec(), encode(p));
+    }
+
+    pub async fn entitlement(&mut self, id: &str) -> Result<Option<Entitlement>> {
+        let Some(account) = self.db.entitlement_account(id).await? else {
+            return Ok(None);
+        };
+        self.read_json(Table::Entitlements, &entitlement_key(&account, id))
+            .await
+    }
+    pub fn put_entitlement(&mut self, e: &Entitlement) {
+        self.write(
+            Table::Entitlements,
+            entitlement_key(&e.account, &e.id),
+            encode(e),
+        );
+        // the index by id, for revocation
+        self.write(
+            Table::Meta,
+            format!("ent/{}", e.id).into_bytes(),
+            e.account.clone().into_bytes(),
+        );
+    }
+
+    pub async fn release(&mut self, id: &shoal_types::Hash) -> Result<Option<ReleaseRecord>> {
+        match self.db.store.get(Table::ReleaseIds, id.as_bytes()).await? {
+            Some(key) => self.read_json(Table::Releases, &key).await,
+            None => Ok(None),
+        }
+    }
+    /// The version a new release of the channel gets: one above the newest,
+    /// expected still free at commit (so two replicas never number alike).
+    pub async fn next_version(&mut self, product: &str, channel: &str) -> Result<u64> {
+        let version = self
+            .db
+            .latest_release(product, channel)
+            .await?
+            .map_or(1, |r| r.version + 1);
+        self.expect.push(Expect {
+            table: Table::Releases,
+            key: release_key(product, channel, version),
+            value: None,
+        });
+        Ok(version)
+    }
+    pub fn put_release(&mut self, r: &ReleaseRecord) {
+        let key = release_key(&r.product, &r.channel, r.version);
+        self.write(Table::ReleaseIds, r.id.as_bytes().to_vec(), key.clone());
+        self.write(Table::Releases, key, encode(r));
+    }
+
+    /// Applies the writes if nothing read changed, then makes them durable.
+    pub async fn commit(self) -> Result<bool> {
+        if !self.db.store.commit(&self.expect, &self.writes).await? {
+            return Ok(false);
+        }
+        self.db.store.flush().await?;
+        Ok(true)
+    }
+}
+
+/// What every backend must do: the sled unit test and the PostgreSQL
+/// tests run this on a fresh store. Errors say which property failed.
+pub async fn conformance(store: &dyn Store) -> anyhow::Result<()> {
+    use anyhow::ensure;
+    let keys =
+        |rows: &[(Vec<u8>, Vec<u8>)]| rows.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    store.put(Table::Meta, b"a/1", b"x").await?;
+    store.put(Table::Meta, b"a/2", b"y").await?;
+    store.put(Table::Meta, b"a/\xff\xff", b"edge").await?;
+    store.put(Table::Meta, b"b/1", b"z").await?;
+    store.put(Table::Meta, b"a/1", b"x2").await?;
+    ensure!(
+        store.get(Table::Meta, b"a/1").await?.as_deref() == Some(&b"x2"[..]),
+        "put overwrites"
+    );
+    ensure!(
+        store.get(Table::Meta, b"a/3").await?.is_none(),
+        "absent is None"
+    );
+    let forward = store.scan(Table::Meta, b"a/", false, 10).await?;
+    ensure!(
+        keys(&forward) == [b"a/1".to_vec(), b"a/2".to_vec(), b"a/\xff\xff".to_vec()],
+        "prefix scan in key order: {forward:?}"
+    );
+    let back = store.scan(Table::Meta, b"a/", true, 2).await?;
+    ensure!(
+        keys(&back) == [b"a/\xff\xff".to_vec(), b"a/2".to_vec()],
+        "reverse scan with a limit: {back:?}"
+    );
+    ensure!(
+        store.scan(Table::Meta, b"", false, 100).await?.len() == 4,
+        "empty prefix scans all"
+    );
+    let from = store.range_from(Table::Meta, b"a/2", 2).await?;
+    ensure!(
+        keys(&from) == [b"a/2".to_vec(), b"a/\xff\xff".to_vec()],
+        "range_from: {from:?}"
+    );
+    ensure!(store.increment("n").await? == 1, "counters start at 1");
+    ensure!(store.increment("n").await? == 2, "counters count");
+    ensure!(store.increment("m").await? == 1, "counters are separate");
+    ensure!(
+        store.get(Table::Accounts, b"a/2").await?.is_none(),
+        "tables are separate"
+    );
+    let w = |k: &[u8], v: &[u8]| Write {
+        table: Table::Products,
+        key: k.to_vec(),
+        value: v.to_vec(),
+    };
+    let e = |k: &[u8], v: Option<&[u8]>| Expect {
+        table: Table::Products,
+        key: k.to_vec(),
+        value: v.map(<[u8]>::to_vec),
+    };
+    ensure!(
+        store
+            .commit(&[e(b"p", None)], &[w(b"p", b"1"), w(b"q", b"1")])
+            .await?,
+        "commit expecting an absent key"
+    );
+    ensure!(
+        !store.commit(&[e(b"p", None)], &[w(b"p", b"2")]).await?,
+        "a present key is not absent"
+    );
+    ensure!(
+        !store
+            .commit(
+                &[e(b"p", Some(b"1")), e(b"q", Some(b"0"))],
+                &[w(b"p", b"3")]
+            )
+            .await?,
+        "one stale expectation fails the commit"
+    );
+    ensure!(
+        store.get(Table::Products, b"p").await?.as_deref() == Some(&b"1"[..]),
+        "a failed commit writes nothing"
+    );
+    ensure!(
+        store
+            .commit(&[e(b"p", Some(b"1"))], &[w(b"p", b"4")])
+            .await?,
+        "a fresh expectation commits"
+    );
+    ensure!(
+        store.get(Table::Products, b"p").await?.as_deref() == Some(&b"4"[..]),
+        "the commit wrote"
+    );
+    store.flush().await?;
+    store.ping().await?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn sled_store_basics() {
+    #[tokio::test]
+    async fn sled_store_basics() {
         let tmp = tempfile::tempdir().unwrap();
         let store = SledStore::open(tmp.path()).unwrap();
-        store.put(Table::Meta, b"a/1", b"x").unwrap();
-        store.put(Table::Meta, b"a/2", b"y").unwrap();
-        store.put(Table::Meta, b"b/1", b"z").unwrap();
-        assert_eq!(
-            store.get(Table::Meta, b"a/1").unwrap().as_deref(),
-            Some(&b"x"[..])
-        );
-        let scanned = store.scan(Table::Meta, b"a/", true, 10).unwrap();
-        assert_eq!(
-            scanned
-                .iter()
-                .map(|(k, _)| k.as_slice())
-                .collect::<Vec<_>>(),
-            [b"a/2", b"a/1"]
-        );
-        assert_eq!(store.increment(Table::Meta, b"n").unwrap(), 1);
-        assert_eq!(store.increment(Table::Meta, b"n").unwrap(), 2);
-        // tables are separate
-        assert!(store.get(Table::Accounts, b"a/2").unwrap().is_none());
-        store.flush().unwrap();
+        conformance(&store).await.unwrap();
     }
 }

@@ -294,9 +294,10 @@ async fn the_audit_export_reaches_the_end_of_a_long_log() {
                 },
                 reason: "entitled".into(),
             })
+            .await
             .unwrap();
     }
-    t.state.db.flush().unwrap();
+    t.state.db.flush().await.unwrap();
     let export = |query: &str| {
         let url = format!("{}/v1/audit/export{query}", t.url);
         let req = t.http.get(url).bearer_auth(&t.operator);

@@ -68,11 +68,14 @@ pub async fn create_account(
         ));
     }
     let account = Account {
-        id: state.db.next_id(if req.kind == AccountKind::Organisation {
-            "org"
-        } else {
-            "acc"
-        })?,
+        id: state
+            .db
+            .next_id(if req.kind == AccountKind::Organisation {
+                "org"
+            } else {
+                "acc"
+            })
+            .await?,
         name: req.name,
         kind: req.kind,
         country,
@@ -81,8 +84,8 @@ pub async fn create_account(
         org: None,
         created_at: state.now(),
     };
-    state.db.put_account(&account)?;
-    state.db.flush()?;
+    state.db.put_account(&account).await?;
+    state.db.flush().await?;
     Ok(created(account))
 }
 
@@ -97,7 +100,7 @@ pub async fn list_accounts(
     axum::extract::State(state): St,
     _: Operator,
 ) -> ApiResult<Json<Vec<Account>>> {
-    Ok(Json(state.db.accounts(10_000)?))
+    Ok(Json(state.db.accounts(10_000).await?))
 }
 
 #[utoipa::path(
@@ -113,7 +116,7 @@ pub async fn get_account(
     _: Operator,
     PathArgs(id): PathArgs<String>,
 ) -> ApiResult<Json<Account>> {
-    Ok(Json(load_account(&state, &id)?))
+    Ok(Json(load_account(&state, &id).await?))
 }
 
 #[utoipa::path(
@@ -131,42 +134,54 @@ pub async fn add_member(
     PathArgs(org_id): PathArgs<String>,
     Body(req): Body<NewMember>,
 ) -> ApiResult<Json<Account>> {
-    let _guard = state.admin_lock.lock().await;
-    let mut org = load_account(&state, &org_id)?;
-    if org.kind != AccountKind::Organisation {
-        return Err(ApiError::conflict(
-            "not_an_organisation",
-            format!("{org_id} is not an organisation"),
-        ));
+    // Both records are expected unchanged at commit: two requests taking
+    // the last seat (at one replica or two) cannot both succeed.
+    for _ in 0..crate::store::TXN_ATTEMPTS {
+        let mut txn = state.db.txn();
+        let mut org = txn
+            .account(&org_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no account {org_id}")))?;
+        if org.kind != AccountKind::Organisation {
+            return Err(ApiError::conflict(
+                "not_an_organisation",
+                format!("{org_id} is not an organisation"),
+            ));
+        }
+        let mut member = txn
+            .account(&req.account)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no account {}", req.account)))?;
+        if member.kind != AccountKind::Individual {
+            return Err(ApiError::conflict(
+                "not_an_individual",
+                "only individual accounts take seats",
+            ));
+        }
+        if org.members.contains(&member.id) {
+            return Ok(Json(org));
+        }
+        if let Some(other) = &member.org {
+            return Err(ApiError::conflict(
+                "already_member",
+                format!("{} already holds a seat in {other}", member.id),
+            ));
+        }
+        if org.members.len() >= org.seats as usize {
+            return Err(ApiError::conflict(
+                "no_seats_left",
+                format!("{org_id} has {} seats, all assigned", org.seats),
+            ));
+        }
+        org.members.push(member.id.clone());
+        member.org = Some(org.id.clone());
+        txn.put_account(&member);
+        txn.put_account(&org);
+        if txn.commit().await? {
+            return Ok(Json(org));
+        }
     }
-    let mut member = load_account(&state, &req.account)?;
-    if member.kind != AccountKind::Individual {
-        return Err(ApiError::conflict(
-            "not_an_individual",
-            "only individual accounts take seats",
-        ));
-    }
-    if org.members.contains(&member.id) {
-        return Ok(Json(org));
-    }
-    if let Some(other) = &member.org {
-        return Err(ApiError::conflict(
-            "already_member",
-            format!("{} already holds a seat in {other}", member.id),
-        ));
-    }
-    if org.members.len() >= org.seats as usize {
-        return Err(ApiError::conflict(
-            "no_seats_left",
-            format!("{org_id} has {} seats, all assigned", org.seats),
-        ));
-    }
-    org.members.push(member.id.clone());
-    member.org = Some(org.id.clone());
-    state.db.put_account(&member)?;
-    state.db.put_account(&org)?;
-    state.db.flush()?;
-    Ok(Json(org))
+    Err(ApiError::contended())
 }
 
 #[utoipa::path(
@@ -182,21 +197,28 @@ pub async fn remove_member(
     _: Operator,
     PathArgs((org_id, member_id)): PathArgs<(String, String)>,
 ) -> ApiResult<Json<Account>> {
-    let _guard = state.admin_lock.lock().await;
-    let mut org = load_account(&state, &org_id)?;
-    if !org.members.contains(&member_id) {
-        return Err(ApiError::not_found(format!(
-            "{member_id} holds no seat in {org_id}"
-        )));
+    for _ in 0..crate::store::TXN_ATTEMPTS {
+        let mut txn = state.db.txn();
+        let mut org = txn
+            .account(&org_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no account {org_id}")))?;
+        if !org.members.contains(&member_id) {
+            return Err(ApiError::not_found(format!(
+                "{member_id} holds no seat in {org_id}"
+            )));
+        }
+        org.members.retain(|m| *m != member_id);
+        if let Some(mut member) = txn.account(&member_id).await? {
+            member.org = None;
+            txn.put_account(&member);
+        }
+        txn.put_account(&org);
+        if txn.commit().await? {
+            return Ok(Json(org));
+        }
     }
-    org.members.retain(|m| *m != member_id);
-    if let Some(mut member) = state.db.account(&member_id)? {
-        member.org = None;
-        state.db.put_account(&member)?;
-    }
-    state.db.put_account(&org)?;
-    state.db.flush()?;
-    Ok(Json(org))
+    Err(ApiError::contended())
 }
 
 impl From<&ApiKey> for KeyView {
@@ -224,7 +246,7 @@ pub async fn create_api_key(
     _: Operator,
     Body(req): Body<NewApiKey>,
 ) -> ApiResult<Response> {
-    let account = load_account(&state, &req.account)?;
+    let account = load_account(&state, &req.account).await?;
     // An organisation's entitlements reach its members through their seats;
     // a key on the organisation itself would bypass the seat count.
     if account.kind == AccountKind::Organisation {
@@ -237,13 +259,13 @@ pub async fn create_api_key(
         ));
     }
     let (record, key) = keys::new_key(
-        state.db.next_id("key")?,
+        state.db.next_id("key").await?,
         &req.account,
         req.role,
         state.now(),
     )?;
-    state.db.put_api_key(&record)?;
-    state.db.flush()?;
+    state.db.put_api_key(&record).await?;
+    state.db.flush().await?;
     Ok(created(CreatedKey {
         record: (&record).into(),
         key,
@@ -264,7 +286,8 @@ pub async fn list_api_keys(
     Ok(Json(
         state
             .db
-            .api_keys(100_000)?
+            .api_keys(100_000)
+            .await?
             .iter()
             .map(KeyView::from)
             .collect(),
@@ -284,19 +307,24 @@ pub async fn revoke_api_key(
     _: Operator,
     PathArgs(id): PathArgs<String>,
 ) -> ApiResult<Json<KeyView>> {
-    let mut key = state
-        .db
-        .api_key(&id)?
-        .ok_or_else(|| ApiError::not_found(format!("no API key {id}")))?;
-    key.revoked_at.get_or_insert(state.now());
-    state.db.put_api_key(&key)?;
-    state.db.flush()?;
-    Ok(Json((&key).into()))
+    for _ in 0..crate::store::TXN_ATTEMPTS {
+        let mut txn = state.db.txn();
+        let mut key = txn
+            .api_key(&id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no API key {id}")))?;
+        key.revoked_at.get_or_insert(state.now());
+        txn.put_api_key(&key);
+        if txn.commit().await? {
+            return Ok(Json((&key).into()));
+        }
+    }
+    Err(ApiError::contended())
 }
 
 /// Refuses publisher accounts that do not exist or are organisations.
-fn check_publisher_account(state: &crate::State, id: &str) -> ApiResult<()> {
-    if load_account(state, id)?.kind == AccountKind::Organisation {
+async fn check_publisher_account(state: &crate::State, id: &str) -> ApiResult<()> {
+    if load_account(state, id).await?.kind == AccountKind::Organisation {
         return Err(ApiError::conflict(
             "organisation_account",
             format!("{id} is an organisation; name the publishing member account"),
@@ -324,10 +352,10 @@ pub async fn create_product(
         check_id("channel", c)?;
     }
     for p in &req.publishers {
-        check_publisher_account(&state, p)?;
+        check_publisher_account(&state, p).await?;
     }
-    let _guard = state.admin_lock.lock().await;
-    if state.db.product(&req.id)?.is_some() {
+    let mut txn = state.db.txn();
+    if txn.product(&req.id).await?.is_some() {
         return Err(ApiError::conflict(
             "exists",
             format!("product {} exists", req.id),
@@ -350,8 +378,14 @@ pub async fn create_product(
         publishers: req.publishers,
         created_at: state.now(),
     };
-    state.db.put_product(&product)?;
-    state.db.flush()?;
+    txn.put_product(&product);
+    // Expected absent: of two replicas creating one id, one wins.
+    if !txn.commit().await? {
+        return Err(ApiError::conflict(
+            "exists",
+            format!("product {} exists", product.id),
+        ));
+    }
     Ok(created(product))
 }
 
@@ -367,7 +401,7 @@ pub async fn list_products(
     caller: super::Caller,
 ) -> ApiResult<Json<Vec<Product>>> {
     caller.require(&[Role::Operator, Role::Publisher])?;
-    let mut products = state.db.products(10_000)?;
+    let mut products = state.db.products(10_000).await?;
     products.retain(|p| caller.publishes(p));
     Ok(Json(products))
 }
@@ -385,7 +419,7 @@ pub async fn get_product(
     caller: super::Caller,
     PathArgs(id): PathArgs<String>,
 ) -> ApiResult<Json<Product>> {
-    Ok(Json(caller.product_to_publish(&state, &id)?))
+    Ok(Json(caller.product_to_publish(&state, &id).await?))
 }
 
 /// `POST /v1/products/{id}/publishers`: lets an account publish the product.
@@ -404,10 +438,10 @@ pub async fn add_publisher(
     PathArgs(id): PathArgs<String>,
     Body(req): Body<NewPublisher>,
 ) -> ApiResult<Json<Product>> {
-    check_publisher_account(&state, &req.account)?;
+    check_publisher_account(&state, &req.account).await?;
     modify_product(&state, &id, |product| {
         if !product.publishers.contains(&req.account) {
-            product.publishers.push(req.account);
+            product.publishers.push(req.account.clone());
         }
         Ok(())
     })
@@ -441,33 +475,44 @@ pub async fn remove_publisher(
 }
 
 /// Loads product `id` (404 when there is none).
-fn load_product(state: &crate::State, id: &str) -> ApiResult<Product> {
+async fn load_product(state: &crate::State, id: &str) -> ApiResult<Product> {
     state
         .db
-        .product(id)?
+        .product(id)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no product {id}")))
 }
 
-/// Read-modify-write of product `id` under the admin lock: `change` edits
-/// it or refuses, and the product is stored durably before the answer.
+/// Read-modify-write of product `id`: `change` edits it or refuses, and
+/// the product is stored durably before the answer. When another request
+/// (here or at another replica) changed the product meanwhile, `change`
+/// runs again on what that request stored.
 async fn modify_product(
     state: &crate::State,
     id: &str,
-    change: impl FnOnce(&mut Product) -> ApiResult<()>,
+    change: impl Fn(&mut Product) -> ApiResult<()>,
 ) -> ApiResult<Json<Product>> {
-    let _guard = state.admin_lock.lock().await;
-    let mut product = load_product(state, id)?;
-    change(&mut product)?;
-    state.db.put_product(&product)?;
-    state.db.flush()?;
-    Ok(Json(product))
+    for _ in 0..crate::store::TXN_ATTEMPTS {
+        let mut txn = state.db.txn();
+        let mut product = txn
+            .product(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no product {id}")))?;
+        change(&mut product)?;
+        txn.put_product(&product);
+        if txn.commit().await? {
+            return Ok(Json(product));
+        }
+    }
+    Err(ApiError::contended())
 }
 
 /// Loads account `id` (404 when there is none).
-fn load_account(state: &crate::State, id: &str) -> ApiResult<Account> {
+async fn load_account(state: &crate::State, id: &str) -> ApiResult<Account> {
     state
         .db
-        .account(id)?
+        .account(id)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no account {id}")))
 }
 
@@ -500,9 +545,9 @@ pub async fn add_channel(
             ));
         }
         product.channels.push(Channel {
-            name: req.name,
+            name: req.name.clone(),
             private: req.private,
-            allow: req.allow,
+            allow: req.allow.clone(),
             origin_budget: req.origin_budget,
         });
         Ok(())
@@ -531,7 +576,7 @@ pub async fn set_allow_list(
             .iter_mut()
             .find(|c| c.name == channel)
             .ok_or_else(|| ApiError::not_found(format!("{id} has no channel {channel}")))?;
-        c.allow = req.accounts;
+        c.allow = req.accounts.clone();
         Ok(())
     })
     .await
@@ -597,8 +642,8 @@ pub async fn grant(
     _: Operator,
     Body(req): Body<NewEntitlement>,
 ) -> ApiResult<Response> {
-    load_account(&state, &req.account)?;
-    let product = load_product(&state, &req.product)?;
+    load_account(&state, &req.account).await?;
+    let product = load_product(&state, &req.product).await?;
     if let Some(c) = &req.channel
         && product.channel(c).is_none()
     {
@@ -608,7 +653,7 @@ pub async fn grant(
         )));
     }
     let entitlement = Entitlement {
-        id: state.db.next_id("ent")?,
+        id: state.db.next_id("ent").await?,
         account: req.account,
         product: req.product,
         channel: req.channel,
@@ -616,9 +661,9 @@ pub async fn grant(
         granted_at: state.now(),
         revoked_at: None,
     };
-    state.db.put_entitlement(&entitlement)?;
+    state.db.put_entitlement(&entitlement).await?;
     // Durable before acknowledged: a grant survives kill -9 once 201 is sent.
-    state.db.flush()?;
+    state.db.flush().await?;
     Ok(created(entitlement))
 }
 
@@ -641,7 +686,7 @@ pub async fn list_entitlements(
     _: Operator,
     QueryArgs(q): QueryArgs<EntitlementQuery>,
 ) -> ApiResult<Json<Vec<Entitlement>>> {
-    Ok(Json(state.db.entitlements_of(&q.account)?))
+    Ok(Json(state.db.entitlements_of(&q.account).await?))
 }
 
 #[utoipa::path(
@@ -657,14 +702,19 @@ pub async fn revoke_entitlement(
     _: Operator,
     PathArgs(id): PathArgs<String>,
 ) -> ApiResult<Json<Entitlement>> {
-    let mut e = state
-        .db
-        .entitlement(&id)?
-        .ok_or_else(|| ApiError::not_found(format!("no entitlement {id}")))?;
-    e.revoked_at.get_or_insert(state.now());
-    state.db.put_entitlement(&e)?;
-    state.db.flush()?;
-    Ok(Json(e))
+    for _ in 0..crate::store::TXN_ATTEMPTS {
+        let mut txn = state.db.txn();
+        let mut e = txn
+            .entitlement(&id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no entitlement {id}")))?;
+        e.revoked_at.get_or_insert(state.now());
+        txn.put_entitlement(&e);
+        if txn.commit().await? {
+            return Ok(Json(e));
+        }
+    }
+    Err(ApiError::contended())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -684,13 +734,13 @@ fn default_limit() -> usize {
     1000
 }
 
-fn audit_page(state: &crate::State, q: &AuditQuery) -> ApiResult<Vec<AuditEntry>> {
+async fn audit_page(state: &crate::State, q: &AuditQuery) -> ApiResult<Vec<AuditEntry>> {
     let limit = q.limit.clamp(1, 10_000);
     let mut out = Vec::new();
     let mut after = q.after;
     // Filters apply after reading; read in pages until `limit` match or the end.
     loop {
-        let page = state.db.audit_after(after, 5000)?;
+        let page = state.db.audit_after(after, 5000).await?;
         let Some(last) = page.last() else { break };
         after = last.seq;
         out.extend(page.into_iter().filter(|e| {
@@ -718,7 +768,7 @@ pub async fn audit(
     _: Operator,
     QueryArgs(q): QueryArgs<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditEntry>>> {
-    Ok(Json(audit_page(&state, &q)?))
+    Ok(Json(audit_page(&state, &q).await?))
 }
 
 /// Entries read from the store per page of an export.
@@ -743,7 +793,7 @@ pub async fn audit_export(
 ) -> ApiResult<Response> {
     // The first page is read here, so a storage failure is a 503, not a
     // cut-off body.
-    let first = state.db.audit_after(q.after, EXPORT_PAGE)?;
+    let first = state.db.audit_after(q.after, EXPORT_PAGE).await?;
     let left = q.limit.unwrap_or(u64::MAX);
     let pages = futures::stream::unfold(
         (state, q, Some(first), left),
@@ -766,7 +816,7 @@ pub async fn audit_export(
             let next = if left == 0 || page.len() < EXPORT_PAGE {
                 None
             } else {
-                match state.db.audit_after(last, EXPORT_PAGE) {
+                match state.db.audit_after(last, EXPORT_PAGE).await {
                     Ok(p) => Some(p),
                     Err(e) => {
                         // Headers are gone: end the body early, loudly. The

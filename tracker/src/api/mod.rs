@@ -48,6 +48,15 @@ impl ApiError {
     pub fn conflict(code: &'static str, detail: impl Into<String>) -> ApiError {
         ApiError::new(409, code, detail)
     }
+    /// A read-modify-write that lost to other writers of the same record
+    /// [`crate::store::TXN_ATTEMPTS`] times in a row.
+    pub fn contended() -> ApiError {
+        ApiError::new(
+            503,
+            "contended",
+            "the record changed under this request too often; try again",
+        )
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -228,11 +237,12 @@ impl Caller {
     /// Loads product `id` for an operator or one of its publishers. Anyone
     /// else hears the same 404 as for a product that does not exist, so the
     /// answer tells nothing about other publishers' products.
-    pub fn product_to_publish(&self, state: &State, id: &str) -> ApiResult<Product> {
+    pub async fn product_to_publish(&self, state: &State, id: &str) -> ApiResult<Product> {
         self.require(&[Role::Operator, Role::Publisher])?;
         state
             .db
-            .product(id)?
+            .product(id)
+            .await?
             .filter(|p| self.publishes(p))
             .ok_or_else(|| not_yours(id))
     }
@@ -252,7 +262,7 @@ impl FromRequestParts<Arc<State>> for Caller {
         parts: &mut Parts,
         state: &Arc<State>,
     ) -> Result<Self, Self::Rejection> {
-        authenticate(state, &parts.headers)
+        authenticate(state, &parts.headers).await
     }
 }
 
@@ -269,13 +279,13 @@ impl FromRequestParts<Arc<State>> for Operator {
         parts: &mut Parts,
         state: &Arc<State>,
     ) -> Result<Self, Self::Rejection> {
-        let caller = authenticate(state, &parts.headers)?;
+        let caller = authenticate(state, &parts.headers).await?;
         caller.require(&[Role::Operator])?;
         Ok(Operator(caller))
     }
 }
 
-pub fn authenticate(state: &State, headers: &HeaderMap) -> ApiResult<Caller> {
+pub async fn authenticate(state: &State, headers: &HeaderMap) -> ApiResult<Caller> {
     let unauthorized = |detail: &str| ApiError::new(401, "unauthorized", detail);
     let header = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -288,7 +298,8 @@ pub fn authenticate(state: &State, headers: &HeaderMap) -> ApiResult<Caller> {
     let (id, secret) = keys::parse(text).ok_or_else(|| unauthorized("malformed API key"))?;
     let key = state
         .db
-        .api_key(id)?
+        .api_key(id)
+        .await?
         .ok_or_else(|| unauthorized("unknown API key"))?;
     if !keys::matches(&key, secret) {
         return Err(unauthorized("unknown API key"));
@@ -298,7 +309,8 @@ pub fn authenticate(state: &State, headers: &HeaderMap) -> ApiResult<Caller> {
     }
     let account = state
         .db
-        .account(&key.account)?
+        .account(&key.account)
+        .await?
         .ok_or_else(|| unauthorized("the key's account no longer exists"))?;
     Ok(Caller { key, account })
 }
@@ -319,12 +331,15 @@ async fn metrics(
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "));
     let token = &state.config.metrics_token;
-    let detail = state.config.metrics_public_detail
-        || bearer.is_some_and(|b| {
-            (!token.is_empty() && keys::same_secret(b, token))
-                || authenticate(&state, &headers).is_ok_and(|c| c.key.role == Role::Operator)
-        });
-    let body = crate::metrics::render(&state, detail)?;
+    let detail = match bearer {
+        _ if state.config.metrics_public_detail => true,
+        None => false,
+        Some(b) if !token.is_empty() && keys::same_secret(b, token) => true,
+        Some(_) => authenticate(&state, &headers)
+            .await
+            .is_ok_and(|c| c.key.role == Role::Operator),
+    };
+    let body = crate::metrics::render(&state, detail).await?;
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -34,9 +34,15 @@ struct NewRelease<'a> {
     origin_budget: shoal_api::OriginBudget,
 }
 
-/// The next version of (product, channel) pointing at `manifest_hash`.
-/// The caller holds the admin lock.
-fn add_release(state: &crate::State, new: NewRelease<'_>) -> ApiResult<ReleaseRecord> {
+/// The next version of (product, channel) pointing at `manifest_hash`,
+/// numbered atomically: two replicas registering at once get two versions.
+/// `reuse` answers an existing release instead (a retried publish), read
+/// again on every attempt.
+async fn add_release(
+    state: &crate::State,
+    new: NewRelease<'_>,
+    reuse: impl Fn(&ReleaseRecord) -> bool,
+) -> ApiResult<(ReleaseRecord, bool)> {
     let NewRelease {
         product,
         channel,
@@ -46,36 +52,46 @@ fn add_release(state: &crate::State, new: NewRelease<'_>) -> ApiResult<ReleaseRe
         label,
         origin_budget,
     } = new;
-    let version = state
-        .db
-        .latest_release(product, channel)?
-        .map_or(1, |r| r.version + 1);
-    let now = state.now();
-    let meta = Release {
-        product: product.to_owned(),
-        channel: channel.to_owned(),
-        version,
-        manifest_hash,
-        total_size,
-        publisher,
-        published_at: now,
-        expires_at: 0,
-    };
-    let record = ReleaseRecord {
-        id: meta.id(),
-        product: meta.product,
-        channel: meta.channel,
-        version,
-        manifest_hash,
-        total_size,
-        publisher,
-        label,
-        published_at: now,
-        origin_budget,
-    };
-    state.db.put_release(&record)?;
-    state.db.flush()?;
-    Ok(record)
+    for _ in 0..crate::store::TXN_ATTEMPTS {
+        if let Some(latest) = state
+            .db
+            .latest_release(product, channel)
+            .await?
+            .filter(|r| reuse(r))
+        {
+            return Ok((latest, false));
+        }
+        let mut txn = state.db.txn();
+        let version = txn.next_version(product, channel).await?;
+        let now = state.now();
+        let meta = Release {
+            product: product.to_owned(),
+            channel: channel.to_owned(),
+            version,
+            manifest_hash,
+            total_size,
+            publisher,
+            published_at: now,
+            expires_at: 0,
+        };
+        let record = ReleaseRecord {
+            id: meta.id(),
+            product: meta.product,
+            channel: meta.channel,
+            version,
+            manifest_hash,
+            total_size,
+            publisher,
+            label: label.clone(),
+            published_at: now,
+            origin_budget,
+        };
+        txn.put_release(&record);
+        if txn.commit().await? {
+            return Ok((record, true));
+        }
+    }
+    Err(ApiError::contended())
 }
 
 /// `POST /v1/releases?origin_budget=…` query.
@@ -123,8 +139,7 @@ pub async fn register(
         }
         other => invalid(other),
     })?;
-    let _guard = state.admin_lock.lock().await;
-    let product = caller.product_to_publish(&state, &manifest.product)?;
+    let product = caller.product_to_publish(&state, &manifest.product).await?;
     let Some(channel) = product.channel(&manifest.channel) else {
         return Err(ApiError::not_found(format!(
             "{} has no channel {}",
@@ -143,17 +158,11 @@ pub async fn register(
         ));
     }
     let hash = signed.hash();
+    // Content-addressed: written before any release points at it.
+    state.db.put_manifest(&hash, &body).await?;
     // Registering the channel's newest manifest again (a retried publish)
     // answers the existing release instead of numbering a duplicate.
-    if let Some(latest) = state
-        .db
-        .latest_release(&manifest.product, &manifest.channel)?
-        .filter(|r| r.manifest_hash == hash)
-    {
-        return Ok((axum::http::StatusCode::OK, Json(release_view(latest))).into_response());
-    }
-    state.db.put_manifest(&hash, &body)?;
-    let record = add_release(
+    let (record, fresh) = add_release(
         &state,
         NewRelease {
             product: &manifest.product,
@@ -164,7 +173,12 @@ pub async fn register(
             label: manifest.version.clone(),
             origin_budget,
         },
-    )?;
+        |latest| latest.manifest_hash == hash,
+    )
+    .await?;
+    if !fresh {
+        return Ok((axum::http::StatusCode::OK, Json(release_view(record))).into_response());
+    }
     tracing::info!(product = %record.product, channel = %record.channel, version = record.version, id = %record.id, "release registered");
     Ok((axum::http::StatusCode::CREATED, Json(release_view(record))).into_response())
 }
@@ -182,11 +196,12 @@ pub async fn list(
     caller: super::Caller,
     PathArgs((product, channel)): PathArgs<(String, String)>,
 ) -> ApiResult<Json<Vec<ReleaseView>>> {
-    caller.product_to_publish(&state, &product)?;
+    caller.product_to_publish(&state, &product).await?;
     Ok(Json(
         state
             .db
-            .releases(&product, &channel, 1000)?
+            .releases(&product, &channel, 1000)
+            .await?
             .into_iter()
             .map(release_view)
             .collect(),
@@ -214,17 +229,21 @@ pub async fn set_budget(
     let id: Hash = id
         .parse()
         .map_err(|_| ApiError::bad_request("bad_path", "a release id is 64 hex digits"))?;
-    let _guard = state.admin_lock.lock().await;
-    let mut record = state
-        .db
-        .release(&id)?
-        .ok_or_else(|| ApiError::not_found(format!("no release {id}")))?;
-    let before = record.origin_budget;
-    record.origin_budget = req.origin_budget;
-    state.db.put_release(&record)?;
-    state.db.flush()?;
-    tracing::info!(release = %id, %before, after = %record.origin_budget, "origin budget changed");
-    Ok(Json(release_view(record)))
+    for _ in 0..crate::store::TXN_ATTEMPTS {
+        let mut txn = state.db.txn();
+        let mut record = txn
+            .release(&id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no release {id}")))?;
+        let before = record.origin_budget;
+        record.origin_budget = req.origin_budget;
+        txn.put_release(&record);
+        if txn.commit().await? {
+            tracing::info!(release = %id, %before, after = %record.origin_budget, "origin budget changed");
+            return Ok(Json(release_view(record)));
+        }
+    }
+    Err(ApiError::contended())
 }
 
 /// Rolling back is a new, higher release pointing at an older manifest, so
@@ -244,11 +263,11 @@ pub async fn rollback(
     PathArgs((product, channel)): PathArgs<(String, String)>,
     super::Body(req): super::Body<Rollback>,
 ) -> ApiResult<Response> {
-    caller.product_to_publish(&state, &product)?;
-    let _guard = state.admin_lock.lock().await;
+    caller.product_to_publish(&state, &product).await?;
     let target = state
         .db
-        .releases(&product, &channel, usize::MAX)?
+        .releases(&product, &channel, usize::MAX)
+        .await?
         .into_iter()
         .find(|r| r.version == req.version)
         .ok_or_else(|| {
@@ -257,7 +276,7 @@ pub async fn rollback(
                 req.version
             ))
         })?;
-    let record = add_release(
+    let (record, _) = add_release(
         &state,
         NewRelease {
             product: &product,
@@ -268,7 +287,9 @@ pub async fn rollback(
             label: target.label,
             origin_budget: target.origin_budget,
         },
-    )?;
+        |_| false,
+    )
+    .await?;
     Ok((axum::http::StatusCode::CREATED, Json(release_view(record))).into_response())
 }
 
@@ -293,21 +314,26 @@ pub async fn manifest(
         .parse()
         .map_err(|e| ApiError::bad_request("bad_path", format!("release id: {e}")))?;
     let missing = || ApiError::not_found(format!("no release {id}"));
-    let record = state.db.release(&id)?.ok_or_else(missing)?;
+    let record = state.db.release(&id).await?.ok_or_else(missing)?;
     match caller.key.role {
         Role::Operator | Role::Seed => {}
         Role::Publisher => {
             caller
                 .product_to_publish(&state, &record.product)
+                .await
                 .map_err(|_| missing())?;
         }
         Role::Player => {
-            super::swarm::entitled(&state, &caller, &record.product, &record.channel)?;
+            super::swarm::entitled(&state, &caller, &record.product, &record.channel).await?;
         }
     }
-    let bytes = state.db.manifest(&record.manifest_hash)?.ok_or_else(|| {
-        ApiError::not_found(format!("manifest {} is missing", record.manifest_hash))
-    })?;
+    let bytes = state
+        .db
+        .manifest(&record.manifest_hash)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!("manifest {} is missing", record.manifest_hash))
+        })?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
         bytes,

@@ -35,7 +35,7 @@ fn check_addrs(addrs: &[String]) -> ApiResult<()> {
 
 /// The token policy's decision for `account_id` on (product, channel) at
 /// `now`, with the release it would admit to.
-fn decide(
+async fn decide(
     state: &State,
     role: Role,
     account_id: &str,
@@ -45,20 +45,23 @@ fn decide(
 ) -> ApiResult<(Result<Grant, Refusal>, Option<ReleaseRecord>)> {
     let account = state
         .db
-        .account(account_id)?
+        .account(account_id)
+        .await?
         .ok_or_else(|| ApiError::new(401, "unauthorized", "the account no longer exists"))?;
     let org = match &account.org {
-        Some(id) => state.db.account(id)?,
+        Some(id) => state.db.account(id).await?,
         None => None,
     };
-    let product = state.db.product(product_id)?;
+    let product = state.db.product(product_id).await?;
     let release = match &product {
-        Some(p) if p.channel(channel).is_some() => state.db.latest_release(product_id, channel)?,
+        Some(p) if p.channel(channel).is_some() => {
+            state.db.latest_release(product_id, channel).await?
+        }
         _ => None,
     };
-    let own = state.db.entitlements_of(&account.id)?;
+    let own = state.db.entitlements_of(&account.id).await?;
     let org_grants = match &org {
-        Some(o) => state.db.entitlements_of(&o.id)?,
+        Some(o) => state.db.entitlements_of(&o.id).await?,
         None => Vec::new(),
     };
     let decision = policy::decide(
@@ -85,7 +88,7 @@ fn refusal(r: Refusal) -> ApiError {
 /// Whether the caller would be granted a token for (product, channel): the
 /// same decision, neither audited nor counting an identity (no token is
 /// issued). Used to gate what only entitled players may read.
-pub(super) fn entitled(
+pub(super) async fn entitled(
     state: &State,
     caller: &super::Caller,
     product: &str,
@@ -98,14 +101,15 @@ pub(super) fn entitled(
         product,
         channel,
         state.now(),
-    )?;
+    )
+    .await?;
     decision.map(|_| ()).map_err(refusal)
 }
 
 /// Runs the token policy for `key`'s account, admits `peer_id` among the
 /// account's live identities, and writes the decision to the audit log
 /// (durably) before returning it.
-fn decide_and_audit(
+async fn decide_and_audit(
     state: &State,
     key: &ApiKey,
     product_id: &str,
@@ -113,7 +117,8 @@ fn decide_and_audit(
     peer_id: &str,
 ) -> ApiResult<ReleaseRecord> {
     let now = state.now();
-    let (mut decision, release) = decide(state, key.role, &key.account, product_id, channel, now)?;
+    let (mut decision, release) =
+        decide(state, key.role, &key.account, product_id, channel, now).await?;
     if decision.is_ok() {
         let until = now + state.config.token_lifetime_secs;
         if let Err(r) = lock(&state.identities).admit(
@@ -131,17 +136,20 @@ fn decide_and_audit(
         Err(refusal) => (Outcome::Refused, refusal.code()),
     };
     state.count_decision(outcome, reason);
-    state.db.append_audit(AuditEntry {
-        seq: 0,
-        at: now,
-        account: key.account.clone(),
-        product: product_id.to_owned(),
-        channel: channel.to_owned(),
-        peer_id: peer_id.to_owned(),
-        outcome,
-        reason: reason.to_owned(),
-    })?;
-    state.db.flush()?;
+    state
+        .db
+        .append_audit(AuditEntry {
+            seq: 0,
+            at: now,
+            account: key.account.clone(),
+            product: product_id.to_owned(),
+            channel: channel.to_owned(),
+            peer_id: peer_id.to_owned(),
+            outcome,
+            reason: reason.to_owned(),
+        })
+        .await?;
+    state.db.flush().await?;
     match decision {
         Ok(_) => Ok(release.expect("policy grants only when a release exists")),
         Err(r) => Err(refusal(r)),
@@ -169,10 +177,10 @@ fn issue(state: &State, release: &ReleaseRecord, key: &ApiKey, peer_id: &str) ->
 
 /// The key a token was issued under, if it still stands: present, not
 /// revoked, and of the token's account.
-fn standing_key(state: &State, claims: &Claims) -> ApiResult<ApiKey> {
+async fn standing_key(state: &State, claims: &Claims) -> ApiResult<ApiKey> {
     state
         .db
-        .api_key(&claims.key)?
+        .api_key(&claims.key).await?
         .filter(|k| k.revoked_at.is_none() && k.account == claims.account)
         .ok_or_else(|| {
             ApiError::new(
@@ -303,7 +311,8 @@ pub async fn token(
         &req.product,
         &req.channel,
         &req.peer_id,
-    )?;
+    )
+    .await?;
     let (token, expires_at) = issue(&state, &release, &caller.key, &req.peer_id);
     let now = state.now();
     let signed = SignedRelease::sign(
@@ -455,7 +464,7 @@ pub async fn announce(
     };
     // A revoked key ends its tokens' announces at once: no peer list, no
     // renewal (peers still honour a token they hold until it expires).
-    let key = match standing_key(&state, &claims) {
+    let key = match standing_key(&state, &claims).await {
         Ok(k) => k,
         Err(e) => {
             leave();
@@ -477,7 +486,8 @@ pub async fn announce(
 
     let release = state
         .db
-        .release(&claims.swarm)?
+        .release(&claims.swarm)
+        .await?
         .ok_or_else(|| ApiError::not_found("the swarm's release is gone"))?;
     // Renew a token in its last third of life, re-checking everything a new
     // token request checks (the key above; role, screening, entitlement and
@@ -490,7 +500,9 @@ pub async fn announce(
             &release.product,
             &release.channel,
             &claims.peer_id,
-        ) {
+        )
+        .await
+        {
             Ok(_) => {
                 // The token stays bound to the same release (swarm).
                 let (token, expires) = issue(&state, &release, &key, &claims.peer_id);
@@ -560,13 +572,13 @@ struct Served {
     records: Vec<ReleaseRecord>,
 }
 
-fn content_of(state: &State, held: &[Hash]) -> ApiResult<Served> {
+async fn content_of(state: &State, held: &[Hash]) -> ApiResult<Served> {
     let mut content = std::collections::HashSet::new();
     let mut by_manifest: std::collections::HashMap<Hash, Hash> = Default::default();
     let mut channels = std::collections::BTreeSet::new();
     let mut records = Vec::new();
     for id in held {
-        if let Some(r) = state.db.release(id)? {
+        if let Some(r) = state.db.release(id).await? {
             content.insert(r.manifest_hash);
             by_manifest.entry(r.manifest_hash).or_insert(*id);
             channels.insert((r.product.clone(), r.channel.clone()));
@@ -576,7 +588,7 @@ fn content_of(state: &State, held: &[Hash]) -> ApiResult<Served> {
     let held: std::collections::HashSet<&Hash> = held.iter().collect();
     let mut aliases = Vec::new();
     for (product, channel) in channels {
-        for r in state.db.releases(&product, &channel, 1000)? {
+        for r in state.db.releases(&product, &channel, 1000).await? {
             if let Some(source) = by_manifest.get(&r.manifest_hash)
                 && !held.contains(&r.id)
                 && aliases.len() < MAX_ALIASES
@@ -634,7 +646,7 @@ pub async fn heartbeat(
         content,
         aliases,
         records,
-    } = content_of(&state, &report.releases)?;
+    } = content_of(&state, &report.releases).await?;
     let seed_id = report.seed_id.clone();
     lock(&state.seeds)
         .heartbeat(
@@ -695,7 +707,7 @@ pub async fn ops_swarms(
     axum::extract::State(state): St,
     _: super::Operator,
 ) -> ApiResult<Json<Vec<crate::ops::SwarmView>>> {
-    Ok(Json(state.views()?.0))
+    Ok(Json(state.views().await?.0))
 }
 
 /// `GET /v1/ops/seeds`: per-seed capacity and load.
@@ -710,7 +722,7 @@ pub async fn ops_seeds(
     axum::extract::State(state): St,
     _: super::Operator,
 ) -> ApiResult<Json<Vec<crate::ops::SeedView>>> {
-    Ok(Json(state.views()?.1))
+    Ok(Json(state.views().await?.1))
 }
 
 /// `GET /v1/ops/overview`: views, alerts, recent refusals and history.
@@ -725,7 +737,7 @@ pub async fn ops_overview(
     axum::extract::State(state): St,
     _: super::Operator,
 ) -> ApiResult<Json<Overview>> {
-    let (swarms, seeds) = state.views()?;
+    let (swarms, seeds) = state.views().await?;
     let now = state.now();
     let ops = lock(&state.ops);
     Ok(Json(Overview {

@@ -33,8 +33,10 @@ impl Drop for Tracker {
 
 pub async fn start(config: Config) -> Tracker {
     let dir = tempfile::tempdir().unwrap();
-    let init = shoal_tracker::init(dir.path()).unwrap();
-    let opened = shoal_tracker::open(dir.path(), config.clone()).unwrap();
+    let init = shoal_tracker::init(dir.path()).await.unwrap();
+    let opened = shoal_tracker::open(dir.path(), config.clone())
+        .await
+        .unwrap();
     let clock = Arc::new(AtomicU64::new(T0));
     let c = Arc::clone(&clock);
     let state = Arc::new(State::new(
