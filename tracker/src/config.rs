@@ -24,6 +24,50 @@ impl Default for ScreeningConfig {
     }
 }
 
+/// Where the durable records live.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Embedded, in the data directory: one tracker process.
+    #[default]
+    Sled,
+    /// A PostgreSQL database that any number of replicas share.
+    Postgres,
+}
+
+/// The `[storage]` table.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub backend: Backend,
+    /// The PostgreSQL connection, as a URL (`postgres://user@host/db`) or
+    /// libpq key=value string. `SHOAL_TRACKER_DATABASE_URL` in the
+    /// environment overrides it, so a password need not sit in the file.
+    pub url: String,
+    /// Most connections one replica holds.
+    pub pool_size: usize,
+    /// How long a request waits for a connection before answering 503.
+    pub timeout_secs: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: Backend::Sled,
+            url: String::new(),
+            pool_size: 16,
+            timeout_secs: 5,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The database URL: the environment's, else the file's.
+    pub fn url(&self) -> String {
+        std::env::var("SHOAL_TRACKER_DATABASE_URL").unwrap_or_else(|_| self.url.clone())
+    }
+}
+
 /// Everything the tracker can be told.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -73,6 +117,7 @@ pub struct Config {
     /// its payload its seeds may send in total (`1.05`, `2`, `"unlimited"`).
     pub origin_budget: shoal_api::OriginBudget,
     pub screening: ScreeningConfig,
+    pub storage: StorageConfig,
 }
 
 impl Default for Config {
@@ -95,6 +140,7 @@ impl Default for Config {
             trust_forwarded_for: false,
             origin_budget: shoal_api::OriginBudget::DEFAULT,
             screening: ScreeningConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -147,6 +193,18 @@ impl Config {
         anyhow::ensure!(
             self.release_metadata_ttl_secs >= 60,
             "release_metadata_ttl_secs must be at least 60"
+        );
+        anyhow::ensure!(
+            (1..=1000).contains(&self.storage.pool_size),
+            "storage.pool_size must be 1..=1000"
+        );
+        anyhow::ensure!(
+            (1..=300).contains(&self.storage.timeout_secs),
+            "storage.timeout_secs must be 1..=300"
+        );
+        anyhow::ensure!(
+            self.storage.backend != Backend::Postgres || !self.storage.url().is_empty(),
+            "storage.url (or SHOAL_TRACKER_DATABASE_URL) is required with backend = \"postgres\""
         );
         Ok(())
     }

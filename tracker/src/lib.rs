@@ -307,6 +307,44 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 /// Creates a tracker data directory: its signing key, the database, and a
 /// first operator account with an API key.
 pub async fn init(data: &Path) -> anyhow::Result<Initialised> {
+    init_with(data, &Config::default()).await
+}
+
+/// Opens the configured storage: sled in `data`, or the PostgreSQL
+/// database (its schema migrated to this tracker's version when
+/// `migrate`; checked otherwise).
+pub async fn open_store(
+    data: &Path,
+    storage: &config::StorageConfig,
+    migrate: bool,
+) -> anyhow::Result<store::Db> {
+    match storage.backend {
+        config::Backend::Sled => Ok(store::Db::new(Arc::new(store::SledStore::open(
+            &data.join(DB_DIR),
+        )?))),
+        config::Backend::Postgres => {
+            let pg = store::postgres::PgStore::connect(&store::postgres::PgOptions {
+                url: storage.url(),
+                pool_size: storage.pool_size,
+                timeout: std::time::Duration::from_secs(storage.timeout_secs),
+            })?;
+            if migrate {
+                let applied = pg.migrate().await.context("migrating the PostgreSQL schema")?;
+                if !applied.is_empty() {
+                    tracing::info!(?applied, "PostgreSQL schema migrated");
+                }
+            } else {
+                pg.check_schema().await?;
+            }
+            Ok(store::Db::new(Arc::new(pg)))
+        }
+    }
+}
+
+/// [`init`] with the storage `config` names: with PostgreSQL, the first
+/// operator account goes to the shared database, and the other replicas'
+/// data directories get a copy of this one's `tracker.key`.
+pub async fn init_with(data: &Path, config: &Config) -> anyhow::Result<Initialised> {
     let key_path = data.join(KEY_FILE);
     anyhow::ensure!(
         !key_path.exists(),
@@ -316,7 +354,7 @@ pub async fn init(data: &Path) -> anyhow::Result<Initialised> {
     );
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let key = SecretKey::generate().context("reading the system's random source")?;
-    let db = store::Db::new(Arc::new(store::SledStore::open(&data.join(DB_DIR))?));
+    let db = open_store(data, &config.storage, true).await?;
     let now = system_clock()();
     let account = model::Account {
         id: db.next_id("acc").await?,
@@ -368,7 +406,7 @@ pub fn public_key(data: &Path) -> anyhow::Result<shoal_types::PublicKey> {
 /// Opens an initialised data directory.
 pub async fn open(data: &Path, config: Config) -> anyhow::Result<State> {
     let key = signing_key(data)?;
-    let db = store::Db::new(Arc::new(store::SledStore::open(&data.join(DB_DIR))?));
+    let db = open_store(data, &config.storage, true).await?;
     Ok(State::new(db, key, config, system_clock()))
 }
 

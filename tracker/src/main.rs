@@ -15,10 +15,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create the tracker's signing key and a first operator API key in DIR.
+    /// Create the tracker's signing key in DIR and a first operator API key
+    /// in the storage the config names (sled in DIR by default; with
+    /// PostgreSQL, run this once and copy DIR/tracker.key to every replica).
     Init {
         #[arg(long)]
         data: PathBuf,
+        /// TOML configuration (see tracker.example.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Bring the PostgreSQL schema to this tracker's version (`serve` also
+    /// does at start; replicas starting together apply each step once).
+    Migrate {
+        /// TOML configuration naming the database (`[storage]`).
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Print the tracker's public key, which players pin as `tracker_key`
     /// (never the secret key).
@@ -50,14 +62,40 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
-        Command::Init { data } => {
-            let done = shoal_tracker::init(&data).await?;
+        Command::Init { data, config } => {
+            let config = load_config(config.as_deref())?;
+            let done = shoal_tracker::init_with(&data, &config).await?;
             println!("tracker public key: {}", done.public_key);
             println!(
                 "operator API key (shown once; also in {}): {}",
                 done.operator_key_file.display(),
                 done.operator_key
             );
+        }
+        Command::Migrate { config } => {
+            let config = load_config(Some(&config))?;
+            anyhow::ensure!(
+                config.storage.backend == shoal_tracker::config::Backend::Postgres,
+                "{}: only the postgres backend has a schema to migrate (sled needs none)",
+                "[storage] backend"
+            );
+            let pg = shoal_tracker::store::postgres::PgStore::connect(
+                &shoal_tracker::store::postgres::PgOptions {
+                    url: config.storage.url(),
+                    pool_size: 1,
+                    timeout: std::time::Duration::from_secs(config.storage.timeout_secs),
+                },
+            )?;
+            let before = pg.schema_version().await?;
+            let applied = pg.migrate().await?;
+            if applied.is_empty() {
+                println!("schema version {before}: up to date");
+            } else {
+                println!(
+                    "schema version {before} -> {}: applied {applied:?}",
+                    shoal_tracker::store::postgres::SCHEMA_VERSION
+                );
+            }
         }
         Command::PublicKey { data } => {
             println!("{}", shoal_tracker::public_key(&data)?);
@@ -67,10 +105,7 @@ async fn main() -> anyhow::Result<()> {
             listen,
             config,
         } => {
-            let mut config = match config {
-                Some(path) => shoal_tracker::Config::load(&path)?,
-                None => shoal_tracker::Config::default(),
-            };
+            let mut config = load_config(config.as_deref())?;
             if let Some(listen) = listen {
                 config.listen = listen;
             }
@@ -85,6 +120,13 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<shoal_tracker::Config> {
+    match path {
+        Some(path) => shoal_tracker::Config::load(path),
+        None => Ok(shoal_tracker::Config::default()),
+    }
 }
 
 async fn shutdown_signal() {

@@ -14,10 +14,12 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_shoal-tracker");
 
 /// Starts `shoal-tracker serve` on a free port; returns the child and its URL.
-fn serve(data: &Path) -> (Child, String) {
+fn serve(data: &Path, config: &Path) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(["serve", "--data"])
         .arg(data)
+        .arg("--config")
+        .arg(config)
         .args(["--listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
@@ -62,9 +64,23 @@ async fn post(http: &reqwest::Client, url: &str, key: &str, body: Value) -> (u16
 async fn grants_survive_kill_9_and_versions_keep_increasing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("tracker");
+    // sled in the data directory, or a PostgreSQL cluster of its own
+    let (config, _pg) = common::storage(shoal_tracker::Config::default());
+    let config_file = dir.path().join("tracker.toml");
+    let storage = match &_pg {
+        Some(pg) => format!("[storage]\nbackend = \"postgres\"\nurl = \"{}\"\n", pg.url()),
+        None => String::new(),
+    };
+    assert_eq!(
+        config.storage.backend == shoal_tracker::config::Backend::Postgres,
+        _pg.is_some()
+    );
+    std::fs::write(&config_file, storage).unwrap();
     let init = Command::new(BIN)
         .args(["init", "--data"])
         .arg(&data)
+        .arg("--config")
+        .arg(&config_file)
         .output()
         .unwrap();
     assert!(
@@ -89,12 +105,14 @@ async fn grants_survive_kill_9_and_versions_keep_increasing() {
     let again = Command::new(BIN)
         .args(["init", "--data"])
         .arg(&data)
+        .arg("--config")
+        .arg(&config_file)
         .output()
         .unwrap();
     assert!(!again.status.success());
 
     let http = reqwest::Client::new();
-    let (mut child, url) = serve(&data);
+    let (mut child, url) = serve(&data, &config_file);
     let (_, account) = post(
         &http,
         &format!("{url}/v1/accounts"),
@@ -147,7 +165,7 @@ async fn grants_survive_kill_9_and_versions_keep_increasing() {
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
 
-    let (mut child, url) = serve(&data);
+    let (mut child, url) = serve(&data, &config_file);
     let listed: Value = http
         .get(format!("{url}/v1/entitlements?account={account}"))
         .bearer_auth(&op)

@@ -93,24 +93,48 @@ pub enum Refusals {
 /// What `GET /v1/health` answers.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Health {
-    /// Always `ok` when it answers.
+    /// `ok`, or `degraded` when the database cannot be reached (the answer
+    /// is then a 503, so a load balancer takes this replica out).
     pub status: &'static str,
     /// The tracker's signing key, which players and seeds pin.
     pub public_key: shoal_types::PublicKey,
+    /// `sled` or `postgres`.
+    pub storage: &'static str,
+    /// Whether the storage answered just now.
+    pub storage_reachable: bool,
+    /// Why it did not, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_error: Option<String>,
 }
 
-/// Liveness, and the key to pin.
+/// Liveness, whether the database is reachable, and the key to pin.
 #[utoipa::path(
     get,
     path = "/v1/health",
     tag = "meta",
-    responses((status = 200, body = Health))
+    responses(
+        (status = 200, body = Health),
+        (status = 503, description = "The database cannot be reached", body = Health)
+    )
 )]
-pub async fn health(axum::extract::State(state): super::St) -> axum::Json<Health> {
-    axum::Json(Health {
-        status: "ok",
+pub async fn health(axum::extract::State(state): super::St) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let store = state.db.store();
+    let ping = store.ping().await;
+    let reachable = ping.is_ok();
+    let body = Health {
+        status: if reachable { "ok" } else { "degraded" },
         public_key: state.key.public(),
-    })
+        storage: store.backend(),
+        storage_reachable: reachable,
+        storage_error: ping.err().map(|e| e.to_string()),
+    };
+    let status = if reachable {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 /// This document.

@@ -11,7 +11,32 @@ use shoal_types::SecretKey;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub mod pg;
+
 pub const T0: u64 = 1_800_000_000;
+
+/// The storage backend the tracker tests run on: sled, unless
+/// `SHOAL_TEST_STORAGE=postgres` (scripts/test runs the tracker's tests
+/// once on each).
+pub fn postgres() -> bool {
+    match std::env::var("SHOAL_TEST_STORAGE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sled") | Err(_) => false,
+        Ok(other) => panic!("SHOAL_TEST_STORAGE={other}: say sled or postgres"),
+    }
+}
+
+/// `config` pointed at a fresh PostgreSQL cluster when the tests run on
+/// PostgreSQL (the cluster lives as long as the returned guard).
+pub fn storage(mut config: Config) -> (Config, Option<pg::Pg>) {
+    if !postgres() {
+        return (config, None);
+    }
+    let pg = pg::Pg::start();
+    config.storage.backend = shoal_tracker::config::Backend::Postgres;
+    config.storage.url = pg.url();
+    (config, Some(pg))
+}
 
 pub struct Tracker {
     pub url: String,
@@ -21,6 +46,8 @@ pub struct Tracker {
     pub http: reqwest::Client,
     _dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The PostgreSQL cluster, when the tests run on one (dropped last).
+    pub pg: Option<pg::Pg>,
 }
 
 impl Drop for Tracker {
@@ -32,8 +59,9 @@ impl Drop for Tracker {
 }
 
 pub async fn start(config: Config) -> Tracker {
+    let (config, pg) = storage(config);
     let dir = tempfile::tempdir().unwrap();
-    let init = shoal_tracker::init(dir.path()).await.unwrap();
+    let init = shoal_tracker::init_with(dir.path(), &config).await.unwrap();
     let opened = shoal_tracker::open(dir.path(), config.clone())
         .await
         .unwrap();
@@ -64,6 +92,7 @@ pub async fn start(config: Config) -> Tracker {
         http: reqwest::Client::new(),
         _dir: dir,
         stop: Some(stop),
+        pg,
     }
 }
 

@@ -1,6 +1,9 @@
-//! Tracker storage: a small byte-level key-value trait (so a distributed
-//! backend can replace sled without touching policy code), its sled
-//! implementation, and `Db`, the typed layer the API uses.
+//! Tracker storage: a small async byte-level key-value trait with
+//! conditional commits, its sled (embedded, one process) and PostgreSQL
+//! (shared by replicas, [`postgres`]) implementations, and `Db`, the typed
+//! layer the API uses.
+
+pub mod postgres;
 
 use crate::model::{Account, ApiKey, AuditEntry, Entitlement, Product, ReleaseRecord};
 use serde::Serialize;
