@@ -329,7 +329,10 @@ pub async fn open_store(
                 timeout: std::time::Duration::from_secs(storage.timeout_secs),
             })?;
             if migrate {
-                let applied = pg.migrate().await.context("migrating the PostgreSQL schema")?;
+                let applied = pg
+                    .migrate()
+                    .await
+                    .context("migrating the PostgreSQL schema")?;
                 if !applied.is_empty() {
                     tracing::info!(?applied, "PostgreSQL schema migrated");
                 }

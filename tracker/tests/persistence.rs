@@ -68,7 +68,10 @@ async fn grants_survive_kill_9_and_versions_keep_increasing() {
     let (config, _pg) = common::storage(shoal_tracker::Config::default());
     let config_file = dir.path().join("tracker.toml");
     let storage = match &_pg {
-        Some(pg) => format!("[storage]\nbackend = \"postgres\"\nurl = \"{}\"\n", pg.url()),
+        Some(pg) => format!(
+            "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\n",
+            pg.url()
+        ),
         None => String::new(),
     };
     assert_eq!(

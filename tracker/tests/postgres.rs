@@ -25,12 +25,18 @@ async fn the_postgres_store_passes_conformance() {
     let pg = common::pg::Pg::start();
     let store = connect(&pg);
     assert_eq!(store.schema_version().await.unwrap(), 0);
-    assert!(store.check_schema().await.is_err(), "an empty database is refused");
+    assert!(
+        store.check_schema().await.is_err(),
+        "an empty database is refused"
+    );
     assert_eq!(
         store.migrate().await.unwrap(),
         MIGRATIONS.iter().map(|m| m.0).collect::<Vec<_>>()
     );
-    assert!(store.migrate().await.unwrap().is_empty(), "migrations apply once");
+    assert!(
+        store.migrate().await.unwrap().is_empty(),
+        "migrations apply once"
+    );
     store.check_schema().await.unwrap();
     shoal_tracker::store::conformance(&store).await.unwrap();
 }
@@ -40,7 +46,10 @@ async fn a_database_of_the_previous_schema_upgrades_with_its_records() {
     let pg = common::pg::Pg::start();
     let store = connect(&pg);
     let previous = SCHEMA_VERSION - 1;
-    assert_eq!(store.migrate_to(previous).await.unwrap().len(), previous as usize);
+    assert_eq!(
+        store.migrate_to(previous).await.unwrap().len(),
+        previous as usize
+    );
     assert_eq!(store.schema_version().await.unwrap(), previous);
     // records written by the previous version
     store.put(Table::Accounts, b"acc_1", b"{}").await.unwrap();
@@ -55,7 +64,11 @@ async fn a_database_of_the_previous_schema_upgrades_with_its_records() {
     assert_eq!(applied, vec![SCHEMA_VERSION]);
     store.check_schema().await.unwrap();
     assert_eq!(
-        store.get(Table::Accounts, b"acc_1").await.unwrap().as_deref(),
+        store
+            .get(Table::Accounts, b"acc_1")
+            .await
+            .unwrap()
+            .as_deref(),
         Some(&b"{}"[..])
     );
     assert_eq!(store.increment("seq/acc").await.unwrap(), 2);

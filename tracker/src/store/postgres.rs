@@ -99,9 +99,10 @@ impl PgStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.pool.get().await.map_err(|e| {
-            StoreError::Backend(format!("no connection to PostgreSQL: {e}"))
-        })
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Backend(format!("no connection to PostgreSQL: {e}")))
     }
 
     /// The highest schema version applied (0: an empty database).
@@ -230,7 +231,10 @@ impl Store for PgStore {
             table.name()
         );
         let stmt = client.prepare_cached(&sql).await.map_err(backend)?;
-        client.execute(&stmt, &[&key, &value]).await.map_err(backend)?;
+        client
+            .execute(&stmt, &[&key, &value])
+            .await
+            .map_err(backend)?;
         Ok(())
     }
 

@@ -112,7 +112,10 @@ impl Pg {
     pub fn start() -> Pg {
         let bin = find_bin();
         assert!(bin.join("pg_ctl").exists(), "{HOW_TO_INSTALL}");
-        let dir = tempfile::Builder::new().prefix("shoal-pg").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("shoal-pg")
+            .tempdir()
+            .unwrap();
         let user = unprivileged();
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
@@ -126,7 +129,16 @@ impl Pg {
         };
         let out = pg
             .command("initdb")
-            .args(["-A", "trust", "-U", "shoal", "-E", "UTF8", "--no-sync", "-D"])
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "shoal",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
             .arg(pg.data())
             .output()
             .unwrap();
