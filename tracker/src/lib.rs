@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod policy;
+pub mod replicas;
 pub mod store;
 pub mod swarm;
 
@@ -95,6 +96,8 @@ pub struct State {
     chunk_counts: Mutex<HashMap<Hash, u64>>,
     rng_counter: AtomicU64,
     rng_seed: u64,
+    /// With PostgreSQL: swarm membership shared with the other replicas.
+    pub replicas: Option<Arc<replicas::Replicas>>,
 }
 
 impl std::fmt::Debug for State {
@@ -113,7 +116,12 @@ impl State {
         );
         let mut seed = [0u8; 8];
         let _ = getrandom::getrandom(&mut seed);
+        let replicas = db
+            .store()
+            .as_postgres()
+            .map(|pg| Arc::new(replicas::Replicas::new(pg.clone())));
         State {
+            replicas,
             db,
             key,
             config,
@@ -458,6 +466,37 @@ pub async fn serve(
             .instrument(tracing::info_span!("ops_sampler")),
         )
     };
+    let exchange = state.replicas.clone().map(|replicas| {
+        let state = Arc::clone(&state);
+        let span = tracing::info_span!("replicas", id = %replicas.id);
+        tokio::spawn(
+            async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_millis(
+                    replicas::EXCHANGE_MS,
+                ));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut round = 0u64;
+                let mut failing = false;
+                loop {
+                    tick.tick().await;
+                    round += 1;
+                    match replicas.exchange(&state, round.is_multiple_of(20)).await {
+                        Ok(()) if failing => {
+                            failing = false;
+                            tracing::info!("membership exchange with the other replicas resumed");
+                        }
+                        Ok(()) => {}
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!(error = %e, "membership exchange with the other replicas failed; retrying");
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+            .instrument(span),
+        )
+    });
     let app = api::router(state);
     // Announces note the address they come from (players behind one router).
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -466,5 +505,8 @@ pub async fn serve(
         .await;
     expiry.abort();
     sampler.abort();
+    if let Some(exchange) = exchange {
+        exchange.abort();
+    }
     result.context("serving HTTP")
 }

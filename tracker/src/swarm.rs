@@ -202,6 +202,11 @@ impl Swarm {
         }
     }
 
+    /// When `peer_id` last announced (here, or at another replica).
+    pub fn last_seen(&self, peer_id: &str) -> Option<u64> {
+        self.index.get(peer_id).map(|&i| self.members[i].last_seen)
+    }
+
     /// Removes a peer (it stopped, or its token was refused).
     pub fn remove(&mut self, peer_id: &str) {
         if let Some(i) = self.index.remove(peer_id) {

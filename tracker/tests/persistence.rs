@@ -6,47 +6,13 @@
 mod common;
 
 use serde_json::{Value, json};
-use std::io::BufRead as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoal-tracker");
 
-/// Starts `shoal-tracker serve` on a free port; returns the child and its URL.
 fn serve(data: &Path, config: &Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--data"])
-        .arg(data)
-        .arg("--config")
-        .arg(config)
-        .args(["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some(rest) = line.split("addr=").nth(1) {
-                let _ = tx.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("tracker did not log its address");
-    (child, format!("http://{addr}"))
+    common::serve_binary(BIN, data, config)
 }
 
 async fn post(http: &reqwest::Client, url: &str, key: &str, body: Value) -> (u16, Value) {

@@ -461,6 +461,9 @@ pub async fn announce(
     let leave = || {
         state.with_swarm(&claims.swarm, |s| s.remove(&claims.peer_id));
         lock(&state.identities).release(&claims.account, &claims.peer_id);
+        if let Some(r) = &state.replicas {
+            r.note(claims.swarm, &claims.peer_id, None, now);
+        }
     };
     // A revoked key ends its tokens' announces at once: no peer list, no
     // renewal (peers still honour a token they hold until it expires).
@@ -537,6 +540,9 @@ pub async fn announce(
     } else {
         Vec::new()
     };
+    if let Some(r) = &state.replicas {
+        r.note(claims.swarm, &claims.peer_id, Some(report.clone()), now);
+    }
     let mut rng = state.rng();
     let (mut peers, stats) = state.with_swarm(&claims.swarm, |s| {
         s.announce(now, report);

@@ -135,6 +135,11 @@ pub trait Store: Send + Sync + 'static {
     async fn flush(&self) -> Result<()>;
     /// Fails when the database cannot be reached.
     async fn ping(&self) -> Result<()>;
+    /// The PostgreSQL store behind this one, if it is one (replicas share
+    /// swarm membership through it).
+    fn as_postgres(&self) -> Option<&postgres::PgStore> {
+        None
+    }
 }
 
 /// sled, on one node.

@@ -186,6 +186,28 @@ impl PgStore {
         self.migrate_to(SCHEMA_VERSION).await
     }
 
+    /// Runs one statement, answering the rows it changed.
+    pub async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await.map_err(backend)?;
+        client.execute(&stmt, params).await.map_err(backend)
+    }
+
+    /// Runs one query.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await.map_err(backend)?;
+        client.query(&stmt, params).await.map_err(backend)
+    }
+
     /// Fails unless the schema is exactly the one this tracker needs.
     pub async fn check_schema(&self) -> Result<()> {
         let version = self.schema_version().await?;
@@ -377,6 +399,10 @@ impl Store for PgStore {
         let client = self.client().await?;
         client.simple_query("SELECT 1").await.map_err(backend)?;
         Ok(())
+    }
+
+    fn as_postgres(&self) -> Option<&PgStore> {
+        Some(self)
     }
 }
 

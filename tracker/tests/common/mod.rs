@@ -60,8 +60,30 @@ impl Drop for Tracker {
 
 pub async fn start(config: Config) -> Tracker {
     let (config, pg) = storage(config);
+    launch(config, pg, None).await
+}
+
+/// A tracker on `config`'s storage. With `replica_of`, it is another
+/// replica of that tracker: its data directory gets a copy of the signing
+/// key, and it shares the database (PostgreSQL) and the operator key.
+pub async fn launch(config: Config, pg: Option<pg::Pg>, replica_of: Option<&Tracker>) -> Tracker {
     let dir = tempfile::tempdir().unwrap();
-    let init = shoal_tracker::init_with(dir.path(), &config).await.unwrap();
+    let operator = match replica_of {
+        None => {
+            shoal_tracker::init_with(dir.path(), &config)
+                .await
+                .unwrap()
+                .operator_key
+        }
+        Some(first) => {
+            std::fs::copy(
+                first._dir.path().join("tracker.key"),
+                dir.path().join("tracker.key"),
+            )
+            .unwrap();
+            first.operator.clone()
+        }
+    };
     let opened = shoal_tracker::open(dir.path(), config.clone())
         .await
         .unwrap();
@@ -86,7 +108,7 @@ pub async fn start(config: Config) -> Tracker {
     ));
     Tracker {
         url,
-        operator: init.operator_key,
+        operator,
         state,
         clock,
         http: reqwest::Client::new(),
@@ -278,4 +300,46 @@ pub fn routes_in_source() -> Vec<(String, String)> {
         }
     }
     found
+}
+
+/// Starts the `shoal-tracker` binary at `bin` serving `data` with
+/// `config` on a free port; returns the child and its URL.
+pub fn serve_binary(
+    bin: &str,
+    data: &std::path::Path,
+    config: &std::path::Path,
+) -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(bin)
+        .args(["serve", "--data"])
+        .arg(data)
+        .arg("--config")
+        .arg(config)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split("addr=").nth(1) {
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("tracker did not log its address");
+    (child, format!("http://{addr}"))
 }
