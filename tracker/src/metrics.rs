@@ -109,6 +109,44 @@ pub async fn render(state: &State, detail: bool) -> Result<String, crate::store:
         "Swarm token decisions by outcome and reason",
         decisions,
     );
+    if let Some(pg) = state.db.store().as_postgres() {
+        let pool = pg.pool_status();
+        let in_use = pool.size.saturating_sub(pool.available);
+        total(
+            "db_pool_connections",
+            "PostgreSQL connections open",
+            pool.size,
+            &mut r,
+        );
+        total(
+            "db_pool_in_use",
+            "PostgreSQL connections serving a request",
+            in_use,
+            &mut r,
+        );
+        total(
+            "db_pool_max",
+            "Most PostgreSQL connections this replica opens",
+            pool.max,
+            &mut r,
+        );
+        total(
+            "db_pool_waiting",
+            "Requests waiting for a PostgreSQL connection",
+            pool.waiting,
+            &mut r,
+        );
+        r.register(
+            "db_operation_seconds",
+            "Time each storage operation took, waiting for a connection included",
+            pg.latency(),
+        );
+        r.register(
+            "db_errors",
+            "Storage operations that failed (no connection, or the database refused)",
+            pg.errors.clone(),
+        );
+    }
     let announces = Counter::<u64>::default();
     announces.inc_by(state.announces.load(Ordering::Relaxed));
     r.register("announces", "Announces answered", announces);

@@ -117,3 +117,84 @@ async fn concurrent_commits_on_one_record_serialise() {
         Some(&b"80"[..])
     );
 }
+
+/// The database stopping under a replica: every request answers 503 with
+/// a JSON body (health says why), nothing hangs, and the replica recovers
+/// by itself when the database is back, with what it had committed.
+#[tokio::test]
+async fn a_database_restart_is_503_json_then_recovers() {
+    use reqwest::StatusCode;
+    use serde_json::json;
+    let pg = common::pg::Pg::start();
+    let mut config = shoal_tracker::Config::default();
+    config.storage.backend = shoal_tracker::config::Backend::Postgres;
+    config.storage.url = pg.url();
+    config.storage.timeout_secs = 2;
+    let mut t = common::launch(config, Some(pg), None).await;
+    let before = t.account("Alice", "FR").await;
+
+    t.pg.as_mut().unwrap().stop();
+    let started = std::time::Instant::now();
+    let (s, v) = t
+        .post(
+            "/v1/accounts",
+            &t.operator.clone(),
+            json!({"name": "Bob", "country": "FR"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"], "storage_unavailable", "{v}");
+    let (s, v) = t.call(reqwest::Method::GET, "/v1/health", None, None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["storage_reachable"], false, "{v}");
+    assert!(v["storage_error"].is_string(), "{v}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+
+    t.pg.as_mut().unwrap().resume();
+    let started = std::time::Instant::now();
+    loop {
+        let (s, v) = t.call(reqwest::Method::GET, "/v1/health", None, None).await;
+        if s == StatusCode::OK {
+            assert_eq!(v["storage"], "postgres");
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "no recovery: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (s, v) = t
+        .get(&format!("/v1/accounts/{before}"), &t.operator.clone())
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    t.account("Bob", "FR").await;
+    // the pool and the latency of its operations are metrics
+    let text = t
+        .http
+        .get(format!("{}/metrics", t.url))
+        .bearer_auth(&t.operator)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "shoal_tracker_db_pool_in_use",
+        "shoal_tracker_db_pool_max 16",
+        "shoal_tracker_db_operation_seconds_bucket",
+    ] {
+        assert!(text.contains(series), "{series} missing: {text}");
+    }
+    let errors = text
+        .lines()
+        .find_map(|l| l.strip_prefix("shoal_tracker_db_errors_total "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(errors > 0, "the outage counted no errors: {text}");
+}

@@ -41,6 +41,19 @@ pub struct PgOptions {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Seconds each store operation took (connection wait included).
+    latency: prometheus_client::metrics::histogram::Histogram,
+    /// Operations that failed (the database unreachable, or refusing).
+    pub errors: prometheus_client::metrics::counter::Counter,
+}
+
+/// Observes an operation's latency when dropped.
+struct Timer<'a>(&'a PgStore, std::time::Instant);
+
+impl Drop for Timer<'_> {
+    fn drop(&mut self) {
+        self.0.latency.observe(self.1.elapsed().as_secs_f64());
+    }
 }
 
 impl std::fmt::Debug for PgStore {
@@ -85,7 +98,28 @@ impl PgStore {
             .recycle_timeout(Some(options.timeout))
             .build()
             .map_err(backend)?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            latency: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.000_25, 2.0, 14),
+            ),
+            errors: Default::default(),
+        })
+    }
+
+    /// The latency histogram (shared: a clone observes into the same one).
+    pub fn latency(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.latency.clone()
+    }
+
+    fn timer(&self) -> Timer<'_> {
+        Timer(self, std::time::Instant::now())
+    }
+
+    /// Counts a failed operation and says what failed.
+    fn failed(&self, e: impl std::fmt::Display) -> StoreError {
+        self.errors.inc();
+        backend(e)
     }
 
     pub fn pool_status(&self) -> PoolStatus {
@@ -111,7 +145,7 @@ impl PgStore {
         let exists: bool = client
             .query_one("SELECT to_regclass('shoal_schema') IS NOT NULL", &[])
             .await
-            .map_err(backend)?
+            .map_err(|e| self.failed(e))?
             .get(0);
         if !exists {
             return Ok(0);
@@ -119,7 +153,7 @@ impl PgStore {
         let row = client
             .query_one("SELECT coalesce(max(version), 0) FROM shoal_schema", &[])
             .await
-            .map_err(backend)?;
+            .map_err(|e| self.failed(e))?;
         Ok(row.get(0))
     }
 
@@ -132,7 +166,7 @@ impl PgStore {
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
-            .map_err(backend)?;
+            .map_err(|e| self.failed(e))?;
         let result = async {
             client
                 .batch_execute(
@@ -141,11 +175,11 @@ impl PgStore {
                          applied_at timestamptz NOT NULL DEFAULT now())",
                 )
                 .await
-                .map_err(backend)?;
+                .map_err(|e| self.failed(e))?;
             let current: i32 = client
                 .query_one("SELECT coalesce(max(version), 0) FROM shoal_schema", &[])
                 .await
-                .map_err(backend)?
+                .map_err(|e| self.failed(e))?
                 .get(0);
             if current > SCHEMA_VERSION {
                 return Err(StoreError::Backend(format!(
@@ -157,7 +191,7 @@ impl PgStore {
                 if version <= current || version > to {
                     continue;
                 }
-                let tx = client.transaction().await.map_err(backend)?;
+                let tx = client.transaction().await.map_err(|e| self.failed(e))?;
                 tx.batch_execute(sql).await.map_err(|e| {
                     StoreError::Backend(format!("schema migration {version}: {e}"))
                 })?;
@@ -166,8 +200,8 @@ impl PgStore {
                     &[&version],
                 )
                 .await
-                .map_err(backend)?;
-                tx.commit().await.map_err(backend)?;
+                .map_err(|e| self.failed(e))?;
+                tx.commit().await.map_err(|e| self.failed(e))?;
                 applied.push(version);
             }
             Ok(applied)
@@ -177,7 +211,7 @@ impl PgStore {
             .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await;
         let applied = result?;
-        unlock.map_err(backend)?;
+        unlock.map_err(|e| self.failed(e))?;
         Ok(applied)
     }
 
@@ -192,9 +226,16 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<u64> {
+        let _timer = self.timer();
         let client = self.client().await?;
-        let stmt = client.prepare_cached(sql).await.map_err(backend)?;
-        client.execute(&stmt, params).await.map_err(backend)
+        let stmt = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.failed(e))?;
+        client
+            .execute(&stmt, params)
+            .await
+            .map_err(|e| self.failed(e))
     }
 
     /// Runs one query.
@@ -203,9 +244,16 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>> {
+        let _timer = self.timer();
         let client = self.client().await?;
-        let stmt = client.prepare_cached(sql).await.map_err(backend)?;
-        client.query(&stmt, params).await.map_err(backend)
+        let stmt = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.failed(e))?;
+        client
+            .query(&stmt, params)
+            .await
+            .map_err(|e| self.failed(e))
     }
 
     /// Fails unless the schema is exactly the one this tracker needs.
@@ -239,24 +287,35 @@ impl Store for PgStore {
     }
 
     async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let _timer = self.timer();
         let client = self.client().await?;
         let sql = format!("SELECT v FROM {} WHERE k = $1", table.name());
-        let stmt = client.prepare_cached(&sql).await.map_err(backend)?;
-        let row = client.query_opt(&stmt, &[&key]).await.map_err(backend)?;
+        let stmt = client
+            .prepare_cached(&sql)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let row = client
+            .query_opt(&stmt, &[&key])
+            .await
+            .map_err(|e| self.failed(e))?;
         Ok(row.map(|r| r.get(0)))
     }
 
     async fn put(&self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        let _timer = self.timer();
         let client = self.client().await?;
         let sql = format!(
             "INSERT INTO {} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
             table.name()
         );
-        let stmt = client.prepare_cached(&sql).await.map_err(backend)?;
+        let stmt = client
+            .prepare_cached(&sql)
+            .await
+            .map_err(|e| self.failed(e))?;
         client
             .execute(&stmt, &[&key, &value])
             .await
-            .map_err(backend)?;
+            .map_err(|e| self.failed(e))?;
         Ok(())
     }
 
@@ -267,6 +326,7 @@ impl Store for PgStore {
         reverse: bool,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let _timer = self.timer();
         let client = self.client().await?;
         let order = if reverse { "DESC" } else { "ASC" };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -276,22 +336,28 @@ impl Store for PgStore {
                     "SELECT k, v FROM {} WHERE k >= $1 AND k < $2 ORDER BY k {order} LIMIT $3",
                     table.name()
                 );
-                let stmt = client.prepare_cached(&sql).await.map_err(backend)?;
+                let stmt = client
+                    .prepare_cached(&sql)
+                    .await
+                    .map_err(|e| self.failed(e))?;
                 client
                     .query(&stmt, &[&prefix, &end, &limit])
                     .await
-                    .map_err(backend)?
+                    .map_err(|e| self.failed(e))?
             }
             None => {
                 let sql = format!(
                     "SELECT k, v FROM {} WHERE k >= $1 ORDER BY k {order} LIMIT $2",
                     table.name()
                 );
-                let stmt = client.prepare_cached(&sql).await.map_err(backend)?;
+                let stmt = client
+                    .prepare_cached(&sql)
+                    .await
+                    .map_err(|e| self.failed(e))?;
                 client
                     .query(&stmt, &[&prefix, &limit])
                     .await
-                    .map_err(backend)?
+                    .map_err(|e| self.failed(e))?
             }
         };
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -303,21 +369,26 @@ impl Store for PgStore {
         start: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let _timer = self.timer();
         let client = self.client().await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let sql = format!(
             "SELECT k, v FROM {} WHERE k >= $1 ORDER BY k LIMIT $2",
             table.name()
         );
-        let stmt = client.prepare_cached(&sql).await.map_err(backend)?;
+        let stmt = client
+            .prepare_cached(&sql)
+            .await
+            .map_err(|e| self.failed(e))?;
         let rows = client
             .query(&stmt, &[&start, &limit])
             .await
-            .map_err(backend)?;
+            .map_err(|e| self.failed(e))?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     async fn increment(&self, key: &str) -> Result<u64> {
+        let _timer = self.timer();
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
@@ -325,13 +396,13 @@ impl Store for PgStore {
                  ON CONFLICT (k) DO UPDATE SET n = counters.n + 1 RETURNING n",
             )
             .await
-            .map_err(backend)?;
+            .map_err(|e| self.failed(e))?;
         let n: i64 = client
             .query_one(&stmt, &[&key])
             .await
-            .map_err(backend)?
+            .map_err(|e| self.failed(e))?
             .get(0);
-        u64::try_from(n).map_err(backend)
+        u64::try_from(n).map_err(|e| self.failed(e))
     }
 
     /// One transaction: each expected row is read `FOR UPDATE` (a second
@@ -339,15 +410,16 @@ impl Store for PgStore {
     /// a key expected absent is inserted with `ON CONFLICT DO NOTHING`, so
     /// of two commits creating it one inserts and the other fails.
     async fn commit(&self, expect: &[Expect], writes: &[Write]) -> Result<bool> {
+        let _timer = self.timer();
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let tx = client.transaction().await.map_err(|e| self.failed(e))?;
         for e in expect {
             let sql = format!("SELECT v FROM {} WHERE k = $1 FOR UPDATE", e.table.name());
-            let stmt = tx.prepare_cached(&sql).await.map_err(backend)?;
+            let stmt = tx.prepare_cached(&sql).await.map_err(|e| self.failed(e))?;
             let now: Option<Vec<u8>> = tx
                 .query_opt(&stmt, &[&e.key])
                 .await
-                .map_err(backend)?
+                .map_err(|e| self.failed(e))?
                 .map(|r| r.get(0));
             if now != e.value {
                 return Ok(false); // dropping `tx` rolls back
@@ -377,16 +449,16 @@ impl Store for PgStore {
                     w.table.name()
                 )
             };
-            let stmt = tx.prepare_cached(&sql).await.map_err(backend)?;
+            let stmt = tx.prepare_cached(&sql).await.map_err(|e| self.failed(e))?;
             let n = tx
                 .execute(&stmt, &[&w.key, &w.value])
                 .await
-                .map_err(backend)?;
+                .map_err(|e| self.failed(e))?;
             if create && n == 0 {
                 return Ok(false);
             }
         }
-        tx.commit().await.map_err(backend)?;
+        tx.commit().await.map_err(|e| self.failed(e))?;
         Ok(true)
     }
 
@@ -396,8 +468,12 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> Result<()> {
+        let _timer = self.timer();
         let client = self.client().await?;
-        client.simple_query("SELECT 1").await.map_err(backend)?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| self.failed(e))?;
         Ok(())
     }
 
