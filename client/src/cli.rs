@@ -73,7 +73,8 @@ pub enum Command {
 /// Which tracker, and the API key to present (`shoal admin`, `shoal ops`).
 #[derive(Debug, Args)]
 pub struct TrackerAccess {
-    /// Tracker base URL.
+    /// Tracker base URL; several replicas' separated by commas are tried in
+    /// turn when one is unreachable or failing.
     #[arg(
         long,
         env = "SHOAL_TRACKER",
@@ -525,7 +526,9 @@ mod tests {
 /// ($SHOAL_CONFIG_DIR, else ~/.config/shoal).
 #[derive(Debug, Clone, Args)]
 pub struct LauncherArgs {
-    /// Tracker base URL.
+    /// Tracker base URL; several replicas' separated by commas
+    /// (`http://a:7070,http://b:7070`) are tried in turn when one is
+    /// unreachable or failing, so an install goes on when a replica dies.
     #[arg(long, env = "SHOAL_TRACKER")]
     pub tracker: Option<String>,
     /// The player's API key.

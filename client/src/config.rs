@@ -17,7 +17,7 @@ pub const PEER_KEY_FILE: &str = "peer.key";
 #[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct File {
-    /// Tracker base URL.
+    /// Tracker base URL, or several replicas' separated by commas.
     pub tracker: Option<String>,
     /// The tracker's public key (hex): pins who may sign tokens and releases.
     pub tracker_key: Option<String>,

@@ -6,30 +6,101 @@ use serde::Deserialize as _;
 use serde_json::Value;
 use std::time::Duration;
 
-/// Where the tracker is and which API key to use.
+/// Where the tracker is and which API key to use. Several replicas may
+/// be named (`http://a:7070,http://b:7070`): a request that cannot reach
+/// one, or that one answers 502/503/504 (its database gone, a proxy with
+/// no backend), goes to the next, and later requests start from the one
+/// that answered.
 #[derive(Debug, Clone)]
 pub struct Tracker {
-    base: String,
+    bases: Vec<String>,
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     key: Option<String>,
     http: reqwest::Client,
 }
 
+/// Most tracker URLs in one list.
+const MAX_TRACKERS: usize = 16;
+
 impl Tracker {
-    pub fn new(base: &str, key: Option<String>) -> anyhow::Result<Tracker> {
-        let base = http_base("tracker", base)?;
+    /// `urls`: one tracker URL, or several separated by commas.
+    pub fn new(urls: &str, key: Option<String>) -> anyhow::Result<Tracker> {
+        let bases = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| http_base("tracker", u))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if bases.is_empty() || bases.len() > MAX_TRACKERS {
+            return Err(with_exit(
+                anyhow::anyhow!(
+                    "name 1 to {MAX_TRACKERS} tracker URLs (separated by commas), not {}",
+                    bases.len()
+                ),
+                Exit::BadInput,
+            ));
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
             .build()?;
-        Ok(Tracker { base, key, http })
+        Ok(Tracker {
+            bases,
+            current: Default::default(),
+            key,
+            http,
+        })
     }
 
     pub fn key(&self) -> Option<&str> {
         self.key.as_deref()
     }
 
+    /// The tracker URL requests go to now.
     pub fn base(&self) -> &str {
-        &self.base
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        &self.bases[i % self.bases.len()]
+    }
+
+    /// Sends `build(url)` to the current tracker, moving on to the next
+    /// replica when it is unreachable or answers 502/503/504, until each
+    /// was tried once. The last failure is what the caller sees.
+    async fn send_to_any(
+        &self,
+        path: &str,
+        build: impl Fn(String) -> reqwest::RequestBuilder,
+    ) -> anyhow::Result<reqwest::Response> {
+        use std::sync::atomic::Ordering;
+        let first = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for step in 0..self.bases.len() {
+            let i = (first + step) % self.bases.len();
+            let base = &self.bases[i];
+            let mut req = build(format!("{base}{path}"));
+            if let Some(k) = &self.key {
+                req = req.bearer_auth(k);
+            }
+            match req.send().await {
+                Ok(resp)
+                    if matches!(resp.status().as_u16(), 502..=504)
+                        && step + 1 < self.bases.len() =>
+                {
+                    tracing::warn!(tracker = %base, status = %resp.status(), "tracker failing; trying the next");
+                }
+                Ok(resp) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok(resp);
+                }
+                Err(e) if e.is_connect() || e.is_timeout() => {
+                    if self.bases.len() > 1 {
+                        tracing::warn!(tracker = %base, error = %e, "tracker unreachable; trying the next");
+                    }
+                    last = Some(unreachable(base, e));
+                }
+                Err(e) => return Err(unreachable(base, e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no tracker URL")))
     }
 
     /// Sends a request and returns the JSON answer, or an error carrying the
@@ -40,16 +111,16 @@ impl Tracker {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base));
-        if let Some(k) = &self.key {
-            req = req.bearer_auth(k);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        self.finish(&method, path, req).await
+        let resp = self
+            .send_to_any(path, |url| {
+                let req = self.http.request(method.clone(), url);
+                match body {
+                    Some(b) => req.json(b),
+                    None => req,
+                }
+            })
+            .await?;
+        self.finish(&method, path, resp).await
     }
 
     /// `method` `path` with `body` (an API request type), the answer as JSON.
@@ -77,15 +148,17 @@ impl Tracker {
 
     /// Posts raw bytes (a signed manifest).
     pub async fn post_bytes(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
-        let mut req = self.http.post(format!("{}{path}", self.base)).body(bytes);
-        if let Some(k) = &self.key {
-            req = req.bearer_auth(k);
-        }
-        req = req.header("content-type", "application/octet-stream");
-        self.finish(&reqwest::Method::POST, path, req).await
+        let resp = self
+            .send_to_any(path, |url| {
+                self.http
+                    .post(url)
+                    .body(bytes.clone())
+                    .header("content-type", "application/octet-stream")
+            })
+            .await?;
+        self.finish(&reqwest::Method::POST, path, resp).await
     }
 
-    /// Fetches raw bytes.
     /// GET `path`, handing each piece of the body to `sink` as it arrives
     /// (bounded memory for bodies of any length); returns the bytes seen.
     pub async fn get_streamed(
@@ -93,11 +166,7 @@ impl Tracker {
         path: &str,
         mut sink: impl FnMut(&[u8]) -> anyhow::Result<()>,
     ) -> anyhow::Result<u64> {
-        let mut req = self.http.get(format!("{}{path}", self.base));
-        if let Some(k) = &self.key {
-            req = req.bearer_auth(k);
-        }
-        let mut resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        let mut resp = self.send_to_any(path, |url| self.http.get(url)).await?;
         if !resp.status().is_success() {
             let status = resp.status();
             let body: Value = resp.json().await.unwrap_or(Value::Null);
@@ -113,21 +182,19 @@ impl Tracker {
         Ok(n)
     }
 
+    /// Fetches raw bytes.
     pub async fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
-        let mut req = self.http.get(format!("{}{path}", self.base));
-        if let Some(k) = &self.key {
-            req = req.bearer_auth(k);
-        }
-        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        let resp = self.send_to_any(path, |url| self.http.get(url)).await?;
         if !resp.status().is_success() {
             let status = resp.status();
             let body: Value = resp.json().await.unwrap_or(Value::Null);
             return Err(refusal(status, &body));
         }
+        let base = self.base().to_owned();
         Ok(resp
             .bytes()
             .await
-            .map_err(|e| self.unreachable(e))?
+            .map_err(|e| unreachable(&base, e))?
             .to_vec())
     }
 
@@ -135,11 +202,10 @@ impl Tracker {
         &self,
         method: &reqwest::Method,
         path: &str,
-        req: reqwest::RequestBuilder,
+        resp: reqwest::Response,
     ) -> anyhow::Result<Value> {
-        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| self.unreachable(e))?;
+        let text = resp.text().await.map_err(|e| unreachable(self.base(), e))?;
         let body: Value =
             serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()));
         if status.is_success() {
@@ -149,13 +215,13 @@ impl Tracker {
             Err(refusal(status, &body))
         }
     }
+}
 
-    fn unreachable(&self, e: reqwest::Error) -> anyhow::Error {
-        with_exit(
-            anyhow::anyhow!("tracker at {} is unreachable: {e}", self.base),
-            Exit::TrackerUnreachable,
-        )
-    }
+fn unreachable(base: &str, e: reqwest::Error) -> anyhow::Error {
+    with_exit(
+        anyhow::anyhow!("tracker at {base} is unreachable: {e}"),
+        Exit::TrackerUnreachable,
+    )
 }
 
 /// `url` without a trailing `/`, if it is an http(s) URL (exit 3 if not);

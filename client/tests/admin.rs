@@ -279,3 +279,50 @@ fn admin_sets_up_a_product_end_to_end() {
     assert_eq!(gone.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&gone.stderr).contains("unreachable"));
 }
+
+/// A list of tracker replicas: the first is down (nothing listens), so
+/// every command goes on at the next; a list of only dead ones fails with
+/// the unreachable exit status and names the last one tried.
+#[test]
+fn a_dead_replica_in_the_list_is_skipped() {
+    let server = tracker();
+    let tmp = tempfile::tempdir().unwrap();
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    }; // closed again: connections are refused
+    let urls = format!("{dead},{}", server.url);
+    let out = shoal(
+        tmp.path(),
+        &urls,
+        &server.operator,
+        &[
+            "admin",
+            "--json",
+            "accounts",
+            "create",
+            "--name",
+            "Ann",
+            "--country",
+            "se",
+        ],
+    );
+    assert_eq!(json(&out)["country"], "SE");
+    let out = shoal(
+        tmp.path(),
+        &format!("{dead},{dead}/"),
+        &server.operator,
+        &["admin", "accounts", "list"],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unreachable"), "{stderr}");
+    let out = shoal(
+        tmp.path(),
+        "http://a:1,ftp://b",
+        &server.operator,
+        &["admin", "accounts", "list"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must start with http"));
+}
