@@ -33,7 +33,9 @@ pub struct Config {
     /// QUIC multiaddrs to listen on, e.g. `/ip4/0.0.0.0/udp/4433/quic-v1`.
     #[serde(default = "default_listen")]
     pub listen: Vec<String>,
-    /// Tracker base URL.
+    /// Tracker base URL, or every replica's separated by commas: the seed
+    /// heartbeats to each (replicas keep seeds in memory), and asks the
+    /// first for manifests.
     pub tracker: String,
     /// The seed's API key (role `seed`).
     pub api_key: String,
@@ -498,7 +500,17 @@ pub async fn run_with(
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    let base = config.tracker.trim_end_matches('/').to_owned();
+    let bases: Vec<String> = config
+        .tracker
+        .split(',')
+        .map(|b| b.trim().trim_end_matches('/').to_owned())
+        .filter(|b| !b.is_empty())
+        .collect();
+    anyhow::ensure!(
+        (1..=16).contains(&bases.len()),
+        "tracker: name 1 to 16 tracker URLs (separated by commas)"
+    );
+    let base = bases[0].clone();
     // Pinned, never asked of the tracker: whoever answered as the tracker
     // could otherwise sign tokens that this seed would serve.
     let tracker_key = config.tracker_key.context(
@@ -699,14 +711,39 @@ pub async fn run_with(
             relay: config.relay.enabled,
             sent: releases.sent_by_swarm(),
         };
-        // A stop does not wait for a tracker that is slow to answer.
-        let sent = tokio::select! {
-            _ = &mut shutdown => break,
-            sent = http
-                .post(format!("{base}/v1/seeds/heartbeat"))
+        // Every replica hears the heartbeat; they answer alike, and the
+        // first answer is applied. A stop does not wait for a tracker that
+        // is slow to answer.
+        let posts = bases.iter().map(|b| {
+            http.post(format!("{b}/v1/seeds/heartbeat"))
                 .bearer_auth(&config.api_key)
                 .json(&report)
-                .send() => sent,
+                .send()
+        });
+        let results = tokio::select! {
+            _ = &mut shutdown => break,
+            results = futures::future::join_all(posts) => results,
+        };
+        let mut sent = None;
+        for (b, r) in bases.iter().zip(results) {
+            match r {
+                Ok(r) if r.status().is_success() && sent.is_none() => sent = Some(Ok(r)),
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) if bases.len() > 1 => {
+                    tracing::warn!(tracker = %b, status = %r.status(), "tracker refused the heartbeat")
+                }
+                Err(e) if bases.len() > 1 => {
+                    tracing::warn!(tracker = %b, error = %e, "heartbeat failed; retrying")
+                }
+                other => sent = sent.or(Some(other)),
+            }
+        }
+        let Some(sent) = sent else {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            continue;
         };
         match sent {
             Ok(r) if r.status().is_success() => {
