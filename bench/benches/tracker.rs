@@ -1,10 +1,13 @@
 //! Tracker load: token requests and announces from 64 concurrent keep-alive
-//! connections against a real `shoal-tracker` process holding 10,000 peers in
-//! 10 swarms; `/v1/health` on the same connections is the baseline.
+//! connections against real `shoal-tracker` processes holding 10,000 peers in
+//! 10 swarms; `/v1/health` on the same connections is the baseline. Three
+//! setups in one run: one tracker on sled, one on PostgreSQL, and two
+//! replicas on PostgreSQL behind nginx (a throwaway cluster from the
+//! distribution's server binaries, as the tests start).
 //!
 //! `cargo build --release -p shoal-tracker && cargo bench -p shoal-bench --bench tracker`
 //! (env: `SHOAL_BENCH_PEERS` default 10000, `SHOAL_BENCH_SECS` default 10,
-//! `SHOAL_BENCH_CONNS` default 64).
+//! `SHOAL_BENCH_CONNS` default 64, `SHOAL_BENCH_SETUPS` default `sled,pg,pg2`).
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
@@ -16,6 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+
+#[allow(clippy::unwrap_used, dead_code)]
+#[path = "../../tracker/tests/common/pg.rs"]
+mod pg;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -261,48 +268,60 @@ where
     })
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
-    if std::env::args().any(|a| a == "--list") {
-        return Ok(());
+/// CPU seconds of `root` and every process under it (the PostgreSQL
+/// server's backends under its postmaster).
+fn tree_cpu_secs(root: u32) -> f64 {
+    let mut parent = std::collections::HashMap::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0);
+        parent.insert(pid, ppid);
     }
-    let peers = env_usize("SHOAL_BENCH_PEERS", 10_000);
-    let secs = env_usize("SHOAL_BENCH_SECS", 10) as f64;
-    let conns = env_usize("SHOAL_BENCH_CONNS", 64);
-    let swarms = 10;
-    let bin = tracker_binary()?;
-    let dir = shoal_bench::scratch()?;
-    let data = dir.path().join("tracker");
-    let out = Command::new(&bin)
-        .args(["init", "--data"])
-        .arg(&data)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "init failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let op = std::fs::read_to_string(data.join("operator.key"))?
-        .trim()
-        .to_owned();
-    // One player key stands for every simulated peer here, so the per-key
-    // token rate and per-account identity bounds are lifted.
-    let config = dir.path().join("tracker.toml");
-    std::fs::write(
-        &config,
-        "max_peers_per_account = 100000000\ntoken_requests_per_minute = 1000000000\n",
-    )?;
-    let mut child: Child = Command::new(&bin)
+    let under = |mut p: u32| {
+        for _ in 0..64 {
+            if p == root {
+                return true;
+            }
+            match parent.get(&p) {
+                Some(&pp) if pp != 0 => p = pp,
+                _ => return false,
+            }
+        }
+        false
+    };
+    parent
+        .keys()
+        .filter(|&&p| under(p))
+        .map(|&p| cpu_secs(p))
+        .sum()
+}
+
+/// Starts `shoal-tracker serve`; returns the child and its address.
+fn serve(
+    bin: &PathBuf,
+    data: &std::path::Path,
+    config: &std::path::Path,
+) -> anyhow::Result<(Child, String)> {
+    let mut child: Child = Command::new(bin)
         .args(["serve", "--data"])
-        .arg(&data)
+        .arg(data)
         .arg("--config")
-        .arg(&config)
+        .arg(config)
         .args(["--listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn,shoal_tracker=info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()?;
-    let pid = child.id();
     let stderr = child.stderr.take().context("stderr")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -321,16 +340,166 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     let addr = rx.recv_timeout(Duration::from_secs(20))?;
-    let result = run(&addr, &op, pid, peers, swarms, secs, conns).await;
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+    Ok((child, addr))
 }
 
+/// nginx on a free loopback port in front of `upstreams` (one worker: the
+/// machine has two cores for everything).
+fn nginx(dir: &std::path::Path, upstreams: &[String]) -> anyhow::Result<(Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let d = dir.display();
+    let servers: String = upstreams.iter().map(|u| format!("server {u};")).collect();
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let user = if root { "user root;" } else { "" };
+    let conf = format!(
+        "{user} worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/nginx.err warn;
+         events {{ worker_connections 4096; }}
+         http {{ access_log off; client_body_temp_path {d}/cb; proxy_temp_path {d}/px;
+           fastcgi_temp_path {d}/fc; uwsgi_temp_path {d}/uw; scgi_temp_path {d}/sc;
+           client_max_body_size 64m;
+           upstream t {{ {servers} keepalive 128; }}
+           server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://t;
+             proxy_http_version 1.1; proxy_set_header Connection \"\";
+             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+             proxy_next_upstream error timeout http_502 http_503 http_504; }} }} }}"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf)?;
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting nginx (apt-get install nginx)")?;
+    let addr = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "nginx did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((child, addr))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(());
+    }
+    let peers = env_usize("SHOAL_BENCH_PEERS", 10_000);
+    let secs = env_usize("SHOAL_BENCH_SECS", 10) as f64;
+    let conns = env_usize("SHOAL_BENCH_CONNS", 64);
+    let setups = std::env::var("SHOAL_BENCH_SETUPS").unwrap_or_else(|_| "sled,pg,pg2".into());
+    let swarms = 10;
+    let bin = tracker_binary()?;
+    println!(
+        "tracker load: {conns} connections, {peers} peers in {swarms} swarms, 2 cores shared by the load generator, the trackers, PostgreSQL and nginx"
+    );
+    for setup in setups.split(',') {
+        let (replicas, postgres) = match setup {
+            "sled" => (1, false),
+            "pg" => (1, true),
+            "pg2" => (2, true),
+            other => bail!("SHOAL_BENCH_SETUPS: unknown setup {other:?} (sled, pg, pg2)"),
+        };
+        let dir = shoal_bench::scratch()?;
+        let cluster = postgres.then(pg::Pg::start);
+        // One player key stands for every simulated peer here, so the
+        // per-key token rate and per-account identity bounds are lifted.
+        let mut text =
+            "max_peers_per_account = 100000000\ntoken_requests_per_minute = 1000000000\n"
+                .to_owned();
+        if let Some(c) = &cluster {
+            text += &format!(
+                "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\npool_size = 32\n",
+                c.url()
+            );
+        }
+        let config = dir.path().join("tracker.toml");
+        std::fs::write(&config, text)?;
+        let data = dir.path().join("tracker");
+        let out = Command::new(&bin)
+            .args(["init", "--data"])
+            .arg(&data)
+            .arg("--config")
+            .arg(&config)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let op = std::fs::read_to_string(data.join("operator.key"))?
+            .trim()
+            .to_owned();
+        let mut children = Vec::new();
+        let mut addrs = Vec::new();
+        for r in 0..replicas {
+            let d = dir.path().join(format!("replica{r}"));
+            let d = if r == 0 {
+                data.clone()
+            } else {
+                std::fs::create_dir_all(&d)?;
+                std::fs::copy(data.join("tracker.key"), d.join("tracker.key"))?;
+                d
+            };
+            let (child, addr) = serve(&bin, &d, &config)?;
+            children.push(child);
+            addrs.push(addr);
+        }
+        let mut lb = None;
+        let addr = if replicas > 1 {
+            let (child, addr) = nginx(dir.path(), &addrs)?;
+            lb = Some(child);
+            addr
+        } else {
+            addrs[0].clone()
+        };
+        let mut pids: Vec<u32> = children.iter().map(Child::id).collect();
+        if let Some(l) = &lb {
+            pids.push(l.id());
+        }
+        let db_pid = cluster.as_ref().and_then(|c| {
+            std::fs::read_to_string(c.dir().join("data/postmaster.pid"))
+                .ok()?
+                .lines()
+                .next()?
+                .trim()
+                .parse::<u32>()
+                .ok()
+        });
+        let title = match setup {
+            "sled" => "one tracker on sled",
+            "pg" => "one tracker on PostgreSQL",
+            _ => "two replicas on PostgreSQL behind nginx",
+        };
+        println!();
+        println!("### {title}");
+        let result = run(&addr, &op, &pids, db_pid, peers, swarms, secs, conns).await;
+        for mut c in children.into_iter().chain(lb) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        result?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run(
     addr: &str,
     op: &str,
-    pid: u32,
+    pids: &[u32],
+    db_pid: Option<u32>,
     peers: usize,
     swarms: usize,
     secs: f64,
@@ -429,7 +598,9 @@ async fn run(
         .context("key")?
         .to_owned();
 
-    let cpu0 = cpu_secs(pid);
+    let cpu = || pids.iter().map(|&p| tree_cpu_secs(p)).sum::<f64>();
+    let db_cpu = || db_pid.map_or(0.0, tree_cpu_secs);
+    let (cpu0, db0) = (cpu(), db_cpu());
     // Baseline: the cheapest endpoint, same connections.
     let health = drive(
         addr,
@@ -516,8 +687,12 @@ async fn run(
         }),
     )
     .await?;
-    let cpu = cpu_secs(pid) - cpu0;
-    let (rss, hwm) = rss_kib(pid);
+    let cpu = cpu() - cpu0;
+    let db_cpu = db_cpu() - db0;
+    let (rss, hwm) = pids
+        .iter()
+        .map(|&p| rss_kib(p))
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
 
     let mut probe = Conn::open(addr).await?;
     let (_, swarms_view) = probe
@@ -529,9 +704,7 @@ async fn run(
         .map(|a| a.iter().filter_map(|s| s["peers"].as_u64()).sum())
         .unwrap_or(0);
 
-    println!(
-        "tracker load: {conns} connections, {peers} peers in {swarms} swarms (tracker holds {held}), 2 cores shared with the load generator"
-    );
+    println!("tracker holds {held} members (as one replica lists them)");
     println!();
     println!("| phase | requests | req/s | p50 ms | p99 ms | max ms |");
     println!("|---|---|---|---|---|---|");
@@ -540,11 +713,12 @@ async fn run(
     println!("{}", announce.row());
     println!();
     println!(
-        "announce / baseline throughput: {:.2}; tracker RSS {} MiB (peak {} MiB); tracker CPU {:.1} s over the run",
+        "announce / baseline throughput: {:.2}; tracker RSS {} MiB (peak {} MiB); tracker (and nginx) CPU {:.1} s, PostgreSQL CPU {:.1} s over the run",
         (announce.requests as f64 / announce.secs) / (health.requests as f64 / health.secs),
         rss / 1024,
         hwm / 1024,
-        cpu
+        cpu,
+        db_cpu
     );
     Ok(())
 }
