@@ -359,10 +359,10 @@ fn nginx(dir: &std::path::Path, upstreams: &[String]) -> anyhow::Result<(Child, 
     let conf = format!(
         "{user} worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/nginx.err warn;
          events {{ worker_connections 4096; }}
-         http {{ access_log off; client_body_temp_path {d}/cb; proxy_temp_path {d}/px;
+         http {{ access_log off; keepalive_requests 100000000; keepalive_timeout 600s; client_body_temp_path {d}/cb; proxy_temp_path {d}/px;
            fastcgi_temp_path {d}/fc; uwsgi_temp_path {d}/uw; scgi_temp_path {d}/sc;
            client_max_body_size 64m;
-           upstream t {{ {servers} keepalive 128; }}
+           upstream t {{ {servers} keepalive 128; keepalive_requests 100000000; }}
            server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://t;
              proxy_http_version 1.1; proxy_set_header Connection \"\";
              proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;

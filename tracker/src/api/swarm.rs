@@ -179,8 +179,8 @@ fn issue(state: &State, release: &ReleaseRecord, key: &ApiKey, peer_id: &str) ->
 /// revoked, and of the token's account.
 async fn standing_key(state: &State, claims: &Claims) -> ApiResult<ApiKey> {
     state
-        .db
-        .api_key(&claims.key).await?
+        .api_key_recent(&claims.key)
+        .await?
         .filter(|k| k.revoked_at.is_none() && k.account == claims.account)
         .ok_or_else(|| {
             ApiError::new(
@@ -488,8 +488,7 @@ pub async fn announce(
     }
 
     let release = state
-        .db
-        .release(&claims.swarm)
+        .release_recent(&claims.swarm)
         .await?
         .ok_or_else(|| ApiError::not_found("the swarm's release is gone"))?;
     // Renew a token in its last third of life, re-checking everything a new

@@ -136,7 +136,7 @@ impl PgStore {
         self.pool
             .get()
             .await
-            .map_err(|e| StoreError::Backend(format!("no connection to PostgreSQL: {e}")))
+            .map_err(|e| self.failed(format!("no connection to PostgreSQL: {e}")))
     }
 
     /// The highest schema version applied (0: an empty database).
@@ -399,6 +399,30 @@ impl Store for PgStore {
             .map_err(|e| self.failed(e))?;
         let n: i64 = client
             .query_one(&stmt, &[&key])
+            .await
+            .map_err(|e| self.failed(e))?
+            .get(0);
+        u64::try_from(n).map_err(|e| self.failed(e))
+    }
+
+    /// One statement: the counter's upsert and the insert under its new
+    /// number (`int8send`: 8 bytes big-endian, as the key order needs).
+    async fn append(&self, table: Table, counter: &str, value: &[u8]) -> Result<u64> {
+        let _timer = self.timer();
+        let client = self.client().await?;
+        let sql = format!(
+            "WITH n AS (
+                 INSERT INTO counters (k, n) VALUES ($1, 1)
+                 ON CONFLICT (k) DO UPDATE SET n = counters.n + 1 RETURNING n)
+             INSERT INTO {} (k, v) SELECT int8send(n.n), $2 FROM n RETURNING (SELECT n FROM n)",
+            table.name()
+        );
+        let stmt = client
+            .prepare_cached(&sql)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let n: i64 = client
+            .query_one(&stmt, &[&counter, &value])
             .await
             .map_err(|e| self.failed(e))?
             .get(0);
