@@ -299,7 +299,8 @@ impl Store for SledStore {
     async fn flush(&self) -> Result<()> {
         let _one = self.flushing.lock().await;
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| db.flush()))
             .await
             .map_err(|e| StoreError::Backend(format!("flush task: {e}")))?
             .map_err(backend)?;
