@@ -8,8 +8,10 @@
 //!
 //! `cargo run --release -p shoal-sim -- crates/sim/scenarios/launch.toml`.
 
+mod event;
 pub mod output;
 pub mod scenario;
+pub mod setup;
 pub mod world;
 
 pub use scenario::Scenario;
