@@ -12,7 +12,6 @@
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 use shoal_bench::median;
-use std::io::BufRead as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -23,6 +22,9 @@ use tokio::net::TcpStream;
 #[allow(clippy::unwrap_used, dead_code)]
 #[path = "../../tracker/tests/common/pg.rs"]
 mod pg;
+#[allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+#[path = "../../tracker/tests/common/process.rs"]
+mod process;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -308,39 +310,15 @@ fn tree_cpu_secs(root: u32) -> f64 {
 
 /// Starts `shoal-tracker serve`; returns the child and its address.
 fn serve(
-    bin: &PathBuf,
+    bin: &std::path::Path,
     data: &std::path::Path,
     config: &std::path::Path,
 ) -> anyhow::Result<(Child, String)> {
-    let mut child: Child = Command::new(bin)
-        .args(["serve", "--data"])
-        .arg(data)
-        .arg("--config")
-        .arg(config)
-        .args(["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn,shoal_tracker=info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()?;
-    let stderr = child.stderr.take().context("stderr")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some(rest) = line.split("addr=").nth(1) {
-                let _ = tx.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(20))?;
-    Ok((child, addr))
+    let bin = bin
+        .to_str()
+        .context("the tracker binary's path is not UTF-8")?;
+    let (child, url) = process::serve_logging(bin, data, config, "warn,shoal_tracker=info");
+    Ok((child, url.trim_start_matches("http://").to_owned()))
 }
 
 /// nginx on a free loopback port in front of `upstreams` (one worker: the

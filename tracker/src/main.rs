@@ -76,8 +76,7 @@ async fn main() -> anyhow::Result<()> {
             let config = load_config(Some(&config))?;
             anyhow::ensure!(
                 config.storage.backend == shoal_tracker::config::Backend::Postgres,
-                "{}: only the postgres backend has a schema to migrate (sled needs none)",
-                "[storage] backend"
+                "[storage] backend: only the postgres backend has a schema to migrate (sled needs none)"
             );
             let pg = shoal_tracker::store::postgres::PgStore::connect(
                 &shoal_tracker::store::postgres::PgOptions {

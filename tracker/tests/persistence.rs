@@ -12,7 +12,7 @@ use std::process::{Child, Command};
 const BIN: &str = env!("CARGO_BIN_EXE_shoal-tracker");
 
 fn serve(data: &Path, config: &Path) -> (Child, String) {
-    common::serve_binary(BIN, data, config)
+    common::process::serve_binary(BIN, data, config)
 }
 
 async fn post(http: &reqwest::Client, url: &str, key: &str, body: Value) -> (u16, Value) {

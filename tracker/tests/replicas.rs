@@ -32,6 +32,14 @@ fn announce_body(token: &str, port: u32) -> Value {
     })
 }
 
+/// Peer `t` (a token answer) announces at `tracker` from `port`.
+async fn announce(tracker: &Tracker, t: &Value, port: u32) -> (StatusCode, Value) {
+    let body = announce_body(t["token"].as_str().unwrap(), port);
+    tracker
+        .call(reqwest::Method::POST, "/v1/announce", None, Some(body))
+        .await
+}
+
 #[tokio::test]
 async fn the_last_seat_goes_to_exactly_one_of_two_replicas() {
     let (a, b) = two_replicas().await;
@@ -86,36 +94,15 @@ async fn tokens_and_announces_cross_replicas() {
     assert_eq!(t1["swarm"], t2["swarm"]);
 
     // a token from a, announced at b: honoured (one signing key)
-    let (s, v) = b
-        .call(
-            reqwest::Method::POST,
-            "/v1/announce",
-            None,
-            Some(announce_body(t1["token"].as_str().unwrap(), 4001)),
-        )
-        .await;
+    let (s, v) = announce(&b, &t1, 4001).await;
     assert_eq!(s, StatusCode::OK, "{v}");
 
     // peer 2 announces at a; peer 1, announcing at b, hears of it soon
-    let (s, v) = a
-        .call(
-            reqwest::Method::POST,
-            "/v1/announce",
-            None,
-            Some(announce_body(t2["token"].as_str().unwrap(), 4002)),
-        )
-        .await;
+    let (s, v) = announce(&a, &t2, 4002).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let started = Instant::now();
     loop {
-        let (s, v) = b
-            .call(
-                reqwest::Method::POST,
-                "/v1/announce",
-                None,
-                Some(announce_body(t1["token"].as_str().unwrap(), 4001)),
-            )
-            .await;
+        let (s, v) = announce(&b, &t1, 4001).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         let listed = v["peers"]
             .as_array()
@@ -144,14 +131,7 @@ async fn tokens_and_announces_cross_replicas() {
     assert_eq!(s, StatusCode::OK);
     let started = Instant::now();
     loop {
-        let (_, v) = b
-            .call(
-                reqwest::Method::POST,
-                "/v1/announce",
-                None,
-                Some(announce_body(t1["token"].as_str().unwrap(), 4001)),
-            )
-            .await;
+        let (_, v) = announce(&b, &t1, 4001).await;
         if !v["peers"]
             .as_array()
             .unwrap()
@@ -180,14 +160,7 @@ async fn tokens_and_announces_cross_replicas() {
     // (b keeps what announces read for a second: within that)
     let started = Instant::now();
     loop {
-        let (s, v) = b
-            .call(
-                reqwest::Method::POST,
-                "/v1/announce",
-                None,
-                Some(announce_body(t1["token"].as_str().unwrap(), 4001)),
-            )
-            .await;
+        let (s, v) = announce(&b, &t1, 4001).await;
         if (s, v["error"].as_str()) == (StatusCode::UNAUTHORIZED, Some("key_revoked")) {
             break;
         }
@@ -236,8 +209,8 @@ async fn a_replica_killed_mid_load_loses_no_acknowledged_grant() {
         .unwrap()
         .trim()
         .to_owned();
-    let (mut child_a, url_a) = common::serve_binary(BIN, &data_a, &config);
-    let (mut child_b, url_b) = common::serve_binary(BIN, &data_b, &config);
+    let (mut child_a, url_a) = common::process::serve_binary(BIN, &data_a, &config);
+    let (mut child_b, url_b) = common::process::serve_binary(BIN, &data_b, &config);
     let http = reqwest::Client::new();
     let post = {
         let http = http.clone();
