@@ -76,6 +76,36 @@ impl Lan {
 }
 
 impl crate::node::Loop {
+    /// Dials `peer` at its LAN addresses when we want it and have no direct
+    /// connection to it: connected over a relay only (the direct connection
+    /// then replaces the relayed one), or still dialling the address the
+    /// tracker gave (a public one that may never answer; the dial fails
+    /// only after the handshake timeout, and the next try waits for the
+    /// next listing). Peers neither connected nor being dialled are left
+    /// alone (a peer is dialled only when the tracker listed it).
+    pub(crate) fn dial_on_lan(&mut self, peer: PeerId) {
+        let wanted = self.dials.contains_key(&peer) || self.swarm.is_connected(&peer);
+        let in_flight = self.attempts.get(&peer).map_or(0, Vec::len);
+        if !wanted || self.direct.contains_key(&peer) || in_flight >= 2 {
+            return;
+        }
+        let Some(addrs) = self.lan.addrs.get(&peer).filter(|a| !a.is_empty()) else {
+            return;
+        };
+        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+            .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+            .addresses(addrs.clone())
+            .build();
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                tracing::debug!(%peer, "dialling on the LAN a peer mDNS found");
+                self.attempts.entry(peer).or_default().push(id);
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "no LAN dial"),
+        }
+    }
+
     pub(crate) fn mdns_event(&mut self, e: libp2p::mdns::Event) {
         let me = *self.swarm.local_peer_id();
         match e {
@@ -88,6 +118,10 @@ impl crate::node::Loop {
                     if self.lan.found(peer, addr) {
                         crate::NatCounters::add(&self.nat.lan_peers);
                     }
+                    // A peer we reach only over a relay (the tracker listed
+                    // it before mDNS answered) is dialled on the LAN now,
+                    // not at the next listing that finds it connected.
+                    self.dial_on_lan(peer);
                 }
             }
             libp2p::mdns::Event::Expired(gone) => {

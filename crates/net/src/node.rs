@@ -85,6 +85,9 @@ pub(crate) struct Loop {
     /// Swarms each peer may fetch from us, with token expiry.
     pub(crate) authorised: HashMap<PeerId, Vec<(Hash, u64)>>,
     pub(crate) dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NetError>>>>,
+    /// Dial attempts in flight per peer (the tracker's address, and a LAN
+    /// one mDNS found meanwhile): a dial fails only when all have.
+    pub(crate) attempts: HashMap<PeerId, Vec<libp2p::swarm::ConnectionId>>,
     pub(crate) auth_pending: HashMap<OutboundRequestId, oneshot::Sender<Result<(), NetError>>>,
     pub(crate) chunk_pending:
         HashMap<OutboundRequestId, oneshot::Sender<Result<ChunkResponse, NetError>>>,
@@ -211,6 +214,7 @@ pub(crate) fn start(
         events,
         authorised: HashMap::new(),
         dials: HashMap::new(),
+        attempts: HashMap::new(),
         auth_pending: HashMap::new(),
         chunk_pending: HashMap::new(),
         have_pending: HashMap::new(),
@@ -289,6 +293,10 @@ impl Loop {
             }
             Command::Dial(peer, addr, reply) => {
                 if self.swarm.is_connected(&peer) {
+                    // Connected over a relay only, to a node mDNS found on
+                    // our LAN: dial it there too (chunks do not take the
+                    // relay, and the LAN does not cross the router).
+                    self.dial_on_lan(peer);
                     let _ = reply.send(Ok(()));
                     return;
                 }
@@ -297,8 +305,12 @@ impl Loop {
                 let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
                     .addresses(self.lan.dial_addrs(&peer, addr))
                     .build();
+                let id = opts.connection_id();
                 match self.swarm.dial(opts) {
-                    Ok(()) => self.dials.entry(peer).or_default().push(reply),
+                    Ok(()) => {
+                        self.dials.entry(peer).or_default().push(reply);
+                        self.attempts.entry(peer).or_default().push(id);
+                    }
                     Err(e) => {
                         let _ = reply.send(Err(NetError::Dial(peer.to_string(), e.to_string())));
                     }
@@ -373,6 +385,7 @@ impl Loop {
                         self.swarm.close_connection(c);
                     }
                 }
+                self.attempt_over(peer_id, connection_id);
                 for reply in self.dials.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Ok(()));
                 }
@@ -385,9 +398,12 @@ impl Loop {
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
+                connection_id,
                 error,
-                ..
             } => {
+                if self.attempt_over(peer, connection_id) {
+                    return;
+                }
                 for reply in self.dials.remove(&peer).unwrap_or_default() {
                     let _ = reply.send(Err(NetError::Dial(peer.to_string(), error.to_string())));
                 }
@@ -513,6 +529,19 @@ impl Loop {
             };
             let _ = self.swarm.behaviour_mut().have.send_response(channel, ack);
         }
+    }
+
+    /// Dial attempt `id` to `peer` is over; whether others are in flight.
+    fn attempt_over(&mut self, peer: PeerId, id: libp2p::swarm::ConnectionId) -> bool {
+        let Some(list) = self.attempts.get_mut(&peer) else {
+            return false;
+        };
+        list.retain(|a| *a != id);
+        if list.is_empty() {
+            self.attempts.remove(&peer);
+            return false;
+        }
+        true
     }
 
     fn connection_closed(&mut self, peer: PeerId, id: libp2p::swarm::ConnectionId) {
