@@ -73,11 +73,11 @@ impl TokenCache {
 
 const SHARDS: usize = 16;
 
-/// Records every announce reads (its token's API key, its release), kept
-/// for [`Recent::TTL`] when the database is shared (PostgreSQL), so an
-/// announce costs no query. A revocation or budget change made at this
-/// replica forgets the entry at once; one made at another replica applies
-/// here within the TTL. With sled nothing is cached (the reads are local).
+/// Values kept for [`Recent::TTL`], bounded: what the hot paths read from
+/// a shared database (PostgreSQL), so that an announce costs no query and
+/// a token decision fewer. A write made at this replica forgets the entry
+/// at once; one made at another replica applies here within the TTL. With
+/// sled nothing is kept (the reads are local).
 #[derive(Debug)]
 pub struct Recent<K, V> {
     map: Mutex<HashMap<K, (V, std::time::Instant)>>,
@@ -116,6 +116,10 @@ impl<K: std::hash::Hash + Eq, V: Clone> Recent<K, V> {
     pub fn forget(&self, k: &K) {
         lock(&self.map).remove(k);
     }
+
+    pub fn clear(&self) {
+        lock(&self.map).clear();
+    }
 }
 
 /// Everything a request handler needs.
@@ -143,9 +147,6 @@ pub struct State {
     rng_seed: u64,
     /// With PostgreSQL: swarm membership shared with the other replicas.
     pub replicas: Option<Arc<replicas::Replicas>>,
-    /// API keys and releases announces read, briefly (PostgreSQL only).
-    pub recent_keys: Recent<String, Option<model::ApiKey>>,
-    pub recent_releases: Recent<Hash, Option<model::ReleaseRecord>>,
 }
 
 impl std::fmt::Debug for State {
@@ -170,8 +171,6 @@ impl State {
             .map(|pg| Arc::new(replicas::Replicas::new(pg.clone())));
         State {
             replicas,
-            recent_keys: Recent::default(),
-            recent_releases: Recent::default(),
             db,
             key,
             config,
@@ -193,38 +192,6 @@ impl State {
 
     pub fn now(&self) -> u64 {
         (self.clock)()
-    }
-
-    /// API key `id`, as [`Recent`] says when the database is shared.
-    pub async fn api_key_recent(
-        &self,
-        id: &str,
-    ) -> Result<Option<model::ApiKey>, store::StoreError> {
-        if self.replicas.is_none() {
-            return self.db.api_key(id).await;
-        }
-        if let Some(k) = self.recent_keys.get(&id.to_owned()) {
-            return Ok(k);
-        }
-        let k = self.db.api_key(id).await?;
-        self.recent_keys.put(id.to_owned(), k.clone());
-        Ok(k)
-    }
-
-    /// Release `id`, as [`Recent`] says when the database is shared.
-    pub async fn release_recent(
-        &self,
-        id: &Hash,
-    ) -> Result<Option<model::ReleaseRecord>, store::StoreError> {
-        if self.replicas.is_none() {
-            return self.db.release(id).await;
-        }
-        if let Some(r) = self.recent_releases.get(id) {
-            return Ok(r);
-        }
-        let r = self.db.release(id).await?;
-        self.recent_releases.put(*id, r.clone());
-        Ok(r)
     }
 
     /// A fresh RNG for one request.
@@ -429,7 +396,7 @@ pub async fn open_store(
             } else {
                 pg.check_schema().await?;
             }
-            Ok(store::Db::new(Arc::new(pg)))
+            Ok(store::Db::shared(Arc::new(pg)))
         }
     }
 }

@@ -316,7 +316,6 @@ pub async fn revoke_api_key(
         key.revoked_at.get_or_insert(state.now());
         txn.put_api_key(&key);
         if txn.commit().await? {
-            state.recent_keys.forget(&key.id);
             return Ok(Json((&key).into()));
         }
     }

@@ -239,7 +239,6 @@ pub async fn set_budget(
         record.origin_budget = req.origin_budget;
         txn.put_release(&record);
         if txn.commit().await? {
-            state.recent_releases.forget(&id);
             tracing::info!(release = %id, %before, after = %record.origin_budget, "origin budget changed");
             return Ok(Json(release_view(record)));
         }

@@ -2,7 +2,7 @@
 //! and the operators' aggregated views.
 
 use super::{ApiError, ApiResult, Body, St};
-use crate::model::{ApiKey, AuditEntry, Outcome, ReleaseRecord, Role};
+use crate::model::{Account, ApiKey, AuditEntry, Outcome, ReleaseRecord, Role};
 use crate::policy::{self, Grant, Refusal, TokenRequest};
 use crate::swarm::{PeerInfo, PeerReport, SeedReport, SwarmStats};
 use crate::{State, lock};
@@ -33,29 +33,37 @@ fn check_addrs(addrs: &[String]) -> ApiResult<()> {
     Ok(())
 }
 
-/// The token policy's decision for `account_id` on (product, channel) at
-/// `now`, with the release it would admit to.
+/// The account `id`, read afresh, or the 401 for a key whose account is
+/// gone.
+async fn account_of(state: &State, id: &str) -> ApiResult<Account> {
+    state
+        .db
+        .account(id)
+        .await?
+        .ok_or_else(|| ApiError::new(401, "unauthorized", "the account no longer exists"))
+}
+
+/// The token policy's decision for `account` (as just read) on (product,
+/// channel) at `now`, with the release it would admit to. The account, its
+/// organisation and their grants are read afresh; the product and the
+/// channel's newest release as read within [`crate::Recent::TTL`] on a
+/// shared database.
 async fn decide(
     state: &State,
     role: Role,
-    account_id: &str,
+    account: &Account,
     product_id: &str,
     channel: &str,
     now: u64,
 ) -> ApiResult<(Result<Grant, Refusal>, Option<ReleaseRecord>)> {
-    let account = state
-        .db
-        .account(account_id)
-        .await?
-        .ok_or_else(|| ApiError::new(401, "unauthorized", "the account no longer exists"))?;
     let org = match &account.org {
         Some(id) => state.db.account(id).await?,
         None => None,
     };
-    let product = state.db.product(product_id).await?;
+    let product = state.db.product_recent(product_id).await?;
     let release = match &product {
         Some(p) if p.channel(channel).is_some() => {
-            state.db.latest_release(product_id, channel).await?
+            state.db.latest_release_recent(product_id, channel).await?
         }
         _ => None,
     };
@@ -67,7 +75,7 @@ async fn decide(
     let decision = policy::decide(
         &TokenRequest {
             role,
-            account: &account,
+            account,
             org: org.as_ref(),
             product: product.as_ref(),
             channel,
@@ -97,7 +105,7 @@ pub(super) async fn entitled(
     let (decision, _) = decide(
         state,
         caller.key.role,
-        &caller.account.id,
+        &caller.account,
         product,
         channel,
         state.now(),
@@ -112,13 +120,14 @@ pub(super) async fn entitled(
 async fn decide_and_audit(
     state: &State,
     key: &ApiKey,
+    account: &Account,
     product_id: &str,
     channel: &str,
     peer_id: &str,
 ) -> ApiResult<ReleaseRecord> {
     let now = state.now();
     let (mut decision, release) =
-        decide(state, key.role, &key.account, product_id, channel, now).await?;
+        decide(state, key.role, account, product_id, channel, now).await?;
     if decision.is_ok() {
         let until = now + state.config.token_lifetime_secs;
         if let Err(r) = lock(&state.identities).admit(
@@ -179,6 +188,7 @@ fn issue(state: &State, release: &ReleaseRecord, key: &ApiKey, peer_id: &str) ->
 /// revoked, and of the token's account.
 async fn standing_key(state: &State, claims: &Claims) -> ApiResult<ApiKey> {
     state
+        .db
         .api_key_recent(&claims.key)
         .await?
         .filter(|k| k.revoked_at.is_none() && k.account == claims.account)
@@ -308,6 +318,7 @@ pub async fn token(
     let release = decide_and_audit(
         &state,
         &caller.key,
+        &caller.account,
         &req.product,
         &req.channel,
         &req.peer_id,
@@ -488,6 +499,7 @@ pub async fn announce(
     }
 
     let release = state
+        .db
         .release_recent(&claims.swarm)
         .await?
         .ok_or_else(|| ApiError::not_found("the swarm's release is gone"))?;
@@ -496,9 +508,17 @@ pub async fn announce(
     // the identity bound here).
     let mut renewed = None;
     if claims.expires_at.saturating_sub(now) < state.config.token_lifetime_secs / 3 {
+        let account = match account_of(&state, &key.account).await {
+            Ok(a) => a,
+            Err(e) => {
+                leave();
+                return Err(e);
+            }
+        };
         match decide_and_audit(
             &state,
             &key,
+            &account,
             &release.product,
             &release.channel,
             &claims.peer_id,

@@ -27,7 +27,7 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The tables (sled trees) the tracker keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
     Accounts,
     ApiKeys,
@@ -316,7 +316,30 @@ impl Store for SledStore {
 #[derive(Clone)]
 pub struct Db {
     store: Arc<dyn Store>,
+    /// Rows the hot paths read, kept for [`crate::Recent::TTL`] when the
+    /// database is shared ([`Db::shared`]); `None` on sled, whose reads
+    /// are local and cheap.
+    recent: Option<Arc<RecentRows>>,
 }
+
+/// What [`Db`] keeps of a shared database: API keys, products and releases
+/// by key, and each channel's newest release. A write through this `Db`
+/// forgets what it changed (a read that was in flight may put the old row
+/// back, for at most the TTL); a write at another replica shows here
+/// within the TTL. Accounts and entitlements are always read afresh.
+#[derive(Debug, Default)]
+struct RecentRows {
+    rows: crate::Recent<(Table, Vec<u8>), Option<Vec<u8>>>,
+    latest: crate::Recent<Vec<u8>, Option<Vec<u8>>>,
+}
+
+/// The tables whose rows [`RecentRows`] keeps.
+const KEPT: [Table; 4] = [
+    Table::ApiKeys,
+    Table::Products,
+    Table::Releases,
+    Table::ReleaseIds,
+];
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -370,8 +393,61 @@ fn entitlement_key(account: &str, id: &str) -> Vec<u8> {
 }
 
 impl Db {
+    /// A database this process alone uses (sled): every read is fresh.
     pub fn new(store: Arc<dyn Store>) -> Db {
-        Db { store }
+        Db {
+            store,
+            recent: None,
+        }
+    }
+
+    /// A database replicas share (PostgreSQL): the hot paths' reads of API
+    /// keys, products and releases are kept for [`crate::Recent::TTL`].
+    pub fn shared(store: Arc<dyn Store>) -> Db {
+        Db {
+            store,
+            recent: Some(Arc::default()),
+        }
+    }
+
+    /// `table`/`key`, from what was read within the TTL when kept.
+    async fn get_recent(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let Some(recent) = self.recent.as_ref().filter(|_| KEPT.contains(&table)) else {
+            return self.store.get(table, key).await;
+        };
+        let k = (table, key.to_vec());
+        if let Some(v) = recent.rows.get(&k) {
+            return Ok(v);
+        }
+        let v = self.store.get(table, key).await?;
+        recent.rows.put(k, v.clone());
+        Ok(v)
+    }
+
+    async fn get_json_recent<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<T>> {
+        match self.get_recent(table, key).await? {
+            None => Ok(None),
+            Some(bytes) => decode(table, key, &bytes).map(Some),
+        }
+    }
+
+    /// Forgets what this process kept of rows it has just written.
+    fn forget<'k>(&self, written: impl IntoIterator<Item = (Table, &'k [u8])>) {
+        let Some(recent) = &self.recent else {
+            return;
+        };
+        for (table, key) in written {
+            if table == Table::Releases {
+                recent.latest.clear();
+            }
+            if KEPT.contains(&table) {
+                recent.rows.forget(&(table, key.to_vec()));
+            }
+        }
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -386,7 +462,9 @@ impl Db {
     }
 
     async fn put_json<T: Serialize>(&self, table: Table, key: &[u8], value: &T) -> Result<()> {
-        self.store.put(table, key, &encode(value)).await
+        self.store.put(table, key, &encode(value)).await?;
+        self.forget([(table, key)]);
+        Ok(())
     }
 
     async fn scan_json<T: DeserializeOwned>(
@@ -431,6 +509,11 @@ impl Db {
         self.scan_json(Table::Accounts, b"", false, limit).await
     }
 
+    /// API key `id`, as read within [`crate::Recent::TTL`] on a shared
+    /// database (the announce's read).
+    pub async fn api_key_recent(&self, id: &str) -> Result<Option<ApiKey>> {
+        self.get_json_recent(Table::ApiKeys, id.as_bytes()).await
+    }
     pub async fn api_key(&self, id: &str) -> Result<Option<ApiKey>> {
         self.get_json(Table::ApiKeys, id.as_bytes()).await
     }
@@ -444,6 +527,11 @@ impl Db {
 
     pub async fn product(&self, id: &str) -> Result<Option<Product>> {
         self.get_json(Table::Products, id.as_bytes()).await
+    }
+    /// Product `id`, as read within [`crate::Recent::TTL`] on a shared
+    /// database (the token decision's read).
+    pub async fn product_recent(&self, id: &str) -> Result<Option<Product>> {
+        self.get_json_recent(Table::Products, id.as_bytes()).await
     }
     pub async fn products(&self, limit: usize) -> Result<Vec<Product>> {
         self.scan_json(Table::Products, b"", false, limit).await
@@ -485,6 +573,14 @@ impl Db {
             None => Ok(None),
         }
     }
+    /// Release `id`, as read within [`crate::Recent::TTL`] on a shared
+    /// database (the announce's read).
+    pub async fn release_recent(&self, id: &shoal_types::Hash) -> Result<Option<ReleaseRecord>> {
+        match self.get_recent(Table::ReleaseIds, id.as_bytes()).await? {
+            Some(key) => self.get_json_recent(Table::Releases, &key).await,
+            None => Ok(None),
+        }
+    }
     /// A channel's releases, newest first.
     pub async fn releases(
         &self,
@@ -507,6 +603,30 @@ impl Db {
     ) -> Result<Option<ReleaseRecord>> {
         Ok(self.releases(product, channel, 1).await?.into_iter().next())
     }
+    /// A channel's newest release, as read within [`crate::Recent::TTL`] on
+    /// a shared database (the token decision's read): a release published
+    /// at another replica is handed out here within the TTL.
+    pub async fn latest_release_recent(
+        &self,
+        product: &str,
+        channel: &str,
+    ) -> Result<Option<ReleaseRecord>> {
+        let Some(recent) = &self.recent else {
+            return self.latest_release(product, channel).await;
+        };
+        let prefix = channel_prefix(product, channel);
+        let row = match recent.latest.get(&prefix) {
+            Some(row) => row,
+            None => {
+                let rows = self.store.scan(Table::Releases, &prefix, true, 1).await?;
+                let row = rows.into_iter().next().map(|(_, v)| v);
+                recent.latest.put(prefix.clone(), row.clone());
+                row
+            }
+        };
+        row.map(|v| decode(Table::Releases, &prefix, &v))
+            .transpose()
+    }
 
     /// Manifests are content-addressed: writing one twice writes the same bytes.
     pub async fn put_manifest(&self, hash: &shoal_types::Hash, bytes: &[u8]) -> Result<()> {
@@ -518,7 +638,6 @@ impl Db {
         self.store.get(Table::Manifests, hash.as_bytes()).await
     }
 
-    /// Appends an audit entry, assigning its sequence number.
     /// Appends an audit entry, assigning its sequence number (the entry's
     /// key; its stored `seq` is not relied on).
     pub async fn append_audit(&self, mut entry: AuditEntry) -> Result<AuditEntry> {
@@ -668,6 +787,8 @@ impl Txn<'_> {
         if !self.db.store.commit(&self.expect, &self.writes).await? {
             return Ok(false);
         }
+        self.db
+            .forget(self.writes.iter().map(|w| (w.table, w.key.as_slice())));
         self.db.store.flush().await?;
         Ok(true)
     }
