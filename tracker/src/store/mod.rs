@@ -3,6 +3,7 @@
 //! (shared by replicas, [`postgres`]) implementations, and `Db`, the typed
 //! layer the API uses.
 
+mod appends;
 pub mod postgres;
 
 use crate::model::{Account, ApiKey, AuditEntry, Entitlement, Product, ReleaseRecord};
@@ -850,6 +851,26 @@ pub async fn conformance(store: &dyn Store) -> anyhow::Result<()> {
         ],
         "appended entries scan in order under their numbers: {log:?}"
     );
+    // Concurrent appends (PostgreSQL commits them in groups): each gets its
+    // own number, the numbers run on without a gap, and each entry is
+    // stored under the number it was told.
+    let values: Vec<Vec<u8>> = (0..40u32).map(|i| format!("c{i}").into_bytes()).collect();
+    let numbers =
+        futures::future::try_join_all(values.iter().map(|v| store.append(Table::Audit, "log", v)))
+            .await?;
+    let mut sorted = numbers.clone();
+    sorted.sort_unstable();
+    ensure!(
+        sorted == (3..43).collect::<Vec<u64>>(),
+        "concurrent appends take distinct numbers without gaps: {numbers:?}"
+    );
+    for (n, v) in numbers.iter().zip(&values) {
+        let stored = store.get(Table::Audit, &n.to_be_bytes()).await?;
+        ensure!(
+            stored.as_ref() == Some(v),
+            "entry {n} holds what was appended under it: {stored:?}"
+        );
+    }
     ensure!(
         store.get(Table::Accounts, b"a/2").await?.is_none(),
         "tables are separate"

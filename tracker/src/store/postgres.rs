@@ -45,6 +45,8 @@ pub struct PgStore {
     latency: prometheus_client::metrics::histogram::Histogram,
     /// Operations that failed (the database unreachable, or refusing).
     pub errors: prometheus_client::metrics::counter::Counter,
+    /// Appends waiting for the next group commit.
+    appends: std::sync::Arc<super::appends::Appends>,
 }
 
 /// Observes an operation's latency when dropped.
@@ -104,6 +106,7 @@ impl PgStore {
                 prometheus_client::metrics::histogram::exponential_buckets(0.000_25, 2.0, 14),
             ),
             errors: Default::default(),
+            appends: Default::default(),
         })
     }
 
@@ -280,6 +283,44 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+impl PgStore {
+    /// Appends `values` to `table` in one statement, numbered in order by
+    /// one bump of `counter`; the first one's number.
+    pub(super) async fn append_many(
+        &self,
+        table: Table,
+        counter: &str,
+        values: &[&[u8]],
+    ) -> Result<u64> {
+        let _timer = self.timer();
+        let client = self.client().await?;
+        let sql = format!(
+            "WITH n AS (
+                 INSERT INTO counters (k, n) VALUES ($1, $2)
+                 ON CONFLICT (k) DO UPDATE SET n = counters.n + $2 RETURNING n)
+             INSERT INTO {} (k, v)
+             SELECT int8send(n.n - $2 + t.o), t.v
+             FROM n, unnest($3::bytea[]) WITH ORDINALITY AS t(v, o)
+             RETURNING (SELECT n.n - $2 + 1 FROM n)",
+            table.name()
+        );
+        let stmt = client
+            .prepare_cached(&sql)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let count = i64::try_from(values.len()).map_err(|e| self.failed(e))?;
+        let rows = client
+            .query(&stmt, &[&counter, &count, &values])
+            .await
+            .map_err(|e| self.failed(e))?;
+        let first: i64 = rows
+            .first()
+            .ok_or_else(|| self.failed("an append inserted no row"))?
+            .get(0);
+        u64::try_from(first).map_err(|e| self.failed(e))
+    }
+}
+
 #[async_trait::async_trait]
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
@@ -407,26 +448,11 @@ impl Store for PgStore {
 
     /// One statement: the counter's upsert and the insert under its new
     /// number (`int8send`: 8 bytes big-endian, as the key order needs).
+    /// Goes out with the appends queued beside it, in one commit
+    /// (`store/appends.rs`).
     async fn append(&self, table: Table, counter: &str, value: &[u8]) -> Result<u64> {
-        let _timer = self.timer();
-        let client = self.client().await?;
-        let sql = format!(
-            "WITH n AS (
-                 INSERT INTO counters (k, n) VALUES ($1, 1)
-                 ON CONFLICT (k) DO UPDATE SET n = counters.n + 1 RETURNING n)
-             INSERT INTO {} (k, v) SELECT int8send(n.n), $2 FROM n RETURNING (SELECT n FROM n)",
-            table.name()
-        );
-        let stmt = client
-            .prepare_cached(&sql)
-            .await
-            .map_err(|e| self.failed(e))?;
-        let n: i64 = client
-            .query_one(&stmt, &[&counter, &value])
-            .await
-            .map_err(|e| self.failed(e))?
-            .get(0);
-        u64::try_from(n).map_err(|e| self.failed(e))
+        let appends = std::sync::Arc::clone(&self.appends);
+        appends.append(self, table, counter, value).await
     }
 
     /// One transaction: each expected row is read `FOR UPDATE` (a second
