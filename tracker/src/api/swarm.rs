@@ -390,19 +390,20 @@ fn announce_body(
     body.push_str("{\"interval\":");
     body.push_str(&interval.to_string());
     body.push_str(",\"peers\":[");
-    let seeds_json = seeds
+    let seeds_json: Vec<String> = seeds
         .iter()
-        .map(|s| serde_json::to_string(s).expect("peer info serialises"));
+        .map(|s| serde_json::to_string(s).expect("peer info serialises"))
+        .collect();
     for (i, part) in listings
         .iter()
-        .map(|l| l.to_string())
-        .chain(seeds_json)
+        .map(|l| &**l)
+        .chain(seeds_json.iter().map(String::as_str))
         .enumerate()
     {
         if i > 0 {
             body.push(',');
         }
-        body.push_str(&part);
+        body.push_str(part);
     }
     body.push_str("],\"relays\":");
     body.push_str(&serde_json::to_string(relays).expect("peer info serialises"));
