@@ -353,6 +353,7 @@ fn nginx(dir: &std::path::Path, upstreams: &[String]) -> anyhow::Result<(Child, 
         .arg(&path)
         .arg("-p")
         .arg(dir)
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting nginx (apt-get install nginx)")?;
@@ -463,9 +464,22 @@ async fn main() -> anyhow::Result<()> {
         println!();
         println!("### {title}");
         let result = run(&addr, &op, &pids, db_pid, peers, swarms, secs, conns).await;
-        for mut c in children.into_iter().chain(lb) {
+        for mut c in children {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // nginx's master stops its workers on SIGTERM (a SIGKILL would
+        // leave them running, holding the port and our stdout).
+        if let Some(mut l) = lb {
+            let _ = Command::new("kill")
+                .args(["-TERM", &l.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && l.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = l.kill();
+            let _ = l.wait();
         }
         result?;
     }
