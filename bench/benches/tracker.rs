@@ -128,7 +128,12 @@ impl Conn {
     }
 }
 
+/// The release build beside the bench, or `SHOAL_BENCH_TRACKER` (another
+/// build, e.g. the previous commit's, to interleave runs against).
 fn tracker_binary() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("SHOAL_BENCH_TRACKER") {
+        return Ok(PathBuf::from(bin));
+    }
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
