@@ -11,6 +11,7 @@ mod codec;
 mod diff;
 mod model;
 pub mod path;
+pub mod seal;
 mod verify;
 
 pub use build::{BuildError, BuildOptions, ChunkSink, DiscardChunks, Progress, build};

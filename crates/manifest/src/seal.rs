@@ -1,0 +1,190 @@
+//! Chunk encryption for builds that are preloaded before they unlock
+//! (issue 17): the first building block, not yet used by publish or the
+//! launcher. Pure functions, no IO and no randomness (the caller brings the
+//! content key).
+//!
+//! Every player must receive the same ciphertext, so that peers can verify
+//! and relay it before anyone can read it; the encryption is therefore
+//! deterministic. Each chunk is sealed with AES-256-GCM (ring's) under its own
+//! key, derived with BLAKE3 from the release's content key and the chunk's
+//! plaintext hash, and a fixed nonce: a chunk key only ever encrypts the
+//! one plaintext whose hash it was derived from, so no key and nonce pair
+//! is used on two different plaintexts. The plaintext hash is also the
+//! associated data, binding the ciphertext to the manifest entry that lists
+//! it. Peers check the BLAKE3 hash of the ciphertext (as they check any
+//! chunk); the launcher, once it holds the content key, opens the chunk and
+//! checks the plaintext hash.
+
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use shoal_types::Hash;
+
+/// Bytes a sealed chunk has beyond its plaintext (the GCM tag).
+pub const SEAL_OVERHEAD: usize = 16;
+
+/// BLAKE3 key-derivation context of chunk keys; a new scheme gets a new one.
+const CHUNK_KEY_CONTEXT: &str = "shoal 2026-12-07 chunk key v1";
+
+/// A release's content key: 32 secret bytes. Its `Debug` shows nothing of
+/// it, so it never reaches a log by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ContentKey([u8; 32]);
+
+impl std::fmt::Debug for ContentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContentKey(..)")
+    }
+}
+
+impl ContentKey {
+    /// The key made of `bytes` (from a CSPRNG, or as stored).
+    pub fn from_bytes(bytes: [u8; 32]) -> ContentKey {
+        ContentKey(bytes)
+    }
+
+    /// The secret bytes, to store or hand to an entitled player.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The key that seals the chunk whose plaintext hashes to `plain`.
+    fn chunk_cipher(&self, plain: &Hash) -> LessSafeKey {
+        let mut material = [0u8; 64];
+        material[..32].copy_from_slice(&self.0);
+        material[32..].copy_from_slice(plain.as_bytes());
+        let key = blake3::derive_key(CHUNK_KEY_CONTEXT, &material);
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).expect("a 32-byte AES-256 key"))
+    }
+}
+
+/// A sealed chunk: what peers store, verify and serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// The ciphertext, tag included (`SEAL_OVERHEAD` bytes longer).
+    pub bytes: Vec<u8>,
+    /// BLAKE3 of the plaintext: what the launcher checks after opening.
+    pub plain: Hash,
+    /// BLAKE3 of `bytes`: what the manifest lists for peers to verify.
+    pub hash: Hash,
+}
+
+/// Why a sealed chunk does not open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// The tag does not verify: the wrong content key, or altered bytes.
+    #[error("the chunk does not decrypt under this release's key (a wrong key, or altered bytes)")]
+    Undecryptable,
+    /// It decrypted, but not to the plaintext the manifest lists.
+    #[error("the decrypted chunk hashes to {got}, not to the {want} the manifest lists")]
+    WrongPlaintext { want: Hash, got: Hash },
+}
+
+fn nonce() -> Nonce {
+    // One plaintext per chunk key (see the module's text): a fixed nonce.
+    Nonce::assume_unique_for_key([0u8; 12])
+}
+
+/// Seals `plaintext` under `key`.
+pub fn seal(key: &ContentKey, plaintext: &[u8]) -> Sealed {
+    let plain = Hash::of(plaintext);
+    let mut bytes = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+    bytes.extend_from_slice(plaintext);
+    key.chunk_cipher(&plain)
+        .seal_in_place_append_tag(nonce(), Aad::from(plain.as_bytes()), &mut bytes)
+        .expect("AES-256-GCM seals any chunk a manifest can list");
+    let hash = Hash::of(&bytes);
+    Sealed { bytes, plain, hash }
+}
+
+/// Opens a chunk the manifest lists with plaintext hash `plain`, checking
+/// both the tag and the plaintext hash.
+pub fn open(key: &ContentKey, plain: &Hash, sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+    let mut bytes = sealed.to_vec();
+    let len = key
+        .chunk_cipher(plain)
+        .open_in_place(nonce(), Aad::from(plain.as_bytes()), &mut bytes)
+        .map_err(|_| OpenError::Undecryptable)?
+        .len();
+    bytes.truncate(len);
+    let got = Hash::of(&bytes);
+    if got != *plain {
+        return Err(OpenError::WrongPlaintext { want: *plain, got });
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key(b: u8) -> ContentKey {
+        ContentKey::from_bytes([b; 32])
+    }
+
+    #[test]
+    fn sealing_is_deterministic_and_opens_to_the_plaintext() {
+        let text = b"the first level's textures".repeat(1000);
+        let a = seal(&key(1), &text);
+        let b = seal(&key(1), &text);
+        assert_eq!(a, b, "every player gets the same ciphertext");
+        assert_eq!(a.bytes.len(), text.len() + SEAL_OVERHEAD);
+        assert_eq!(a.hash, Hash::of(&a.bytes));
+        assert_eq!(a.plain, Hash::of(&text));
+        assert_eq!(open(&key(1), &a.plain, &a.bytes).as_deref(), Ok(&text[..]));
+        // nothing of the plaintext shows in the ciphertext
+        assert!(!a.bytes.windows(26).any(|w| w == &text[..26]));
+    }
+
+    #[test]
+    fn another_release_key_seals_differently_and_cannot_open() {
+        let text = b"same chunk, another release".to_vec();
+        let a = seal(&key(1), &text);
+        let b = seal(&key(2), &text);
+        assert_ne!(a.bytes, b.bytes);
+        assert_eq!(
+            open(&key(2), &a.plain, &a.bytes),
+            Err(OpenError::Undecryptable)
+        );
+    }
+
+    #[test]
+    fn altered_bytes_and_a_wrong_plaintext_hash_are_refused() {
+        let a = seal(&key(7), b"a chunk of the build");
+        let mut bent = a.bytes.clone();
+        bent[3] ^= 1;
+        assert_eq!(
+            open(&key(7), &a.plain, &bent),
+            Err(OpenError::Undecryptable)
+        );
+        let other = Hash::of(b"another chunk");
+        assert_eq!(
+            open(&key(7), &other, &a.bytes),
+            Err(OpenError::Undecryptable),
+            "the plaintext hash is bound in: a manifest entry cannot be swapped"
+        );
+    }
+
+    #[test]
+    fn the_key_never_shows_in_debug_output() {
+        let k = key(0xab);
+        assert_eq!(format!("{k:?}"), "ContentKey(..)");
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunk_round_trips(data in proptest::collection::vec(any::<u8>(), 0..4096), k in any::<[u8; 32]>()) {
+            let key = ContentKey::from_bytes(k);
+            let s = seal(&key, &data);
+            prop_assert_eq!(open(&key, &s.plain, &s.bytes), Ok(data));
+        }
+
+        #[test]
+        fn distinct_plaintexts_never_share_a_chunk_key(a in proptest::collection::vec(any::<u8>(), 1..256), b in proptest::collection::vec(any::<u8>(), 1..256)) {
+            prop_assume!(a != b);
+            let k = key(9);
+            let (sa, sb) = (seal(&k, &a), seal(&k, &b));
+            // b's ciphertext does not open under a's chunk key
+            prop_assert_eq!(open(&k, &sa.plain, &sb.bytes), Err(OpenError::Undecryptable));
+        }
+    }
+}
