@@ -12,6 +12,7 @@ use super::postgres::PgStore;
 use super::{Result, StoreError, Table};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
+use tracing::Instrument as _;
 
 /// Most entries one statement carries.
 const MAX_BATCH: usize = 512;
@@ -58,10 +59,13 @@ impl Appends {
         let store = store.clone();
         // The commit runs on its own task, so a request dropped midway (its
         // client went away) still answers the others it carries.
-        let task = tokio::spawn(async move {
-            let _guard = guard;
-            commit_all(&store, batch).await;
-        });
+        let task = tokio::spawn(
+            async move {
+                let _guard = guard;
+                commit_all(&store, batch).await;
+            }
+            .instrument(tracing::Span::current()),
+        );
         let _ = task.await;
         answer
             .await
