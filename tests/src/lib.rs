@@ -3,6 +3,7 @@
 
 pub mod layering;
 pub mod netns;
+pub mod process;
 pub mod spans;
 
 use std::path::{Path, PathBuf};

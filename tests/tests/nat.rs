@@ -13,57 +13,13 @@
 use serde_json::Value;
 use shoal_demo::lab::sample;
 use shoal_tests::netns::{Nat, Net, run};
+use shoal_tests::process::{Proc, until};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 const SRV: &str = "203.0.113.10";
-
-/// A process in a namespace, killed if the test ends without stopping it.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(mut cmd: Command, log: PathBuf) -> anyhow::Result<Proc> {
-        let err = std::fs::File::create(&log)?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()?;
-        Ok(Proc { child, log })
-    }
-
-    /// SIGTERM, then what it printed on stdout.
-    fn stop(mut self) -> anyhow::Result<String> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait()?.is_none() {
-            if Instant::now() > deadline {
-                self.child.kill()?;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let mut out = String::new();
-        use std::io::Read as _;
-        if let Some(mut s) = self.child.stdout.take() {
-            s.read_to_string(&mut out)?;
-        }
-        Ok(out)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The world of one test: namespaces, a tracker and a seed on `srv`, and
 /// the configuration of each player.
@@ -213,7 +169,7 @@ async fn world(
         .arg(&tdir)
         .arg("--config")
         .arg(dir.join("tracker.toml"));
-    procs.push(Proc::start(c, dir.join("tracker.log"))?);
+    procs.push(Proc::start(&mut c, dir.join("tracker.log"))?);
     let url = format!("http://{SRV}:7070");
     let operator = std::fs::read_to_string(tdir.join("operator.key"))?
         .trim()
@@ -330,7 +286,7 @@ async fn world(
             seed_key["key"].as_str().unwrap_or_default(),
         )
         .env("RUST_LOG", "info");
-    procs.push(Proc::start(c, dir.join("seed.log"))?);
+    procs.push(Proc::start(&mut c, dir.join("seed.log"))?);
     until("the seed's heartbeat", Duration::from_secs(30), || {
         w.admin(&["ops", "seeds"])
             .is_ok_and(|v| v.to_string().contains(&release_id))
@@ -369,17 +325,6 @@ async fn world(
     Ok((w, tmp))
 }
 
-async fn until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    anyhow::bail!("timed out waiting for {what}")
-}
-
 fn install_dir(dir: &Path, n: usize) -> PathBuf {
     dir.join(format!("p{n}")).join("install")
 }
@@ -410,7 +355,7 @@ async fn install_staggered(
                 w.dir.join(format!("p{n}")).join("config"),
             )
             .env("RUST_LOG", "info,shoal_net=debug,libp2p_dcutr=debug");
-        procs.push(Proc::start(c, w.dir.join(format!("p{n}.log")))?);
+        procs.push(Proc::start(&mut c, w.dir.join(format!("p{n}.log")))?);
     }
     let installed = |n: usize| {
         run(Command::new(&w.shoal)

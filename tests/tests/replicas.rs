@@ -15,65 +15,13 @@ mod process;
 use serde_json::Value;
 use shoal_demo::lab::sample;
 use shoal_tests::netns::run;
+use shoal_tests::process::{Proc, until};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
 const PLAYERS: usize = 3;
-
-/// A child process, killed if the test ends without stopping it.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    /// SIGTERM, then what it printed on stdout.
-    fn stop(mut self) -> anyhow::Result<String> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.0.try_wait()?.is_none() {
-            if Instant::now() > deadline {
-                self.0.kill()?;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let mut out = String::new();
-        use std::io::Read as _;
-        if let Some(mut s) = self.0.stdout.take() {
-            s.read_to_string(&mut out)?;
-        }
-        Ok(out)
-    }
-}
-
-fn spawn(cmd: &mut Command, log: &Path) -> anyhow::Result<Proc> {
-    let err = std::fs::File::create(log)?;
-    Ok(Proc(
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()?,
-    ))
-}
-
-async fn until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    anyhow::bail!("timed out waiting for {what}")
-}
 
 /// `shoal admin --json args…` against `tracker` with `key`.
 fn admin(shoal: &Path, tracker: &str, key: &str, args: &[&str]) -> anyhow::Result<Value> {
@@ -127,9 +75,9 @@ async fn players_install_through_a_replica_killed_mid_download() -> anyhow::Resu
     .trim()
     .to_owned();
     let (child_a, url_a) = process::serve_binary(&tracker, &data_a, &config);
-    let replica_a = Proc(child_a);
+    let replica_a = Proc::adopt(child_a);
     let (child_b, url_b) = process::serve_binary(&tracker, &data_b, &config);
-    let _replica_b = Proc(child_b);
+    let _replica_b = Proc::adopt(child_b);
     let both = format!("{url_a},{url_b}");
 
     // A studio publishes through A; the seed imports the bundle.
@@ -232,7 +180,7 @@ async fn players_install_through_a_replica_killed_mid_download() -> anyhow::Resu
         ],
     )?;
     // Capped, so that the install takes long enough to lose A midway.
-    let _seed = spawn(
+    let _seed = Proc::start(
         Command::new(&seed_bin)
             .arg("serve")
             .arg("--data")
@@ -245,7 +193,7 @@ async fn players_install_through_a_replica_killed_mid_download() -> anyhow::Resu
                 seed_key["key"].as_str().unwrap_or_default(),
             )
             .env("RUST_LOG", "info"),
-        &dir.join("seed.log"),
+        dir.join("seed.log"),
     )?;
     // Seeds live in each replica's memory: the seed heartbeats to both.
     for url in [&url_a, &url_b] {
@@ -291,13 +239,13 @@ async fn players_install_through_a_replica_killed_mid_download() -> anyhow::Resu
                 key["key"].as_str().unwrap_or_default()
             ),
         )?;
-        players.push(spawn(
+        players.push(Proc::start(
             Command::new(&shoal)
                 .args(["install", "lab", "--seed-for", "60m", "--json", "--dir"])
                 .arg(install_dir(dir, n))
                 .env("SHOAL_CONFIG_DIR", &cfg)
                 .env("RUST_LOG", "info"),
-            &dir.join(format!("p{n}.log")),
+            dir.join(format!("p{n}.log")),
         )?);
     }
     let installed = |n: usize| {
