@@ -16,6 +16,23 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// Runs `shoal publish BUILD` as the end-to-end tests' publisher does:
+/// product `lab`, channel `stable`, label `1`, signed with the key file
+/// `key`, the bundle written to `out`.
+pub fn publish_lab(shoal: &Path, build: &Path, key: &Path, out: &Path) -> anyhow::Result<()> {
+    netns::run(
+        std::process::Command::new(shoal)
+            .arg("publish")
+            .arg(build)
+            .args(["--product", "lab", "--channel", "stable", "--version", "1"])
+            .arg("--key")
+            .arg(key)
+            .arg("--out")
+            .arg(out),
+    )
+    .map(|_| ())
+}
+
 /// The `shoal` binary beside the running test, brought up to date once per
 /// test process (a no-op when `cargo nextest run --workspace` just built it;
 /// it matters when only this package's tests were built).

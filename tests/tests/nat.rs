@@ -238,21 +238,7 @@ async fn world(
     let build = dir.join("build");
     sample::build(&build, 24 * MIB, 3)?;
     let bundle = dir.join("bundle");
-    run(Command::new(&w.shoal)
-        .arg("publish")
-        .arg(&build)
-        .args([
-            "--product",
-            "lab",
-            "--channel",
-            "stable",
-            "--version",
-            "1",
-            "--key",
-        ])
-        .arg(dir.join("publisher.key"))
-        .arg("--out")
-        .arg(&bundle))?;
+    shoal_tests::publish_lab(&w.shoal, &build, &dir.join("publisher.key"), &bundle)?;
     let mut c = w.net.command("srv", &w.shoal);
     c.args(["admin", "--json", "releases", "register"])
         .arg(&bundle)

@@ -81,12 +81,28 @@ async fn players_install_through_a_replica_killed_mid_download() -> anyhow::Resu
     let both = format!("{url_a},{url_b}");
 
     // A studio publishes through A; the seed imports the bundle.
-    let studio = admin(
-        &shoal,
-        &url_a,
-        &op,
-        &["accounts", "create", "--name", "studio", "--country", "SE"],
-    )?;
+    // An account made at one replica with a key of `role` made at another
+    // (`at`): (id, key).
+    let account_with_key =
+        |at: [&str; 2], name: &str, role: &str| -> anyhow::Result<(String, String)> {
+            let account = admin(
+                &shoal,
+                at[0],
+                &op,
+                &["accounts", "create", "--name", name, "--country", "SE"],
+            )?;
+            let key = admin(
+                &shoal,
+                at[1],
+                &op,
+                &["keys", "create", "--account", &id(&account), "--role", role],
+            )?;
+            Ok((
+                id(&account),
+                key["key"].as_str().unwrap_or_default().to_owned(),
+            ))
+        };
+    let (studio, publisher) = account_with_key([&url_a, &url_a], "studio", "publisher")?;
     admin(
         &shoal,
         &url_a,
@@ -98,7 +114,7 @@ async fn players_install_through_a_replica_killed_mid_download() -> anyhow::Resu
             "--channel",
             "stable",
             "--publisher",
-            &id(&studio),
+            &studio,
         ],
     )?;
     let keygen = run(Command::new(&shoal)
@@ -116,41 +132,14 @@ async fn players_install_through_a_replica_killed_mid_download() -> anyhow::Resu
             pubkey["public_key"].as_str().unwrap_or_default(),
         ],
     )?;
-    let publisher = admin(
-        &shoal,
-        &url_a,
-        &op,
-        &[
-            "keys",
-            "create",
-            "--account",
-            &id(&studio),
-            "--role",
-            "publisher",
-        ],
-    )?;
     let build = dir.join("build");
     sample::build(&build, 24 * MIB, 5)?;
     let bundle = dir.join("bundle");
-    run(Command::new(&shoal)
-        .arg("publish")
-        .arg(&build)
-        .args([
-            "--product",
-            "lab",
-            "--channel",
-            "stable",
-            "--version",
-            "1",
-            "--key",
-        ])
-        .arg(dir.join("publisher.key"))
-        .arg("--out")
-        .arg(&bundle))?;
+    shoal_tests::publish_lab(&shoal, &build, &dir.join("publisher.key"), &bundle)?;
     let release = admin(
         &shoal,
         &url_a,
-        publisher["key"].as_str().unwrap_or_default(),
+        &publisher,
         &["releases", "register", &bundle.to_string_lossy()],
     )?;
     let release_id = id(&release);
@@ -160,25 +149,7 @@ async fn players_install_through_a_replica_killed_mid_download() -> anyhow::Resu
         .arg(dir.join("seed"))
         .args(["--release", &release_id])
         .arg(&bundle))?;
-    let seed_acc = admin(
-        &shoal,
-        &url_a,
-        &op,
-        &["accounts", "create", "--name", "seed", "--country", "SE"],
-    )?;
-    let seed_key = admin(
-        &shoal,
-        &url_a,
-        &op,
-        &[
-            "keys",
-            "create",
-            "--account",
-            &id(&seed_acc),
-            "--role",
-            "seed",
-        ],
-    )?;
+    let (_, seed_key) = account_with_key([&url_a, &url_b], "seed", "seed")?;
     // Capped, so that the install takes long enough to lose A midway.
     let _seed = Proc::start(
         Command::new(&seed_bin)
@@ -188,10 +159,7 @@ async fn players_install_through_a_replica_killed_mid_download() -> anyhow::Resu
             .args(["--tracker", &both, "--tracker-key", &tracker_key])
             .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
             .args(["--capacity-mbit", "16"])
-            .env(
-                "SHOAL_SEED_API_KEY",
-                seed_key["key"].as_str().unwrap_or_default(),
-            )
+            .env("SHOAL_SEED_API_KEY", &seed_key)
             .env("RUST_LOG", "info"),
         dir.join("seed.log"),
     )?;
@@ -210,25 +178,7 @@ async fn players_install_through_a_replica_killed_mid_download() -> anyhow::Resu
 
     let mut players = Vec::new();
     for n in 1..=PLAYERS {
-        let acc = admin(
-            &shoal,
-            &url_a,
-            &op,
-            &[
-                "accounts",
-                "create",
-                "--name",
-                &format!("player{n}"),
-                "--country",
-                "FR",
-            ],
-        )?;
-        let key = admin(
-            &shoal,
-            &url_b,
-            &op,
-            &["keys", "create", "--account", &id(&acc), "--role", "player"],
-        )?;
+        let (_, key) = account_with_key([&url_a, &url_b], &format!("player{n}"), "player")?;
         let cfg = dir.join(format!("p{n}")).join("config");
         std::fs::create_dir_all(&cfg)?;
         std::fs::write(
@@ -236,7 +186,7 @@ async fn players_install_through_a_replica_killed_mid_download() -> anyhow::Resu
             format!(
                 "tracker = \"{both}\"\ntracker_key = \"{tracker_key}\"\napi_key = \"{}\"\n\
                  listen = [\"/ip4/127.0.0.1/udp/0/quic-v1\"]\n",
-                key["key"].as_str().unwrap_or_default()
+                key
             ),
         )?;
         players.push(Proc::start(
