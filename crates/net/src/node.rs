@@ -21,6 +21,10 @@ use tracing::Instrument as _;
 
 const COMMAND_QUEUE: usize = 256;
 const EVENT_QUEUE: usize = 1024;
+/// Events held back while the application's queue is full; past this the
+/// loop stops taking network events until the application catches up, so
+/// no event is lost and none waits unbounded.
+const MAX_BACKLOG: usize = 4096;
 /// Most authenticated swarms remembered per peer.
 const MAX_SWARMS_PER_PEER: usize = 16;
 
@@ -82,6 +86,8 @@ pub(crate) struct Loop {
     pub(crate) config: Config,
     pub(crate) source: Arc<dyn ChunkSource>,
     pub(crate) events: mpsc::Sender<Event>,
+    /// Events that found the application's queue full, oldest first.
+    pub(crate) backlog: std::collections::VecDeque<Event>,
     /// Swarms each peer may fetch from us, with token expiry.
     pub(crate) authorised: HashMap<PeerId, Vec<(Hash, u64)>>,
     pub(crate) dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NetError>>>>,
@@ -215,6 +221,7 @@ pub(crate) fn start(
         authorised: HashMap::new(),
         dials: HashMap::new(),
         attempts: HashMap::new(),
+        backlog: std::collections::VecDeque::new(),
         auth_pending: HashMap::new(),
         chunk_pending: HashMap::new(),
         have_pending: HashMap::new(),
@@ -255,7 +262,19 @@ impl Loop {
                         self.swarm.behaviour_mut().chunk.send_response(channel, response).is_ok();
                     self.answer_sent(id, delivered);
                 }
-                event = self.swarm.select_next_some() => self.swarm_event(event),
+                permit = self.events.clone().reserve_owned(), if !self.backlog.is_empty() => match permit {
+                    Ok(permit) => {
+                        if let Some(e) = self.backlog.pop_front() {
+                            permit.send(e);
+                        }
+                        self.drain_backlog();
+                    }
+                    // Nobody listens any more: nothing to deliver.
+                    Err(_) => self.backlog.clear(),
+                },
+                event = self.swarm.select_next_some(), if self.backlog.len() < MAX_BACKLOG => {
+                    self.swarm_event(event)
+                }
                 Some(event) = interface_event(&mut self.interfaces) => {
                     if let Err(e) = event {
                         tracing::debug!(error = %e, "interface list; every path counts as direct from now");
@@ -371,7 +390,7 @@ impl Loop {
                 } else {
                     NatCounters::add(&self.nat.direct_connections);
                     *self.direct.entry(peer_id).or_default() += 1;
-                    let _ = self.events.try_send(Event::Direct { peer: peer_id });
+                    self.emit(Event::Direct { peer: peer_id });
                     // A direct connection replaces a relayed one (it was hole
                     // punched, or dialed): requests must not take the relay.
                     let superseded: Vec<_> = self
@@ -426,7 +445,7 @@ impl Loop {
                 self.authorised.remove(&peer_id);
                 self.serve.forget(&peer_id);
                 self.held.retain(|(p, _), _| *p != peer_id);
-                let _ = self.events.try_send(Event::Disconnected { peer: peer_id });
+                self.emit(Event::Disconnected { peer: peer_id });
             }
             SwarmEvent::Behaviour(BehaviourEvent::Auth(e)) => self.auth_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::Have(e)) => self.have_event(e),
@@ -478,7 +497,7 @@ impl Loop {
                         list.remove(0);
                     }
                     list.push((request.swarm, claims.expires_at));
-                    let _ = self.events.try_send(Event::Authenticated {
+                    self.emit(Event::Authenticated {
                         peer,
                         swarm: request.swarm,
                     });
@@ -519,7 +538,7 @@ impl Loop {
                         *held = held.saturating_add(chunks.len() as u32);
                     }
                 }
-                let _ = self.events.try_send(Event::Have {
+                self.emit(Event::Have {
                     peer,
                     message: request,
                 });
@@ -528,6 +547,36 @@ impl Loop {
                 HaveAck::Unauthorized
             };
             let _ = self.swarm.behaviour_mut().have.send_response(channel, ack);
+        }
+    }
+
+    /// Hands `e` to the application, in order: straight into its queue, or
+    /// behind the events already waiting for room (none is dropped; see
+    /// [`MAX_BACKLOG`]). With nobody listening it goes nowhere.
+    fn emit(&mut self, e: Event) {
+        if self.backlog.is_empty() {
+            if let Err(mpsc::error::TrySendError::Full(e)) = self.events.try_send(e) {
+                self.backlog.push_back(e);
+            }
+        } else if !self.events.is_closed() {
+            self.backlog.push_back(e);
+        }
+    }
+
+    /// Moves waiting events into the application's queue while it has room.
+    fn drain_backlog(&mut self) {
+        while let Some(e) = self.backlog.pop_front() {
+            match self.events.try_send(e) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(e)) => {
+                    self.backlog.push_front(e);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.backlog.clear();
+                    return;
+                }
+            }
         }
     }
 

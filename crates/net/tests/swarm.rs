@@ -775,3 +775,76 @@ async fn a_super_seed_follows_its_origin_budget() {
         assert_eq!(got, second, "{budget:?}");
     }
 }
+
+/// An application that does not read its events for a while (busy staging
+/// a build, say) loses none: 6,000 haves, more than the event queue and the
+/// node's backlog together, all arrive in order once it reads (past the
+/// backlog the node stops taking network events, so the sender waits for
+/// its acknowledgements), and so does the disconnection after them. (Events
+/// used to be dropped when the queue was full; a lost `Disconnected` left
+/// requests waiting for their timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_held_back_not_dropped_while_the_application_is_busy() {
+    let swarm = Hash::of(b"release");
+    let tracker = SecretKey::from_seed([1; 32]);
+    let (node, mut events) =
+        spawn(node_config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
+    let addr = listen_addr(&node).await;
+    let (peer, _) = spawn(node_config(&tracker), Arc::new(MemoryChunks::new(swarm, 0))).unwrap();
+    peer.dial(node.peer_id(), addr).await.unwrap();
+    peer.authenticate(
+        node.peer_id(),
+        swarm,
+        &token(&tracker, swarm, &peer, NOW + 600),
+    )
+    .await
+    .unwrap();
+    const HAVES: u32 = 6000;
+    let peer_id = peer.peer_id();
+    let to = node.peer_id();
+    let sender = tokio::spawn(async move {
+        for i in 0..HAVES {
+            let m = HaveMessage {
+                swarm,
+                update: HaveUpdate::Have(vec![i]),
+            };
+            peer.have(to, m).await?;
+        }
+        Ok::<_, shoal_net::NetError>(())
+    });
+    // Not reading yet: the sender gets stuck behind the node's bound.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!sender.is_finished(), "the node took 6,000 haves unread");
+    let mut haves = Vec::new();
+    let disconnected = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut sender = Some(sender);
+        while let Some(e) = events.recv().await {
+            if sender.as_ref().is_some_and(|s| s.is_finished()) {
+                // every have was acknowledged: now the peer leaves
+                let s = sender.take().expect("checked");
+                s.await.expect("sender").expect("haves acknowledged");
+            }
+            match e {
+                shoal_net::Event::Have { peer, message } if peer == peer_id => {
+                    if let HaveUpdate::Have(chunks) = message.update {
+                        haves.extend(chunks);
+                    }
+                }
+                shoal_net::Event::Disconnected { peer } if peer == peer_id => return true,
+                _ => {}
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        haves,
+        (0..HAVES).collect::<Vec<_>>(),
+        "every have arrived, in order"
+    );
+    assert_eq!(
+        disconnected,
+        Ok(true),
+        "the disconnection arrived after them"
+    );
+}
