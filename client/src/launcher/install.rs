@@ -313,11 +313,12 @@ pub async fn install(
     serving.settle();
     let committed = {
         let staging = staging.clone();
-        tokio::task::spawn_blocking({
-            let span = tracing::Span::current();
-            move || span.in_scope(|| staging.commit())
-        })
-        .await
+        swarm
+            .meanwhile(tokio::task::spawn_blocking({
+                let span = tracing::Span::current();
+                move || span.in_scope(|| staging.commit())
+            }))
+            .await
     };
     let build = match committed {
         Ok(Ok(build)) => build,

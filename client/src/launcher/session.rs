@@ -187,6 +187,25 @@ impl Swarm {
         result.map_err(download_error)
     }
 
+    /// Runs `work` (the swap, which may take a while) while reading the
+    /// node's events, which nothing needs between the download and the
+    /// giving back: unread, they would fill the node's backlog and pause it,
+    /// and peers fetching from us would wait.
+    pub(super) async fn meanwhile<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        let events = &mut self.events;
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                event = events.recv() => {
+                    if event.is_none() {
+                        return work.await;
+                    }
+                }
+            }
+        }
+    }
+
     /// Serves until `until` or `stop`, then leaves the swarm.
     pub(super) async fn give_back(
         mut self,
