@@ -152,6 +152,91 @@ async fn six_players_install_then_update_through_the_swarm() -> anyhow::Result<(
     lab.stop().await
 }
 
+/// Two, three and four players install v1, then update to v2, the seed
+/// uncapped (as in `shoal demo`): the update takes from the seed about one
+/// copy of the patch, not of the release, and never waits out the seed's
+/// super-seeding window (`shoal demo --clients 3 --size 32MiB` once updated
+/// in 11 s with the seed sending 2.00x the patch; the default budget
+/// counted copies of the whole release, so an idle seed resent the patch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_swarms_update_with_about_one_copy_of_the_patch_from_the_seed() -> anyhow::Result<()>
+{
+    for n in 2..=4usize {
+        let tmp = tempfile::tempdir()?;
+        let lab = lab(tmp.path(), None).await?;
+        let v1_dir = tmp.path().join("build-v1");
+        sample::build(&v1_dir, 16 * MIB, n as u64)?;
+        let v1 = lab.publish(&v1_dir, "1.0").await?;
+        let mut players = Vec::new();
+        for i in 0..n {
+            players.push(lab.player(&format!("player{i}")).await?.0);
+        }
+        let run = |update: bool, stop: &tokio::sync::watch::Receiver<bool>| {
+            let mut tasks = Vec::new();
+            for (i, s) in players.iter().enumerate() {
+                let s = s.clone();
+                let req = request(
+                    &lab,
+                    tmp.path().join(format!("install{i}")),
+                    update,
+                    Duration::from_secs(120),
+                );
+                let stop = stop.clone();
+                tasks.push(tokio::spawn(async move { install(&s, &req, stop).await }));
+            }
+            tasks
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let tasks = run(false, &stop_rx);
+        let done = wait_all_installed(&tmp, n, &v1).await;
+        stop_tx.send(true)?;
+        for t in tasks {
+            t.await??;
+        }
+        done?;
+
+        let v2_dir = tmp.path().join("build-v2");
+        sample::patch(&v1_dir, &v2_dir, 2)?;
+        let v2 = lab.publish(&v2_dir, "2.0").await?;
+        let patch: u64 = v2
+            .manifest
+            .chunks
+            .iter()
+            .filter(|c| !v1.manifest.chunks.iter().any(|o| o.hash == c.hash))
+            .map(|c| u64::from(c.len))
+            .sum();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let tasks = run(true, &stop_rx);
+        let done = wait_all_installed(&tmp, n, &v2).await;
+        stop_tx.send(true)?;
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            outcomes.push(t.await??);
+        }
+        done?;
+        for i in 0..n {
+            assert_installed(&tmp.path().join(format!("install{i}")), &v2_dir)?;
+        }
+        let from_seeds: u64 = outcomes.iter().map(|o| o.from_seeds).sum();
+        eprintln!(
+            "{n} players: the seed sent {from_seeds} bytes of a {patch}-byte patch ({:.2}x)",
+            from_seeds as f64 / patch as f64
+        );
+        assert!(
+            from_seeds * 10 <= patch * 11,
+            "{n} players: the seed sent {from_seeds} bytes for a {patch}-byte patch: {outcomes:#?}"
+        );
+        for o in &outcomes {
+            assert!(
+                o.download_secs < 8.0,
+                "{n} players: an update waited out the seed's 10 s super-seeding window: {o:#?}"
+            );
+        }
+        lab.stop().await?;
+    }
+    Ok(())
+}
+
 /// Polls the installs until all hold `release` (or a minute passes).
 async fn wait_all_installed(
     tmp: &tempfile::TempDir,

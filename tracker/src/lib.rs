@@ -285,7 +285,7 @@ impl State {
             let origin_sent_bytes = lock(&self.seeds).sent_to(&id);
             let origin_budget = release.as_ref().map(|r| r.origin_budget);
             let origin_budget_used = release.as_ref().and_then(|r| {
-                let b = r.origin_budget.bytes(r.total_size)?;
+                let b = r.budget_bytes()?;
                 Some(origin_sent_bytes as f64 / b.max(1) as f64)
             });
             swarms.push(ops::SwarmView {

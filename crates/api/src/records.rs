@@ -98,6 +98,27 @@ pub struct ReleaseRecord {
     /// (records from before budgets have the default).
     #[serde(default)]
     pub origin_budget: crate::OriginBudget,
+    /// Bytes of its chunks the channel's previous release did not have
+    /// (the patch its updating players need); absent for a first release,
+    /// a rollback, or a record from before it was kept: the whole release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_bytes: Option<u64>,
+}
+
+impl ReleaseRecord {
+    /// The chunk bytes its seeds may send to its swarm in total (`None`: no
+    /// bound): the budget's copies of the patch, plus one copy of what the
+    /// previous release already had, for players installing afresh. For a
+    /// first release that is the budget's copies of the whole.
+    pub fn budget_bytes(&self) -> Option<u64> {
+        let patch = self
+            .patch_bytes
+            .unwrap_or(self.total_size)
+            .min(self.total_size);
+        self.origin_budget
+            .bytes(patch)
+            .map(|b| b.saturating_add(self.total_size - patch))
+    }
 }
 
 /// Outcome of a token request.
@@ -157,4 +178,39 @@ pub struct KeyView {
     pub role: Role,
     pub created_at: u64,
     pub revoked_at: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(total: u64, patch: Option<u64>, budget: crate::OriginBudget) -> ReleaseRecord {
+        ReleaseRecord {
+            id: shoal_types::Hash::of(b"r"),
+            product: "game".into(),
+            channel: "stable".into(),
+            version: 2,
+            manifest_hash: shoal_types::Hash::of(b"m"),
+            total_size: total,
+            publisher: shoal_types::SecretKey::from_seed([1; 32]).public(),
+            label: "2".into(),
+            published_at: 0,
+            origin_budget: budget,
+            patch_bytes: patch,
+        }
+    }
+
+    #[test]
+    fn a_budget_counts_copies_of_the_patch_and_one_copy_of_the_rest() {
+        let two = crate::OriginBudget::parse("2").expect("budget");
+        // a first release: two copies of the whole
+        assert_eq!(release(1000, None, two).budget_bytes(), Some(2000));
+        // an update changing 100 of 1000 bytes: two copies of the patch,
+        // one of the 900 unchanged bytes for fresh installs
+        assert_eq!(release(1000, Some(100), two).budget_bytes(), Some(1100));
+        // a patch record larger than the release (corrupt) counts the release
+        assert_eq!(release(1000, Some(5000), two).budget_bytes(), Some(2000));
+        let unlimited = crate::OriginBudget::Unlimited;
+        assert_eq!(release(1000, Some(100), unlimited).budget_bytes(), None);
+    }
 }

@@ -19,6 +19,31 @@ pub fn release_view(record: ReleaseRecord) -> ReleaseView {
     }
 }
 
+/// Bytes of `manifest`'s chunks that the channel's newest release lacks
+/// (`None` for a first release, or when its manifest cannot be read).
+async fn patch_bytes(
+    state: &crate::State,
+    manifest: &shoal_manifest::Manifest,
+) -> ApiResult<Option<u64>> {
+    let Some(previous) = state
+        .db
+        .latest_release(&manifest.product, &manifest.channel)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let Some(old) = state
+        .db
+        .manifest(&previous.manifest_hash)
+        .await?
+        .and_then(|bytes| SignedManifest::from_bytes(&bytes).ok())
+        .and_then(|signed| signed.open().ok())
+    else {
+        return Ok(None);
+    };
+    Ok(Some(shoal_manifest::diff(&old, manifest).fetch_bytes))
+}
+
 pub fn manifest_url(id: &Hash) -> String {
     format!("/v1/releases/{id}/manifest")
 }
@@ -32,6 +57,8 @@ struct NewRelease<'a> {
     publisher: shoal_types::PublicKey,
     label: String,
     origin_budget: shoal_api::OriginBudget,
+    /// See [`ReleaseRecord::patch_bytes`].
+    patch_bytes: Option<u64>,
 }
 
 /// The next version of (product, channel) pointing at `manifest_hash`,
@@ -51,6 +78,7 @@ async fn add_release(
         publisher,
         label,
         origin_budget,
+        patch_bytes,
     } = new;
     for _ in 0..crate::store::TXN_ATTEMPTS {
         if let Some(latest) = state
@@ -85,6 +113,7 @@ async fn add_release(
             label: label.clone(),
             published_at: now,
             origin_budget,
+            patch_bytes,
         };
         txn.put_release(&record);
         if txn.commit().await? {
@@ -158,6 +187,7 @@ pub async fn register(
         ));
     }
     let hash = signed.hash();
+    let patch_bytes = patch_bytes(&state, &manifest).await?;
     // Content-addressed: written before any release points at it.
     state.db.put_manifest(&hash, &body).await?;
     // Registering the channel's newest manifest again (a retried publish)
@@ -172,6 +202,7 @@ pub async fn register(
             publisher: signed.publisher(),
             label: manifest.version.clone(),
             origin_budget,
+            patch_bytes,
         },
         |latest| latest.manifest_hash == hash,
     )
@@ -286,6 +317,7 @@ pub async fn rollback(
             publisher: target.publisher,
             label: target.label,
             origin_budget: target.origin_budget,
+            patch_bytes: None,
         },
         |_| false,
     )

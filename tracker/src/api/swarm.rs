@@ -260,7 +260,7 @@ fn seeds_for(state: &State, release: &ReleaseRecord) -> Vec<PeerInfo> {
         with_capacity
     };
     let fills = crate::policy::seeds_fill(
-        release.origin_budget.bytes(release.total_size),
+        release.budget_bytes(),
         registry.sent_to(&release.id),
         release.total_size,
     );
@@ -710,7 +710,7 @@ fn allowances(state: &State, seed_id: &str, served: &[ReleaseRecord]) -> Vec<Swa
         .map(|r| SwarmAllowance {
             release: r.id,
             bytes: crate::policy::budget_share(
-                r.origin_budget.bytes(r.total_size),
+                r.budget_bytes(),
                 seeds.sent_to(&r.id),
                 me.map_or(0, |s| s.sent(&r.id)),
                 seeds
