@@ -442,7 +442,6 @@ impl ChunkSource for Releases {
             Ok(bytes) => {
                 self.served.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 self.chunks_served.fetch_add(1, Ordering::Relaxed);
-                self.ledger(swarm, |l| l.sent(index));
                 Some(bytes)
             }
             Err(e) => {
@@ -465,6 +464,13 @@ impl ChunkSource for Releases {
 
     fn budget(&self, swarm: &Hash, index: u32) -> shoal_net::Budget {
         self.ledger(swarm, |l| l.budget(index)).unwrap_or_default()
+    }
+
+    /// Counted when decided, not when read: answers decided meanwhile see
+    /// the budget this one spends (a read that then fails stays counted,
+    /// which errs on the frugal side).
+    fn promised(&self, swarm: &Hash, index: u32) {
+        self.ledger(swarm, |l| l.sent(index));
     }
 
     /// While an unknown swarm is being looked up, its chunks are `Busy`:

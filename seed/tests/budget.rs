@@ -33,12 +33,14 @@ fn a_seed_spends_its_share_and_keeps_enough_for_first_copies() {
     // A share of one copy plus chunk 0 once more.
     releases.allow(&release, Some(payload + lens[0]));
     assert_eq!(releases.budget(&release, 0), Budget::Spare);
+    releases.promised(&release, 0);
     releases.chunk(&release, 0).unwrap();
     assert_eq!(
         releases.budget(&release, 0),
         Budget::Spare,
         "the repeat still fits"
     );
+    releases.promised(&release, 0);
     releases.chunk(&release, 0).unwrap();
     assert_eq!(
         releases.budget(&release, 0),

@@ -58,6 +58,10 @@ pub trait ChunkSource: Send + Sync + 'static {
     fn budget(&self, _swarm: &Hash, _index: u32) -> Budget {
         Budget::Window
     }
+    /// The serving policy decided to send chunk `index` of `swarm`, before
+    /// it is read: a super-seed counts it against the budget here, so that
+    /// requests decided meanwhile see it spent.
+    fn promised(&self, _swarm: &Hash, _index: u32) {}
 }
 
 /// Node settings.

@@ -91,6 +91,7 @@ impl Loop {
             request,
             channel,
         } = w;
+        self.source.promised(&request.swarm, request.index);
         let (source, tx) = (self.source.clone(), self.delayed_tx.clone());
         let settling = source.clone();
         let (upload, started) = (self.upload.clone(), self.started);
