@@ -81,19 +81,7 @@ async fn six_players_install_then_update_through_the_swarm() -> anyhow::Result<(
     }
     // Everyone seeds until everyone is done, like players who keep the launcher open.
     let run = |update: bool, stop: &tokio::sync::watch::Receiver<bool>| {
-        let mut tasks = Vec::new();
-        for (i, s) in players.iter().enumerate() {
-            let s = s.clone();
-            let req = request(
-                &lab,
-                tmp.path().join(format!("install{i}")),
-                update,
-                Duration::from_secs(120),
-            );
-            let stop = stop.clone();
-            tasks.push(tokio::spawn(async move { install(&s, &req, stop).await }));
-        }
-        tasks
+        start_all(&lab, &players, tmp.path(), update, stop)
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tasks = run(false, &stop_rx);
@@ -123,13 +111,7 @@ async fn six_players_install_then_update_through_the_swarm() -> anyhow::Result<(
     let v2_dir = tmp.path().join("build-v2");
     sample::patch(&v1_dir, &v2_dir, 2)?;
     let v2 = lab.publish(&v2_dir, "2.0").await?;
-    let fresh: u64 = v2
-        .manifest
-        .chunks
-        .iter()
-        .filter(|c| !v1.manifest.chunks.iter().any(|o| o.hash == c.hash))
-        .map(|c| u64::from(c.len))
-        .sum();
+    let fresh = shoal_manifest::diff(&v1.manifest, &v2.manifest).fetch_bytes;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tasks = run(true, &stop_rx);
     let done = wait_all_installed(&tmp, 6, &v2).await;
@@ -172,19 +154,7 @@ async fn small_swarms_update_with_about_one_copy_of_the_patch_from_the_seed() ->
             players.push(lab.player(&format!("player{i}")).await?.0);
         }
         let run = |update: bool, stop: &tokio::sync::watch::Receiver<bool>| {
-            let mut tasks = Vec::new();
-            for (i, s) in players.iter().enumerate() {
-                let s = s.clone();
-                let req = request(
-                    &lab,
-                    tmp.path().join(format!("install{i}")),
-                    update,
-                    Duration::from_secs(120),
-                );
-                let stop = stop.clone();
-                tasks.push(tokio::spawn(async move { install(&s, &req, stop).await }));
-            }
-            tasks
+            start_all(&lab, &players, tmp.path(), update, stop)
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let tasks = run(false, &stop_rx);
@@ -198,13 +168,7 @@ async fn small_swarms_update_with_about_one_copy_of_the_patch_from_the_seed() ->
         let v2_dir = tmp.path().join("build-v2");
         sample::patch(&v1_dir, &v2_dir, 2)?;
         let v2 = lab.publish(&v2_dir, "2.0").await?;
-        let patch: u64 = v2
-            .manifest
-            .chunks
-            .iter()
-            .filter(|c| !v1.manifest.chunks.iter().any(|o| o.hash == c.hash))
-            .map(|c| u64::from(c.len))
-            .sum();
+        let patch = shoal_manifest::diff(&v1.manifest, &v2.manifest).fetch_bytes;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let tasks = run(true, &stop_rx);
         let done = wait_all_installed(&tmp, n, &v2).await;
@@ -235,6 +199,32 @@ async fn small_swarms_update_with_about_one_copy_of_the_patch_from_the_seed() ->
         lab.stop().await?;
     }
     Ok(())
+}
+
+/// Starts `shoal install` (or update) for every player into
+/// `root/install{i}`, each seeding until `stop` (or two minutes).
+fn start_all(
+    lab: &Lab,
+    players: &[Settings],
+    root: &Path,
+    update: bool,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<anyhow::Result<Outcome>>> {
+    players
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let s = s.clone();
+            let req = request(
+                lab,
+                root.join(format!("install{i}")),
+                update,
+                Duration::from_secs(120),
+            );
+            let stop = stop.clone();
+            tokio::spawn(async move { install(&s, &req, stop).await })
+        })
+        .collect()
 }
 
 /// Polls the installs until all hold `release` (or a minute passes).
