@@ -25,8 +25,9 @@ pub const SEAL_OVERHEAD: usize = 16;
 const CHUNK_KEY_CONTEXT: &str = "shoal 2026-12-07 chunk key v1";
 
 /// A release's content key: 32 secret bytes. Its `Debug` shows nothing of
-/// it, so it never reaches a log by accident.
-#[derive(Clone, PartialEq, Eq)]
+/// it, so it never reaches a log by accident, and it has no `PartialEq`
+/// (comparing secrets byte by byte leaks timing).
+#[derive(Clone)]
 pub struct ContentKey([u8; 32]);
 
 impl std::fmt::Debug for ContentKey {

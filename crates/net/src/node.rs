@@ -248,6 +248,9 @@ impl Loop {
         mut commands: mpsc::Receiver<Command>,
         mut delayed: mpsc::Receiver<Delayed>,
     ) {
+        // For waiting on room for the backlog: a permit borrows this
+        // sender, not `self`, so the handler may use `self`.
+        let room = self.events.clone();
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -262,7 +265,7 @@ impl Loop {
                         self.swarm.behaviour_mut().chunk.send_response(channel, response).is_ok();
                     self.answer_sent(id, delivered);
                 }
-                permit = self.events.clone().reserve_owned(), if !self.backlog.is_empty() => match permit {
+                permit = room.reserve(), if !self.backlog.is_empty() => match permit {
                     Ok(permit) => {
                         if let Some(e) = self.backlog.pop_front() {
                             permit.send(e);

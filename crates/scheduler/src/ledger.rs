@@ -36,7 +36,8 @@ impl Ledger {
         self.allowance = Some(bytes);
     }
 
-    /// Chunk `index` went out.
+    /// Chunk `index` goes out: counted when the serving policy answers it,
+    /// before it is read, so answers decided meanwhile see it spent.
     pub fn sent(&mut self, index: u32) {
         let Some(&len) = self.lens.get(index as usize) else {
             return;

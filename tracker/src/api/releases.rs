@@ -19,16 +19,20 @@ pub fn release_view(record: ReleaseRecord) -> ReleaseView {
     }
 }
 
-/// Bytes of `manifest`'s chunks that the channel's newest release lacks
-/// (`None` for a first release, or when its manifest cannot be read).
+/// Bytes of `manifest`'s chunks (its hash `hash`) that the channel's
+/// newest release lacks (`None` for a first release, when its manifest
+/// cannot be read, or when it is this manifest: a retried publish, which
+/// answers the existing release).
 async fn patch_bytes(
     state: &crate::State,
     manifest: &shoal_manifest::Manifest,
+    hash: &Hash,
 ) -> ApiResult<Option<u64>> {
     let Some(previous) = state
         .db
         .latest_release(&manifest.product, &manifest.channel)
         .await?
+        .filter(|p| p.manifest_hash != *hash)
     else {
         return Ok(None);
     };
@@ -187,7 +191,7 @@ pub async fn register(
         ));
     }
     let hash = signed.hash();
-    let patch_bytes = patch_bytes(&state, &manifest).await?;
+    let patch_bytes = patch_bytes(&state, &manifest, &hash).await?;
     // Content-addressed: written before any release points at it.
     state.db.put_manifest(&hash, &body).await?;
     // Registering the channel's newest manifest again (a retried publish)
