@@ -158,6 +158,14 @@ pub struct SledStore {
     flushing: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// Whether sled could not take its file lock: another handle holds it.
+/// sled reports that as `ErrorKind::Other` with the lock's own error in the
+/// message, not as `WouldBlock`.
+fn lock_held(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock
+        || e.to_string().starts_with("could not acquire lock")
+}
+
 fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -172,8 +180,7 @@ impl SledStore {
         let db = loop {
             match sled::open(path) {
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        && waited < std::time::Duration::from_secs(3) =>
+                    if lock_held(&e) && waited < std::time::Duration::from_secs(3) =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                     waited += std::time::Duration::from_millis(20);
@@ -932,5 +939,20 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = SledStore::open(tmp.path()).unwrap();
         conformance(&store).await.unwrap();
+    }
+
+    /// `init` then `open` in one process: the second open waits for the
+    /// first handle's lock instead of failing at once.
+    #[test]
+    fn a_sled_store_opened_while_a_handle_lets_go_waits_for_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = SledStore::open(tmp.path()).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(first);
+        });
+        let second = SledStore::open(tmp.path());
+        release.join().unwrap();
+        assert!(second.is_ok(), "{:?}", second.err());
     }
 }
