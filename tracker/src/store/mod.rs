@@ -947,9 +947,12 @@ mod tests {
     fn a_sled_store_opened_while_a_handle_lets_go_waits_for_it() {
         let tmp = tempfile::tempdir().unwrap();
         let first = SledStore::open(tmp.path()).unwrap();
+        let span = tracing::Span::current();
         let release = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            drop(first);
+            span.in_scope(|| {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                drop(first);
+            })
         });
         let second = SledStore::open(tmp.path());
         release.join().unwrap();
