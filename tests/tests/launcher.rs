@@ -201,6 +201,54 @@ async fn small_swarms_update_with_about_one_copy_of_the_patch_from_the_seed() ->
     Ok(())
 }
 
+/// A player who arrives after the first one finished (and seeds on) gets
+/// the release from that player, not from the seed: the seeding launcher
+/// tells newcomers what it holds. Before, nothing did once its download
+/// was over, so the newcomer never asked it and the seed sent a second
+/// copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_player_arriving_after_the_first_finished_fetches_from_it() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let lab = lab(tmp.path(), None).await?;
+    let v1_dir = tmp.path().join("build-v1");
+    sample::build(&v1_dir, 16 * MIB, 7)?;
+    let v1 = lab.publish(&v1_dir, "1.0").await?;
+    let first = lab.player("first").await?.0;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let seeding = start_all(
+        &lab,
+        std::slice::from_ref(&first),
+        tmp.path(),
+        false,
+        &stop_rx,
+    );
+    wait_all_installed(&tmp, 1, &v1).await?;
+
+    let later = lab.player("later").await?.0;
+    let dir = tmp.path().join("install-later");
+    let o = install(
+        &later,
+        &request(&lab, dir.clone(), false, Duration::ZERO),
+        stop_rx,
+    )
+    .await?;
+    stop_tx.send(true)?;
+    for t in seeding {
+        t.await??;
+    }
+    assert_installed(&dir, &v1_dir)?;
+    let payload = v1.manifest.unique_size();
+    eprintln!(
+        "the later player: {} bytes from the first player, {} from the seed",
+        o.from_peers, o.from_seeds
+    );
+    assert!(
+        o.from_peers * 10 >= payload * 9,
+        "the later player took most of the release from the first: {o:#?}"
+    );
+    lab.stop().await
+}
+
 /// Starts `shoal install` (or update) for every player into
 /// `root/install{i}`, each seeding until `stop` (or two minutes).
 fn start_all(

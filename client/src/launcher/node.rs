@@ -29,7 +29,7 @@ pub enum Held {
 /// The node's chunk source and the download's store.
 #[derive(Debug)]
 pub struct Serving {
-    swarm: Hash,
+    pub(super) swarm: Hash,
     held: RwLock<Held>,
     /// The staged build is being committed: its files are moving.
     settling: AtomicBool,

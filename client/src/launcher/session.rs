@@ -187,23 +187,33 @@ impl Swarm {
         result.map_err(download_error)
     }
 
-    /// Runs `work` (the swap, which may take a while) while reading the
-    /// node's events, which nothing needs between the download and the
-    /// giving back: unread, they would fill the node's backlog and pause it,
-    /// and peers fetching from us would wait.
+    /// Runs `work` (the swap, which may take a while) while answering the
+    /// node's events: peers that join us meanwhile hear what we hold, and
+    /// unread events would fill the node's backlog and pause it.
     pub(super) async fn meanwhile<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
-        let events = &mut self.events;
+        let greeting = self.greet();
         tokio::pin!(work);
-        loop {
-            tokio::select! {
-                out = &mut work => return out,
-                event = events.recv() => {
-                    if event.is_none() {
-                        return work.await;
-                    }
-                }
-            }
+        tokio::select! {
+            out = &mut work => out,
+            () = greeting => work.await,
         }
+    }
+
+    /// Tells every peer that joins us what we hold, until the node stops
+    /// (`shoal_net::download::give_back`).
+    fn greet(&mut self) -> impl std::future::Future<Output = ()> + '_ {
+        let serving = &self.announcer.serving;
+        let (swarm, held) = (
+            serving.swarm,
+            serving.clone() as Arc<dyn shoal_net::ChunkSource>,
+        );
+        shoal_net::download::give_back(
+            &self.client,
+            &mut self.events,
+            swarm,
+            self.announcer.renewed.subscribe(),
+            held,
+        )
     }
 
     /// Serves until `until` or `stop`, then leaves the swarm.
@@ -218,11 +228,10 @@ impl Swarm {
         if !until.is_zero() {
             let start = Instant::now();
             let marker = SeedingMarker::write(dir, until)?;
-            let events = &mut self.events;
             tokio::select! {
                 _ = tokio::time::sleep(until) => {}
                 _ = stop => {}
-                _ = async { while events.recv().await.is_some() {} } => {}
+                () = self.greet() => {}
             }
             drop(marker);
             seeded = start.elapsed().as_secs_f64();

@@ -613,3 +613,46 @@ fn announce(client: &Client, known: &Sources, swarm: Hash, indices: Vec<u32>) {
         );
     }
 }
+
+/// After a download, while the node keeps serving `swarm`: a peer that
+/// joins us hears what we hold. A download tells the peers it admits
+/// (`Sources::admit`); without this, a player arriving after we finished
+/// would never learn our chunks and would ask the seeds instead. Each
+/// newcomer is authenticated to in turn (its node takes haves only from
+/// peers that did) with the newest of `token`, then sent our bitfield.
+/// Runs until the node stops or `events` closes; one task per newcomer,
+/// and newcomers are bounded by the node's connections.
+pub async fn give_back(
+    client: &Client,
+    events: &mut mpsc::Receiver<Event>,
+    swarm: Hash,
+    token: tokio::sync::watch::Receiver<Token>,
+    store: Arc<dyn ChunkSource>,
+) {
+    while let Some(event) = events.recv().await {
+        let Event::Authenticated { peer, swarm: s } = event else {
+            continue;
+        };
+        if s != swarm {
+            continue;
+        }
+        let (client, token, store) = (client.clone(), token.borrow().clone(), store.clone());
+        tokio::spawn(
+            async move {
+                if let Err(e) = client.authenticate(peer, swarm, &token).await {
+                    tracing::debug!(%peer, error = %e, "could not join a newcomer back");
+                    return;
+                }
+                let Some(held) = store.bitfield(&swarm) else {
+                    return;
+                };
+                let message = HaveMessage {
+                    swarm,
+                    update: HaveUpdate::Bitfield(held),
+                };
+                let _ = client.have(peer, message).await;
+            }
+            .instrument(tracing::debug_span!("greet_newcomer", %peer)),
+        );
+    }
+}
