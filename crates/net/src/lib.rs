@@ -18,9 +18,11 @@ mod punch;
 pub mod quic;
 mod reach;
 mod serve;
+mod several;
 
 pub use nat::{NatCounters, RelayLimits, is_relayed};
 pub use path::{Path, PathBytes};
+pub use several::{Router, Swarms};
 pub use shoal_scheduler::Budget;
 
 use libp2p::{Multiaddr, PeerId, identity};
@@ -328,8 +330,9 @@ impl Client {
     }
 }
 
-/// Bounds: commands queued to the loop, and events queued to the application.
-/// Starts a node. Returns the client handle and the stream of events.
+/// Starts a node. Returns the client handle and the stream of events: one
+/// reader, or a [`Router`] that splits it between downloads of several
+/// swarms.
 pub fn spawn(
     config: Config,
     source: Arc<dyn ChunkSource>,

@@ -322,6 +322,12 @@ impl Loop {
                     let _ = reply.send(Ok(()));
                     return;
                 }
+                if self.attempts.contains_key(&peer) {
+                    // Already being dialled (another download of ours joins
+                    // the same seed): this caller hears how that dial ends.
+                    self.dials.entry(peer).or_default().push(reply);
+                    return;
+                }
                 // A node on our LAN is dialled there too, at once: the
                 // first handshake to finish wins.
                 let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)

@@ -848,3 +848,141 @@ async fn events_are_held_back_not_dropped_while_the_application_is_busy() {
         "the disconnection arrived after them"
     );
 }
+
+/// One node of a launcher with several products: it fetches two releases at
+/// once, then seeds one of them to another player while it fetches a third.
+/// One seed node serves all three releases. The other player arrives after
+/// our download of the first is over, so only `give_back` tells it what we
+/// hold (without it, this test stalls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_fetches_two_swarms_at_once_and_serves_one_while_fetching_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let releases: Vec<(Hash, shoal_testkit::Published)> = (0..3u64)
+        .map(|i| {
+            let p = shoal_testkit::publish(
+                &tmp.path().join(format!("r{i}")),
+                &[
+                    ("paks/a.pak", 1_500_000, 10 + i),
+                    ("game.exe", 200_000, 20 + i),
+                ],
+            );
+            (Hash::of(format!("release {i}").as_bytes()), p)
+        })
+        .collect();
+    let tracker = SecretKey::from_seed([1; 32]);
+    let seed_chunks = Arc::new(shoal_net::Swarms::new());
+    for (swarm, p) in &releases {
+        seed_chunks.add(*swarm, Arc::new(BundleSource::open(*swarm, &p.bundle)));
+    }
+    let mut seed_config = node_config(&tracker);
+    // Slow enough that the third release is still coming while the other
+    // player fetches the first from us.
+    seed_config.upload_rate = Some(1_000_000);
+    let (seed, _) = spawn(seed_config, seed_chunks).unwrap();
+    let seed_source = Source {
+        peer: seed.peer_id(),
+        addrs: vec![listen_addr(&seed).await],
+        kind: PeerKind::Seed,
+        fills: false,
+    };
+
+    let mine = Arc::new(shoal_net::Swarms::new());
+    let (me, events) = spawn(node_config(&tracker), mine.clone()).unwrap();
+    let router = shoal_net::Router::new(events);
+    let stores: Vec<Arc<MemoryChunks>> = releases
+        .iter()
+        .map(|(swarm, p)| {
+            let store = Arc::new(MemoryChunks::new(*swarm, p.manifest.chunks.len()));
+            mine.add(*swarm, store.clone());
+            store
+        })
+        .collect();
+    let fetch = |client: Client,
+                 mut events: tokio::sync::mpsc::Receiver<shoal_net::Event>,
+                 i: usize,
+                 store: Arc<MemoryChunks>,
+                 sources: Vec<Source>| {
+        let (swarm, p) = &releases[i];
+        let (swarm, manifest) = (*swarm, p.manifest.clone());
+        let tok = token(&tracker, swarm, &client, NOW + 600);
+        async move {
+            let job = Job {
+                manifest: &manifest,
+                swarm,
+                token: &tok,
+                sources: &sources,
+                store: &*store,
+                scheduler: Default::default(),
+                download_rate: None,
+                stall: Duration::from_secs(60),
+                more_sources: None,
+                counters: Default::default(),
+                renewed: None,
+            };
+            download(&client, &mut events, job).await.unwrap()
+        }
+    };
+    let both = tokio::join!(
+        fetch(
+            me.clone(),
+            router.subscribe(releases[0].0),
+            0,
+            stores[0].clone(),
+            vec![seed_source.clone()]
+        ),
+        fetch(
+            me.clone(),
+            router.subscribe(releases[1].0),
+            1,
+            stores[1].clone(),
+            vec![seed_source.clone()]
+        ),
+    );
+    for (i, report) in [both.0, both.1].iter().enumerate() {
+        let p = &releases[i].1;
+        assert_eq!(report.from_seeds, p.manifest.unique_size());
+        assert_same_as_build(&p.build, &p.manifest, &stores[i]);
+    }
+
+    // Another player, whose only source is us, fetches the first release
+    // while we fetch the third from the seed.
+    let other_store = Arc::new(MemoryChunks::new(
+        releases[0].0,
+        releases[0].1.manifest.chunks.len(),
+    ));
+    let (other, other_events) = spawn(node_config(&tracker), other_store.clone()).unwrap();
+    let me_source = Source {
+        peer: me.peer_id(),
+        addrs: vec![listen_addr(&me).await],
+        kind: PeerKind::Peer,
+        fills: false,
+    };
+    let third = fetch(
+        me.clone(),
+        router.subscribe(releases[2].0),
+        2,
+        stores[2].clone(),
+        vec![seed_source],
+    );
+    let first = releases[0].0;
+    let mut giving = router.subscribe(first);
+    let my_token = tokio::sync::watch::channel(token(&tracker, first, &me, NOW + 600)).1;
+    let (me2, served) = (me.clone(), stores[0].clone());
+    tokio::spawn(async move {
+        shoal_net::download::give_back(&me2, &mut giving, first, my_token, served).await;
+    });
+    let from_us = fetch(other, other_events, 0, other_store.clone(), vec![me_source]);
+    let (third, from_us) = tokio::join!(third, from_us);
+    let p = &releases[2].1;
+    assert_same_as_build(&p.build, &p.manifest, &stores[2]);
+    assert_eq!(third.from_seeds, p.manifest.unique_size());
+    let p = &releases[0].1;
+    assert_same_as_build(&p.build, &p.manifest, &other_store);
+    assert_eq!(from_us.from_peers, p.manifest.unique_size());
+    assert!(
+        from_us.elapsed < third.elapsed,
+        "served the first release while the third was still coming ({:?} against {:?})",
+        from_us.elapsed,
+        third.elapsed
+    );
+}
