@@ -77,6 +77,8 @@ pub struct Lab {
     /// Operator API key.
     pub operator: Tracker,
     publisher_key: SecretKey,
+    /// The publisher's account.
+    studio: String,
     publisher: Tracker,
     seed_data: PathBuf,
     pub releases: Arc<shoal_seed::Releases>,
@@ -103,6 +105,34 @@ fn toml_of(f: &config::File) -> String {
         out.push_str(&format!("listen = {l:?}\n"));
     }
     out
+}
+
+/// Creates product `id` of `studio`, signed by `publisher_key`.
+async fn add_product(
+    operator: &Tracker,
+    options: &Options,
+    id: &str,
+    studio: &str,
+    publisher_key: &SecretKey,
+) -> anyhow::Result<()> {
+    let body = json!({
+        "id": id,
+        "paid": options.paid,
+        "channels": [options.channel],
+        "publishers": [studio],
+    });
+    operator
+        .call(reqwest::Method::POST, "/v1/products", Some(&body))
+        .await
+        .context("POST /v1/products")?;
+    operator
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/products/{id}/publisher-keys"),
+            Some(&json!({"public_key": publisher_key.public()})),
+        )
+        .await?;
+    Ok(())
 }
 
 fn key_of(v: &Value) -> anyhow::Result<String> {
@@ -153,26 +183,18 @@ impl Lab {
         };
         let publisher_key = SecretKey::generate()?;
         let studio = post("/v1/accounts", json!({"name": "Studio", "country": "SE"})).await?;
-        post(
-            "/v1/products",
-            json!({
-                "id": options.product,
-                "paid": options.paid,
-                "channels": [options.channel],
-                "publishers": [studio["id"]],
-            }),
+        let studio = studio["id"].as_str().context("no account id")?.to_owned();
+        add_product(
+            &operator,
+            &options,
+            &options.product,
+            &studio,
+            &publisher_key,
         )
         .await?;
-        operator
-            .call(
-                reqwest::Method::POST,
-                &format!("/v1/products/{}/publisher-keys", options.product),
-                Some(&json!({"public_key": publisher_key.public()})),
-            )
-            .await?;
         let publisher = post(
             "/v1/api-keys",
-            json!({"account": studio["id"], "role": "publisher"}),
+            json!({"account": studio, "role": "publisher"}),
         )
         .await?;
         let seed_account = post("/v1/accounts", json!({"name": "seed", "country": "SE"})).await?;
@@ -215,6 +237,7 @@ impl Lab {
             publisher: Tracker::new(&url, Some(key_of(&publisher)?))?,
             operator,
             publisher_key,
+            studio,
             seed_data,
             releases,
             stop,
@@ -225,11 +248,34 @@ impl Lab {
     /// Publishes `build` (chunk, sign, bundle), registers it with the
     /// tracker and imports it into the seed, which tells the tracker.
     pub async fn publish(&self, build: &Path, label: &str) -> anyhow::Result<Published> {
-        let n = self.root.join("bundles");
+        self.publish_to(&self.options.product, build, label).await
+    }
+
+    /// Another product of the same publisher, like the first (free or
+    /// paid, one channel, the same signing key).
+    pub async fn add_product(&self, id: &str) -> anyhow::Result<()> {
+        add_product(
+            &self.operator,
+            &self.options,
+            id,
+            &self.studio,
+            &self.publisher_key,
+        )
+        .await
+    }
+
+    /// [`Lab::publish`] for `product`.
+    pub async fn publish_to(
+        &self,
+        product: &str,
+        build: &Path,
+        label: &str,
+    ) -> anyhow::Result<Published> {
+        let n = self.root.join("bundles").join(product);
         std::fs::create_dir_all(&n)?;
         let out = n.join(label);
         let options = BuildOptions {
-            product: self.options.product.clone(),
+            product: product.to_owned(),
             channel: self.options.channel.clone(),
             version: label.to_owned(),
             chunking: self.options.chunking,
