@@ -556,14 +556,17 @@ pub struct LauncherArgs {
 
 #[derive(Debug, Args)]
 pub struct InstallArgs {
-    /// The product id (letters, digits, '.', '_', '-'; starts with a letter or digit).
-    #[arg(value_parser = id_arg)]
-    pub product: String,
+    /// The product id (letters, digits, '.', '_', '-'; starts with a letter
+    /// or digit). Several are fetched at once through one peer node, each
+    /// into install_root/PRODUCT; one failing does not stop the others.
+    #[arg(value_parser = id_arg, required = true, num_args = 1..)]
+    pub products: Vec<String>,
     /// The channel (default: the installed build's, else stable; update
     /// switches channel when given one).
     #[arg(long, value_parser = id_arg)]
     pub channel: Option<String>,
-    /// The install directory (default: install_root/PRODUCT from the config).
+    /// The install directory (default: install_root/PRODUCT from the
+    /// config); only with a single product.
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Keep serving the release to other players this long afterwards (e.g. 5m, 0).

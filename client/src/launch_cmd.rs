@@ -52,12 +52,13 @@ fn seed_for(text: &str, no_seed: bool) -> anyhow::Result<std::time::Duration> {
 }
 
 /// Runs `work`, or stops at Ctrl-C (or SIGTERM) with a note on how to
-/// resume. Once `seeding` is set, a signal instead notifies `stop`, and the
-/// work ends gracefully (leaving the swarm and printing its result).
+/// resume. Once every download in `seeding` is over (each flag set), a
+/// signal instead sets `stop`, and the work ends gracefully (leaving the
+/// swarms and printing the results).
 fn interruptible<T>(
     work: impl std::future::Future<Output = anyhow::Result<T>>,
-    seeding: Arc<AtomicBool>,
-    stop: Arc<tokio::sync::Notify>,
+    seeding: &[Arc<AtomicBool>],
+    stop: tokio::sync::watch::Sender<bool>,
 ) -> anyhow::Result<T> {
     runtime()?.block_on(async {
         let signals = async {
@@ -68,8 +69,8 @@ fn interruptible<T>(
                     r = tokio::signal::ctrl_c() => r?,
                     _ = term.recv() => {}
                 }
-                if seeding.load(Ordering::SeqCst) {
-                    stop.notify_one();
+                if seeding.iter().all(|s| s.load(Ordering::SeqCst)) {
+                    let _ = stop.send(true);
                 } else {
                     return Ok::<(), std::io::Error>(());
                 }
@@ -101,37 +102,87 @@ pub(crate) fn update(args: &InstallArgs) -> anyhow::Result<()> {
 /// `install` and `update` differ only in whether an install must exist.
 fn start(args: &InstallArgs, update: bool) -> anyhow::Result<()> {
     let settings = settings(&args.launcher)?;
-    let req = Request {
-        product: args.product.clone(),
-        channel: args.channel.clone(),
-        dir: install_dir(&settings, &args.dir, &args.product),
-        seed_for: seed_for(&args.seed_for, args.no_seed)?,
-        update,
-        seeding: Arc::default(),
-    };
-    run_install(&settings, &req, args.launcher.json)
+    if args.dir.is_some() && args.products.len() > 1 {
+        return Err(with_exit(
+            anyhow::anyhow!(
+                "--dir names one install: give one product, or leave --dir out to put each in {}/PRODUCT",
+                settings.install_root.display()
+            ),
+            Exit::BadInput,
+        ));
+    }
+    let seed_for = seed_for(&args.seed_for, args.no_seed)?;
+    let reqs: Vec<Request> = args
+        .products
+        .iter()
+        .map(|product| Request {
+            product: product.clone(),
+            channel: args.channel.clone(),
+            dir: install_dir(&settings, &args.dir, product),
+            seed_for,
+            update,
+            seeding: Arc::default(),
+        })
+        .collect();
+    run_install(&settings, &reqs, args.launcher.json)
 }
 
-fn run_install(settings: &Settings, req: &Request, json: bool) -> anyhow::Result<()> {
-    if !json && !req.seed_for.is_zero() {
+/// Installs every request at once on one peer node; prints each outcome
+/// as it ends, and fails (with the first failure's exit status) if any did.
+fn run_install(settings: &Settings, reqs: &[Request], json: bool) -> anyhow::Result<()> {
+    let seed_for = reqs
+        .first()
+        .map_or(std::time::Duration::ZERO, |r| r.seed_for);
+    if !json && !seed_for.is_zero() {
         eprintln!(
             "after installing, shoal keeps serving other players for {} (--no-seed to skip, Ctrl-C to stop)",
-            human::duration(req.seed_for)
+            human::duration(seed_for)
         );
     }
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let stopped = stop.clone();
-    let outcome = interruptible(
-        launcher::install(settings, req, None, async move { stopped.notified().await }),
-        req.seeding.clone(),
-        stop,
-    )?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
-    } else {
-        print_outcome(&outcome);
-    }
-    Ok(())
+    let mut settings = settings.clone();
+    // One redrawn line per download would overwrite each other.
+    settings.progress &= reqs.len() == 1;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let launcher = launcher::Launcher::new();
+    let work = async {
+        let runs = reqs.iter().map(|req| {
+            let mut stopped = stopped.clone();
+            let (launcher, settings) = (&launcher, &settings);
+            async move {
+                let stop = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                let result = launcher::install_with(launcher, settings, req, None, stop).await;
+                match &result {
+                    Ok(o) if !json => print_outcome(o),
+                    Ok(_) => {}
+                    Err(e) if reqs.len() > 1 => eprintln!("{}: {e:#}", req.product),
+                    Err(_) => {}
+                }
+                result
+            }
+        });
+        let results = futures::future::join_all(runs).await;
+        if json {
+            let done: Vec<&Outcome> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            match done.as_slice() {
+                [one] if reqs.len() == 1 => println!("{}", serde_json::to_string_pretty(one)?),
+                all => println!("{}", serde_json::to_string_pretty(all)?),
+            }
+        }
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        match results.into_iter().find_map(Result::err) {
+            // The first failure's exit status stays (it is in the chain).
+            Some(e) if reqs.len() > 1 => Err(e.context(format!(
+                "{failed} of {} products failed; the first",
+                reqs.len()
+            ))),
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    };
+    let seeding: Vec<Arc<AtomicBool>> = reqs.iter().map(|r| r.seeding.clone()).collect();
+    interruptible(work, &seeding, stop)
 }
 
 fn print_outcome(o: &Outcome) {
@@ -230,8 +281,8 @@ pub(crate) fn repair(args: &RepairArgs) -> anyhow::Result<()> {
     let settings = settings(&args.launcher)?;
     let r = interruptible(
         launcher::repair(&settings, &args.dir),
-        Arc::default(),
-        Arc::default(),
+        &[Arc::default()],
+        tokio::sync::watch::channel(false).0,
     )?;
     if args.launcher.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

@@ -249,6 +249,86 @@ async fn a_player_arriving_after_the_first_finished_fetches_from_it() -> anyhow:
     lab.stop().await
 }
 
+/// One launcher, two products, one peer node: it installs both at once,
+/// then seeds the first to another player while it updates the second.
+/// (Before, each product needed its own launcher process, and two nodes of
+/// one identity answered for each other's swarms.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_launcher_updates_two_products_at_once_and_seeds_one_while_fetching_the_other()
+-> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    // The seed is capped so that the second product's update is still
+    // coming while the other player fetches the first from us.
+    let lab = lab(tmp.path(), Some(4 * MIB)).await?;
+    let other_product = "other-game";
+    lab.add_product(other_product).await?;
+    let (a_dir, b_dir) = (tmp.path().join("build-a"), tmp.path().join("build-b"));
+    sample::build(&a_dir, 8 * MIB, 1)?;
+    sample::build(&b_dir, 8 * MIB, 2)?;
+    let a = lab.publish(&a_dir, "1.0").await?;
+    lab.publish_to(other_product, &b_dir, "1.0").await?;
+    let me = lab.player("me").await?.0;
+    let launcher = launcher::Launcher::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let run = |product: &str, dir: &Path, update: bool, seed_for: Duration| {
+        let mut req = request(&lab, dir.to_owned(), update, seed_for);
+        req.product = product.to_owned();
+        let mut stop = stop_rx.clone();
+        let (launcher, me) = (&launcher, &me);
+        async move {
+            launcher::install_with(launcher, me, &req, None, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        }
+    };
+    let (mine_a, mine_b) = (tmp.path().join("mine-a"), tmp.path().join("mine-b"));
+    let product = lab.options.product.clone();
+    let later = lab.player("later").await?.0;
+    let later_dir = tmp.path().join("later-a");
+    // The first product installs and then seeds until the end; meanwhile
+    // the second installs, gets a v2 and updates, and another player
+    // installs the first.
+    let seeding = run(&product, &mine_a, false, Duration::from_secs(120));
+    let rest = async {
+        let ob = run(other_product, &mine_b, false, Duration::ZERO).await?;
+        assert_installed(&mine_b, &b_dir)?;
+        let b2_dir = tmp.path().join("build-b2");
+        sample::patch(&b_dir, &b2_dir, 3)?;
+        let b2 = lab.publish_to(other_product, &b2_dir, "2.0").await?;
+        wait_all_installed_in(&[&mine_a], &a).await?;
+        let later_req = request(&lab, later_dir.clone(), false, Duration::ZERO);
+        let (updated, fetched) = tokio::join!(
+            run(other_product, &mine_b, true, Duration::ZERO),
+            install(&later, &later_req, stop_rx.clone())
+        );
+        stop_tx.send(true)?;
+        let (updated, fetched) = (updated?, fetched?);
+        assert_eq!(updated.previous_version, Some(ob.version));
+        assert_eq!(updated.version, b2.version);
+        assert_installed(&mine_b, &b2_dir)?;
+        anyhow::Ok((updated, fetched))
+    };
+    let (seeded, rest) = tokio::join!(seeding, rest);
+    let (updated, fetched) = rest?;
+    let seeded = seeded?;
+    assert_installed(&mine_a, &a_dir)?;
+    assert_installed(&later_dir, &a_dir)?;
+    eprintln!(
+        "the other player: {} bytes from peers, {} from the seed; our update took {:.1} s, we seeded {:.1} s and sent {} bytes",
+        fetched.from_peers,
+        fetched.from_seeds,
+        updated.download_secs,
+        seeded.seeded_secs,
+        seeded.uploaded
+    );
+    assert!(
+        fetched.from_peers * 10 >= a.manifest.unique_size() * 9,
+        "the other player took most of the first product from us: {fetched:#?}"
+    );
+    lab.stop().await
+}
+
 /// Starts `shoal install` (or update) for every player into
 /// `root/install{i}`, each seeding until `stop` (or two minutes).
 fn start_all(
@@ -290,6 +370,24 @@ async fn wait_all_installed(
             }
         }
         if done == n {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("not every install finished within a minute")
+}
+
+/// Polls the installs in `dirs` until all hold `release` (or a minute passes).
+async fn wait_all_installed_in(dirs: &[&Path], release: &Published) -> anyhow::Result<()> {
+    for _ in 0..1200 {
+        let mut done = 0;
+        for dir in dirs {
+            let s = launcher::status(dir)?;
+            if s.installed.is_some_and(|b| b.version == release.version) {
+                done += 1;
+            }
+        }
+        if done == dirs.len() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

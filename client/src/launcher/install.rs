@@ -3,7 +3,7 @@
 
 use super::errors::store_error;
 use super::node::{Held, Serving};
-use super::session::Session;
+use super::session::{Launcher, Session};
 use super::trust::{fetch_manifest, tracker_key};
 use super::{now_secs, open_install};
 use crate::config::Settings;
@@ -170,6 +170,18 @@ pub async fn install(
     counters: Option<Arc<Counters>>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Outcome> {
+    install_with(&Launcher::new(), settings, req, counters, stop).await
+}
+
+/// [`install`] on `launcher`'s peer node, which the other products it
+/// installs or seeds at the same time share.
+pub async fn install_with(
+    launcher: &Launcher,
+    settings: &Settings,
+    req: &Request,
+    counters: Option<Arc<Counters>>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Outcome> {
     // Nothing touches the disk before the request is known to be sound: a
     // product id outside the id grammar (`..`) or a missing pinned key.
     if !shoal_types::id::is_valid(&req.product) {
@@ -274,7 +286,7 @@ pub async fn install(
     let counters = counters.unwrap_or_default();
     let serving = Arc::new(Serving::new(ticket.swarm, Held::Staging(staging.clone())));
     let mut swarm = session
-        .join(settings, serving.clone(), counters.clone())
+        .join(launcher, settings, serving.clone(), counters.clone())
         .await?;
     let started = Instant::now();
     let label = format!("{} v{}", req.product, ticket.release.version);

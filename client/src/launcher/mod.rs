@@ -20,8 +20,9 @@ mod trust;
 mod verify;
 pub mod view;
 
-pub use install::{NatReport, Outcome, Request, SeedAsks, check_space, install};
+pub use install::{NatReport, Outcome, Request, SeedAsks, check_space, install, install_with};
 pub use node::{Held, Serving};
+pub use session::Launcher;
 pub use status::{Status, StatusBuild, status};
 pub use verify::{Repaired, Verified, repair, verify};
 

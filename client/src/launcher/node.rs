@@ -368,16 +368,116 @@ pub async fn listen_addrs(client: &Client) -> anyhow::Result<Vec<String>> {
     anyhow::bail!("the peer node did not start listening")
 }
 
-/// The launcher's metrics, read at scrape time.
-pub fn metrics(
-    client: Client,
-    serving: Arc<Serving>,
-    counters: Arc<Counters>,
-) -> shoal_metrics::Render {
+/// The player's peer node, shared by every product one launcher installs,
+/// updates or seeds at once: one identity, one port, one set of
+/// connections. (Two nodes of one identity would each answer for the
+/// other's swarms: a peer connected to one cannot reach the other.)
+pub struct Node {
+    pub(super) client: Client,
+    router: shoal_net::Router,
+    swarms: Arc<shoal_net::Swarms>,
+    /// What each product serves and fetched, for the metrics.
+    watched: Watched,
+}
+
+type Watched = Arc<std::sync::Mutex<Vec<(Arc<Serving>, Arc<Counters>)>>>;
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("peer", &self.client.peer_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Starts the node: listening, and serving metrics if asked.
+    pub(super) async fn start(
+        settings: &crate::config::Settings,
+        key: shoal_types::PublicKey,
+    ) -> anyhow::Result<Node> {
+        let keypair = shoal_net::keypair_from_seed(settings.peer_key.seed());
+        let listen = settings
+            .listen
+            .iter()
+            .map(|a| {
+                a.parse().map_err(|e| {
+                    crate::with_exit(
+                        anyhow::anyhow!("listen address {a:?}: {e}"),
+                        crate::Exit::BadInput,
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut config = shoal_net::Config::new(keypair, listen, key, Arc::new(super::now_secs));
+        config.upload_rate = settings.max_upload;
+        config.lan_discovery = settings.lan_discovery;
+        let swarms = Arc::new(shoal_net::Swarms::new());
+        let (client, events) = shoal_net::spawn(config, swarms.clone())
+            .map_err(|e| anyhow::anyhow!("starting the peer node: {e}"))?;
+        listen_addrs(&client).await?;
+        let watched = Watched::default();
+        if let Some(addr) = &settings.metrics {
+            let render = metrics(client.clone(), watched.clone());
+            let bound = shoal_metrics::spawn(addr, render).await?;
+            tracing::info!(%bound, "metrics at /metrics");
+        }
+        Ok(Node {
+            client,
+            router: shoal_net::Router::new(events),
+            swarms,
+            watched,
+        })
+    }
+
+    /// Serves `serving`'s swarm from it and returns that swarm's events.
+    pub(super) fn attach(
+        &self,
+        serving: &Arc<Serving>,
+        counters: &Arc<Counters>,
+    ) -> mpsc::Receiver<shoal_net::Event> {
+        let events = self.router.subscribe(serving.swarm);
+        self.swarms.add(serving.swarm, serving.clone());
+        lock(&self.watched).push((serving.clone(), counters.clone()));
+        events
+    }
+
+    /// Stops serving `swarm` (its session is over).
+    pub(super) fn detach(&self, swarm: &Hash) {
+        self.swarms.remove(swarm);
+        lock(&self.watched).retain(|(s, _)| s.swarm != *swarm);
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The launcher's metrics, read at scrape time: with several products,
+/// the sums over them.
+fn metrics(client: Client, watched: Watched) -> shoal_metrics::Render {
     Arc::new(move || {
-        let have = serving.bitfield(&serving.swarm);
-        let (held, total) = have.map_or((0, 0), |b| (b.count(), b.len()));
+        let watched = lock(&watched).clone();
+        let (mut held, mut total) = (0, 0);
+        let mut sums = Counters::default();
+        let mut uploaded = 0;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for (serving, c) in &watched {
+            if let Some(b) = serving.bitfield(&serving.swarm) {
+                (held, total) = (held + b.count(), total + b.len());
+            }
+            uploaded += load(&serving.uploaded);
+            for (sum, one) in [
+                (&mut sums.from_peers, &c.from_peers),
+                (&mut sums.from_seeds, &c.from_seeds),
+                (&mut sums.verified, &c.verified),
+                (&mut sums.failed, &c.failed),
+                (&mut sums.banned, &c.banned),
+            ] {
+                *sum.get_mut() += load(one);
+            }
+        }
+        let counters = &sums;
         let nat = shoal_net::NatCounters::get;
         shoal_metrics::Scrape::new("shoal_client")
             .counter(
@@ -393,7 +493,7 @@ pub fn metrics(
             .counter(
                 "uploaded_bytes",
                 "Verified bytes sent to other peers",
-                load(&serving.uploaded),
+                uploaded,
             )
             .counter(
                 "chunks_verified",
@@ -462,8 +562,16 @@ pub fn metrics(
                     shoal_types::Reachability::Unknown => -1.0,
                 },
             )
-            .gauge("chunks_held", "Chunks of the release held", f64::from(held))
-            .gauge("chunks_total", "Chunks in the release", f64::from(total))
+            .gauge(
+                "chunks_held",
+                "Chunks held of the releases served",
+                f64::from(held),
+            )
+            .gauge(
+                "chunks_total",
+                "Chunks in the releases served",
+                f64::from(total),
+            )
             .gauge(
                 "download_progress_ratio",
                 "Chunks held / chunks in the release",

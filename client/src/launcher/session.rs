@@ -4,12 +4,11 @@
 //! by seeding ([`Swarm`]).
 
 use super::errors::download_error;
-use super::node::{self, Announcer, Serving};
+use super::node::{self, Announcer, Node, Serving};
 use super::trust::{Ticket, ticket, tracker_key};
 use super::{now_secs, view};
 use crate::config::Settings;
 use crate::tracker::Tracker;
-use crate::{Exit, with_exit};
 use anyhow::Context as _;
 use shoal_net::download::{Counters, Job};
 use shoal_store::Install;
@@ -51,27 +50,51 @@ impl Session {
         })
     }
 
-    /// Starts the node serving `serving` and joins the swarm.
+    /// Serves `serving` from `launcher`'s node (started by the first
+    /// session that needs it) and joins the swarm.
     pub(super) async fn join(
         &self,
+        launcher: &Launcher,
         settings: &Settings,
         serving: Arc<Serving>,
         counters: Arc<Counters>,
     ) -> anyhow::Result<Swarm> {
-        Swarm::join(
-            settings,
+        let node = launcher.node(settings, self.key).await?;
+        Ok(Swarm::join(
+            node,
             &self.tracker,
-            self.key,
             &self.ticket,
             serving,
             counters,
-        )
-        .await
+        ))
     }
 }
 
-/// A running peer node with its announce loop.
+/// The peer node of one launcher, started when its first product joins a
+/// swarm and shared by every product it installs, updates or seeds at once
+/// (`shoal update A B`).
+#[derive(Debug, Default)]
+pub struct Launcher {
+    node: tokio::sync::OnceCell<Arc<Node>>,
+}
+
+impl Launcher {
+    pub fn new() -> Launcher {
+        Launcher::default()
+    }
+
+    async fn node(&self, settings: &Settings, key: PublicKey) -> anyhow::Result<Arc<Node>> {
+        let node = self
+            .node
+            .get_or_try_init(|| async { Node::start(settings, key).await.map(Arc::new) })
+            .await?;
+        Ok(node.clone())
+    }
+}
+
+/// One product's part of the node: its events, its announce loop.
 pub(super) struct Swarm {
+    node: Arc<Node>,
     pub(super) client: shoal_net::Client,
     pub(super) events: mpsc::Receiver<shoal_net::Event>,
     pub(super) announcer: Arc<Announcer>,
@@ -83,39 +106,20 @@ pub(super) struct Swarm {
 impl Drop for Swarm {
     fn drop(&mut self) {
         self.announcing.abort();
+        self.node.detach(&self.announcer.serving.swarm);
     }
 }
 
 impl Swarm {
-    pub(super) async fn join(
-        settings: &Settings,
+    fn join(
+        node: Arc<Node>,
         tracker: &Tracker,
-        key: PublicKey,
         ticket: &Ticket,
         serving: Arc<Serving>,
         counters: Arc<Counters>,
-    ) -> anyhow::Result<Swarm> {
-        let keypair = shoal_net::keypair_from_seed(settings.peer_key.seed());
-        let listen = settings
-            .listen
-            .iter()
-            .map(|a| {
-                a.parse().map_err(|e| {
-                    with_exit(anyhow::anyhow!("listen address {a:?}: {e}"), Exit::BadInput)
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let mut config = shoal_net::Config::new(keypair, listen, key, Arc::new(now_secs));
-        config.upload_rate = settings.max_upload;
-        config.lan_discovery = settings.lan_discovery;
-        let (client, events) = shoal_net::spawn(config, serving.clone())
-            .map_err(|e| anyhow::anyhow!("starting the peer node: {e}"))?;
-        node::listen_addrs(&client).await?;
-        if let Some(addr) = &settings.metrics {
-            let render = node::metrics(client.clone(), serving.clone(), counters.clone());
-            let bound = shoal_metrics::spawn(addr, render).await?;
-            tracing::info!(%bound, "metrics at /metrics");
-        }
+    ) -> Swarm {
+        let client = node.client.clone();
+        let events = node.attach(&serving, &counters);
         let announcer = Arc::new(Announcer {
             tracker: tracker.clone(),
             token: RwLock::new(ticket.token.to_text()),
@@ -134,14 +138,15 @@ impl Swarm {
                 .run(more_tx)
                 .instrument(tracing::info_span!("announce", swarm = %ticket.swarm)),
         );
-        Ok(Swarm {
+        Swarm {
+            node,
             client,
             events,
             announcer,
             announcing,
             more: Some(more_rx),
             counters,
-        })
+        }
     }
 
     /// Fetches what `serving`'s store lacks; progress drawn if asked.

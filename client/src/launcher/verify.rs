@@ -132,7 +132,12 @@ pub async fn repair(settings: &Settings, dir: &Path) -> anyhow::Result<Repaired>
         Held::Repair(build.clone(), Arc::new(RwLock::new(good))),
     ));
     let mut swarm = session
-        .join(settings, serving.clone(), counters.clone())
+        .join(
+            &super::session::Launcher::new(),
+            settings,
+            serving.clone(),
+            counters.clone(),
+        )
         .await?;
     let missing: u64 = damage
         .iter()
