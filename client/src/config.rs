@@ -43,6 +43,10 @@ pub struct Settings {
     /// `None`: trust the key the tracker reports (with a warning).
     pub tracker_key: Option<PublicKey>,
     pub peer_key: SecretKey,
+    /// The file `peer_key` came from: a launcher process locks it while its
+    /// node runs, so a second process at once takes a fresh identity for
+    /// its run rather than share one (`None`: never locked).
+    pub peer_key_file: Option<PathBuf>,
     pub install_root: PathBuf,
     pub max_download: Option<u64>,
     pub max_upload: Option<u64>,
@@ -129,6 +133,7 @@ impl File {
             api_key: self.api_key,
             tracker_key,
             peer_key: peer_key(dir)?,
+            peer_key_file: Some(dir.join(PEER_KEY_FILE)),
             install_root: self
                 .install_root
                 .unwrap_or_else(|| home.join("Games/shoal")),

@@ -225,7 +225,7 @@ pub async fn install_with(
         .clone()
         .or_else(|| installed.as_ref().map(|b| b.record.channel.clone()))
         .unwrap_or_else(|| "stable".into());
-    let session = Session::open(settings, &install, &req.product, &channel).await?;
+    let session = Session::open(launcher, settings, &install, &req.product, &channel).await?;
     let ticket = &session.ticket;
     let mut outcome = Outcome {
         product: req.product.clone(),

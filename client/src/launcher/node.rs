@@ -394,9 +394,9 @@ impl Node {
     /// Starts the node: listening, and serving metrics if asked.
     pub(super) async fn start(
         settings: &crate::config::Settings,
+        keypair: shoal_net::Keypair,
         key: shoal_types::PublicKey,
     ) -> anyhow::Result<Node> {
-        let keypair = shoal_net::keypair_from_seed(settings.peer_key.seed());
         let listen = settings
             .listen
             .iter()

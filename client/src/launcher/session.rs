@@ -30,8 +30,9 @@ pub(super) struct Session {
 }
 
 impl Session {
-    /// Steps 1–2a for `product` on `channel`, as this player's peer id.
+    /// Steps 1–2a for `product` on `channel`, as `launcher`'s peer id.
     pub(super) async fn open(
+        launcher: &Launcher,
         settings: &Settings,
         install: &Install,
         product: &str,
@@ -39,9 +40,7 @@ impl Session {
     ) -> anyhow::Result<Session> {
         let key = tracker_key(settings)?;
         let tracker = Tracker::new(&settings.tracker, settings.api_key.clone())?;
-        let me = shoal_net::keypair_from_seed(settings.peer_key.seed())
-            .public()
-            .to_peer_id();
+        let me = launcher.identity(settings)?.public().to_peer_id();
         let ticket = ticket(&tracker, &key, install, product, channel, &me).await?;
         Ok(Session {
             tracker,
@@ -75,7 +74,15 @@ impl Session {
 /// (`shoal update A B`).
 #[derive(Debug, Default)]
 pub struct Launcher {
+    identity: std::sync::Mutex<Option<Identity>>,
     node: tokio::sync::OnceCell<Arc<Node>>,
+}
+
+/// The keypair a launcher's node runs as, and the lock that makes it ours.
+#[derive(Debug)]
+struct Identity {
+    keypair: shoal_net::Keypair,
+    _lock: Option<std::fs::File>,
 }
 
 impl Launcher {
@@ -83,10 +90,55 @@ impl Launcher {
         Launcher::default()
     }
 
+    /// The config directory's peer key, locked for as long as this launcher
+    /// lives. If another launcher process holds it, a fresh identity for
+    /// this run: two nodes of one identity would each answer for the
+    /// other's swarms, and peers connected to one could not reach the other.
+    fn identity(&self, settings: &Settings) -> anyhow::Result<shoal_net::Keypair> {
+        let mut slot = self.identity.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = &*slot {
+            return Ok(id.keypair.clone());
+        }
+        let mine = shoal_net::keypair_from_seed(settings.peer_key.seed());
+        let id = match &settings.peer_key_file {
+            None => Identity {
+                keypair: mine,
+                _lock: None,
+            },
+            Some(path) => {
+                let file = std::fs::File::open(path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                match file.try_lock() {
+                    Ok(()) => Identity {
+                        keypair: mine,
+                        _lock: Some(file),
+                    },
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        tracing::info!(
+                            path = %path.display(),
+                            "another launcher is running as this peer identity: this one joins as a fresh identity for this run"
+                        );
+                        Identity {
+                            keypair: shoal_net::generate_keypair(),
+                            _lock: None,
+                        }
+                    }
+                    Err(std::fs::TryLockError::Error(e)) => {
+                        return Err(e).with_context(|| format!("locking {}", path.display()));
+                    }
+                }
+            }
+        };
+        let keypair = id.keypair.clone();
+        *slot = Some(id);
+        Ok(keypair)
+    }
+
     async fn node(&self, settings: &Settings, key: PublicKey) -> anyhow::Result<Arc<Node>> {
+        let keypair = self.identity(settings)?;
         let node = self
             .node
-            .get_or_try_init(|| async { Node::start(settings, key).await.map(Arc::new) })
+            .get_or_try_init(|| async { Node::start(settings, keypair, key).await.map(Arc::new) })
             .await?;
         Ok(node.clone())
     }
@@ -266,5 +318,33 @@ impl SeedingMarker {
 impl Drop for SeedingMarker {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_launcher_at_once_runs_as_a_fresh_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::config::File::default().resolve(dir.path()).unwrap();
+        let own = shoal_net::keypair_from_seed(settings.peer_key.seed())
+            .public()
+            .to_peer_id();
+        let peer = |l: &Launcher| l.identity(&settings).unwrap().public().to_peer_id();
+        let first = Launcher::new();
+        assert_eq!(peer(&first), own);
+        assert_eq!(peer(&first), own, "kept for the launcher's life");
+        let second = Launcher::new();
+        let fresh = peer(&second);
+        assert_ne!(fresh, own, "the identity is held by the first");
+        assert_eq!(peer(&second), fresh, "and the fresh one is kept");
+        drop(first);
+        assert_eq!(
+            peer(&Launcher::new()),
+            own,
+            "free again once the first is gone"
+        );
     }
 }

@@ -108,7 +108,9 @@ pub async fn repair(settings: &Settings, dir: &Path) -> anyhow::Result<Repaired>
         good.clear(*c);
     }
     repaired.chunks_fetched = n - good.count();
+    let launcher = super::session::Launcher::new();
     let session = Session::open(
+        &launcher,
         settings,
         &install,
         &build.record.product,
@@ -132,12 +134,7 @@ pub async fn repair(settings: &Settings, dir: &Path) -> anyhow::Result<Repaired>
         Held::Repair(build.clone(), Arc::new(RwLock::new(good))),
     ));
     let mut swarm = session
-        .join(
-            &super::session::Launcher::new(),
-            settings,
-            serving.clone(),
-            counters.clone(),
-        )
+        .join(&launcher, settings, serving.clone(), counters.clone())
         .await?;
     let missing: u64 = damage
         .iter()
