@@ -153,6 +153,11 @@ fn run_install(settings: &Settings, reqs: &[Request], json: bool) -> anyhow::Res
                     let _ = stopped.wait_for(|s| *s).await;
                 };
                 let result = launcher::install_with(launcher, settings, req, None, stop).await;
+                if result.is_err() {
+                    // Nothing of it is left to interrupt: a signal may end
+                    // the others' seeding gracefully.
+                    req.seeding.store(true, Ordering::SeqCst);
+                }
                 match &result {
                     Ok(o) if !json => print_outcome(o),
                     Ok(_) => {}
