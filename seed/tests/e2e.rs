@@ -254,19 +254,7 @@ async fn publish_seed_and_download_through_the_tracker() {
         1,
         "the seed is the bootstrap source: {answer}"
     );
-    let job = Job {
-        manifest: &manifest,
-        swarm: release_id,
-        token: &token,
-        sources: &sources,
-        store: &*store,
-        scheduler: Default::default(),
-        download_rate: None,
-        stall: Duration::from_secs(60),
-        more_sources: None,
-        counters: Default::default(),
-        renewed: None,
-    };
+    let job = Job::new(&manifest, release_id, &token, &sources, &*store);
     let report = download(&me, &mut events, job).await.unwrap();
     assert_eq!(report.from_seeds, manifest.unique_size());
     for (path, _, chunks) in manifest.files() {

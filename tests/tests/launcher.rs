@@ -355,26 +355,21 @@ fn start_all(
         .collect()
 }
 
-/// Polls the installs until all hold `release` (or a minute passes).
+/// Polls `root/install{i}` for the first `n` players until all hold
+/// `release` (or a minute passes).
 async fn wait_all_installed(
     tmp: &tempfile::TempDir,
     n: usize,
     release: &Published,
 ) -> anyhow::Result<()> {
-    for _ in 0..1200 {
-        let mut done = 0;
-        for i in 0..n {
-            let s = launcher::status(&tmp.path().join(format!("install{i}")))?;
-            if s.installed.is_some_and(|b| b.version == release.version) {
-                done += 1;
-            }
-        }
-        if done == n {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("not every install finished within a minute")
+    let dirs: Vec<PathBuf> = (0..n)
+        .map(|i| tmp.path().join(format!("install{i}")))
+        .collect();
+    wait_all_installed_in(
+        &dirs.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+        release,
+    )
+    .await
 }
 
 /// Polls the installs in `dirs` until all hold `release` (or a minute passes).

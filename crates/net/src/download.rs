@@ -172,6 +172,33 @@ pub struct Job<'a> {
     pub renewed: Option<tokio::sync::watch::Receiver<Token>>,
 }
 
+impl<'a> Job<'a> {
+    /// A job with the defaults for the rest: the default scheduler, no
+    /// download cap, a 60 s stall limit, no later sources, fresh counters
+    /// and no token renewal.
+    pub fn new(
+        manifest: &'a Manifest,
+        swarm: Hash,
+        token: &'a Token,
+        sources: &'a [Source],
+        store: &'a dyn ChunkStore,
+    ) -> Job<'a> {
+        Job {
+            manifest,
+            swarm,
+            token,
+            sources,
+            store,
+            scheduler: Default::default(),
+            download_rate: None,
+            stall: Duration::from_secs(60),
+            more_sources: None,
+            counters: Default::default(),
+            renewed: None,
+        }
+    }
+}
+
 impl std::fmt::Debug for Job<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job")

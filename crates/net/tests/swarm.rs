@@ -103,19 +103,7 @@ async fn downloaders_share_chunks_with_each_other() {
         let manifest = manifest.clone();
         let tok = token(&tracker, swarm, &client, NOW + 600);
         tasks.push(tokio::spawn(async move {
-            let job = Job {
-                manifest: &manifest,
-                swarm,
-                token: &tok,
-                sources: &sources,
-                store: &*store,
-                scheduler: Default::default(),
-                download_rate: None,
-                stall: Duration::from_secs(60),
-                more_sources: None,
-                counters: Default::default(),
-                renewed: None,
-            };
+            let job = Job::new(&manifest, swarm, &tok, &sources, &*store);
             let report = download(&client, &mut events, job).await;
             // keep serving a little so slower peers can finish from us
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -906,19 +894,7 @@ async fn one_node_fetches_two_swarms_at_once_and_serves_one_while_fetching_anoth
         let (swarm, manifest) = (*swarm, p.manifest.clone());
         let tok = token(&tracker, swarm, &client, NOW + 600);
         async move {
-            let job = Job {
-                manifest: &manifest,
-                swarm,
-                token: &tok,
-                sources: &sources,
-                store: &*store,
-                scheduler: Default::default(),
-                download_rate: None,
-                stall: Duration::from_secs(60),
-                more_sources: None,
-                counters: Default::default(),
-                renewed: None,
-            };
+            let job = Job::new(&manifest, swarm, &tok, &sources, &*store);
             download(&client, &mut events, job).await.unwrap()
         }
     };
