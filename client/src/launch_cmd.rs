@@ -170,8 +170,11 @@ fn run_install(settings: &Settings, reqs: &[Request], json: bool) -> anyhow::Res
         let results = futures::future::join_all(runs).await;
         if json {
             let done: Vec<&Outcome> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            // One product prints its outcome, or nothing when it failed (as
+            // before several were allowed); several print the list.
             match done.as_slice() {
                 [one] if reqs.len() == 1 => println!("{}", serde_json::to_string_pretty(one)?),
+                _ if reqs.len() == 1 => {}
                 all => println!("{}", serde_json::to_string_pretty(all)?),
             }
         }

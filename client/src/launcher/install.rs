@@ -344,7 +344,7 @@ pub async fn install_with(
     tracing::info!(product = %req.product, version = outcome.version, "installed");
 
     // Step 7: give back.
-    let client = swarm.client.clone();
+    let client = swarm.client().clone();
     outcome.seeded_secs = swarm.give_back(&req.dir, req.seed_for, stop).await?;
     outcome.uploaded = serving.uploaded.load(Ordering::Relaxed);
     outcome.nat = NatReport::of(&client);

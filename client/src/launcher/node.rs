@@ -458,37 +458,28 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn metrics(client: Client, watched: Watched) -> shoal_metrics::Render {
     Arc::new(move || {
         let watched = lock(&watched).clone();
-        let (mut held, mut total) = (0, 0);
-        let mut sums = Counters::default();
-        let mut uploaded = 0;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        for (serving, c) in &watched {
+        let sum = |of: fn(&Counters) -> &AtomicU64| -> u64 {
+            watched.iter().map(|(_, c)| load(of(c))).sum()
+        };
+        let (mut held, mut total) = (0, 0);
+        for (serving, _) in &watched {
             if let Some(b) = serving.bitfield(&serving.swarm) {
                 (held, total) = (held + b.count(), total + b.len());
             }
-            uploaded += load(&serving.uploaded);
-            for (sum, one) in [
-                (&mut sums.from_peers, &c.from_peers),
-                (&mut sums.from_seeds, &c.from_seeds),
-                (&mut sums.verified, &c.verified),
-                (&mut sums.failed, &c.failed),
-                (&mut sums.banned, &c.banned),
-            ] {
-                *sum.get_mut() += load(one);
-            }
         }
-        let counters = &sums;
+        let uploaded: u64 = watched.iter().map(|(s, _)| load(&s.uploaded)).sum();
         let nat = shoal_net::NatCounters::get;
         shoal_metrics::Scrape::new("shoal_client")
             .counter(
                 "downloaded_from_peers_bytes",
                 "Verified bytes received from peers",
-                load(&counters.from_peers),
+                sum(|c| &c.from_peers),
             )
             .counter(
                 "downloaded_from_seeds_bytes",
                 "Verified bytes received from seeds",
-                load(&counters.from_seeds),
+                sum(|c| &c.from_seeds),
             )
             .counter(
                 "uploaded_bytes",
@@ -498,17 +489,17 @@ fn metrics(client: Client, watched: Watched) -> shoal_metrics::Render {
             .counter(
                 "chunks_verified",
                 "Chunks received that passed verification",
-                load(&counters.verified),
+                sum(|c| &c.verified),
             )
             .counter(
                 "chunks_failed_verification",
                 "Chunks received that failed verification",
-                load(&counters.failed),
+                sum(|c| &c.failed),
             )
             .counter(
                 "peers_banned",
                 "Peers banned for sending bad chunks",
-                load(&counters.banned),
+                sum(|c| &c.banned),
             )
             .gauge(
                 "peers_connected",
@@ -574,7 +565,7 @@ fn metrics(client: Client, watched: Watched) -> shoal_metrics::Render {
             )
             .gauge(
                 "download_progress_ratio",
-                "Chunks held / chunks in the release",
+                "Chunks held / chunks in the releases served",
                 if total > 0 {
                     f64::from(held) / f64::from(total)
                 } else {

@@ -147,7 +147,6 @@ impl Launcher {
 /// One product's part of the node: its events, its announce loop.
 pub(super) struct Swarm {
     node: Arc<Node>,
-    pub(super) client: shoal_net::Client,
     pub(super) events: mpsc::Receiver<shoal_net::Event>,
     pub(super) announcer: Arc<Announcer>,
     pub(super) announcing: tokio::task::JoinHandle<()>,
@@ -170,7 +169,7 @@ impl Swarm {
         serving: Arc<Serving>,
         counters: Arc<Counters>,
     ) -> Swarm {
-        let client = node.client.clone();
+        let client = &node.client;
         let events = node.attach(&serving, &counters);
         let announcer = Arc::new(Announcer {
             tracker: tracker.clone(),
@@ -192,13 +191,17 @@ impl Swarm {
         );
         Swarm {
             node,
-            client,
             events,
             announcer,
             announcing,
             more: Some(more_rx),
             counters,
         }
+    }
+
+    /// The node this product runs on.
+    pub(super) fn client(&self) -> &shoal_net::Client {
+        &self.node.client
     }
 
     /// Fetches what `serving`'s store lacks; progress drawn if asked.
@@ -211,7 +214,7 @@ impl Swarm {
         label: String,
         total: u64,
     ) -> anyhow::Result<shoal_net::download::Report> {
-        let me = self.client.peer_id();
+        let me = self.node.client.peer_id();
         let sources: Vec<_> = ticket
             .bootstrap
             .iter()
@@ -236,7 +239,7 @@ impl Swarm {
             counters: self.counters.clone(),
             renewed: Some(self.announcer.renewed.subscribe()),
         };
-        let result = shoal_net::download::download(&self.client, &mut self.events, job).await;
+        let result = shoal_net::download::download(&self.node.client, &mut self.events, job).await;
         if let Some(v) = view {
             v.abort();
             view::clear();
@@ -265,7 +268,7 @@ impl Swarm {
             serving.clone() as Arc<dyn shoal_net::ChunkSource>,
         );
         shoal_net::download::give_back(
-            &self.client,
+            &self.node.client,
             &mut self.events,
             swarm,
             self.announcer.renewed.subscribe(),

@@ -29,13 +29,11 @@ pub struct Router {
 
 #[derive(Debug, Default)]
 struct Routes {
-    next: u64,
     list: Vec<Route>,
 }
 
 #[derive(Debug)]
 struct Route {
-    id: u64,
     swarm: Hash,
     tx: mpsc::Sender<Event>,
 }
@@ -50,9 +48,9 @@ impl Router {
             async move {
                 while let Some(event) = events.recv().await {
                     let targets = lock(&shared).targets(&event);
-                    for (id, tx) in targets {
+                    for tx in targets {
                         if tx.send(event.clone()).await.is_err() {
-                            lock(&shared).list.retain(|r| r.id != id);
+                            lock(&shared).list.retain(|r| !r.tx.same_channel(&tx));
                         }
                     }
                 }
@@ -66,10 +64,7 @@ impl Router {
     /// dialling its sources, so that no early have is missed.
     pub fn subscribe(&self, swarm: Hash) -> mpsc::Receiver<Event> {
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
-        let mut routes = lock(&self.routes);
-        let id = routes.next;
-        routes.next += 1;
-        routes.list.push(Route { id, swarm, tx });
+        lock(&self.routes).list.push(Route { swarm, tx });
         rx
     }
 
@@ -85,7 +80,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Routes {
-    fn targets(&self, event: &Event) -> Vec<(u64, mpsc::Sender<Event>)> {
+    fn targets(&self, event: &Event) -> Vec<mpsc::Sender<Event>> {
         let swarm = match event {
             Event::Have { message, .. } => Some(message.swarm),
             Event::Authenticated { swarm, .. } => Some(*swarm),
@@ -94,7 +89,7 @@ impl Routes {
         self.list
             .iter()
             .filter(|r| swarm.is_none_or(|s| s == r.swarm))
-            .map(|r| (r.id, r.tx.clone()))
+            .map(|r| r.tx.clone())
             .collect()
     }
 }
