@@ -1,9 +1,14 @@
 //! Building a manifest from a directory tree: walk it under the path rules,
-//! then chunk and hash its files on all cores, handing each new chunk to a sink.
+//! then chunk and hash its files on all cores (sealing each chunk, for an
+//! encrypted release), handing each new chunk to a sink.
 
 use crate::chunker;
-use crate::model::{ChunkInfo, ChunkParams, Entry, EntryKind, FORMAT_VERSION, Manifest};
+use crate::model::{
+    ChunkInfo, ChunkParams, Entry, EntryKind, FORMAT_VERSION, Manifest, SEALED_FORMAT_VERSION,
+    Sealing,
+};
 use crate::path::{self, PathRule};
+use crate::seal::{self, ContentKey};
 use shoal_types::Hash;
 use std::collections::HashMap;
 use std::fs;
@@ -194,8 +199,12 @@ fn scan(root: &Path) -> Result<(Vec<Entry>, Vec<FileJob>), BuildError> {
     Ok((entries, jobs))
 }
 
-/// A file's chunks in order, as `(hash, len)`.
-type FileChunks = Vec<(Hash, u32)>;
+/// One chunk of a file as cut: the hash and length the table lists (of the
+/// ciphertext, when sealing), and the plaintext hash when sealing.
+type Cut = (Hash, u32, Option<Hash>);
+
+/// A file's chunks in order.
+type FileChunks = Vec<Cut>;
 
 /// Chunks and hashes one file, read through a bounded window (never mapped
 /// or read whole), so memory stays the same whatever the file's size.
@@ -203,6 +212,7 @@ fn process(
     job: &FileJob,
     rel: &str,
     params: ChunkParams,
+    key: Option<&ContentKey>,
     sink: &dyn ChunkSink,
     progress: &Progress,
 ) -> Result<FileChunks, BuildError> {
@@ -210,10 +220,24 @@ fn process(
     let mut chunks = Vec::with_capacity((job.size / u64::from(params.avg)) as usize + 1);
     let window = chunker::STREAM_WINDOW.min(job.size as usize + 1);
     let read = chunker::stream_chunks(file, params, window, |bytes: &[u8]| {
-        let hash = Hash::of(bytes);
-        sink.put(&hash, bytes)
-            .map_err(|source| Failure::Sink { hash, source })?;
-        chunks.push((hash, bytes.len() as u32));
+        let cut = match key {
+            None => {
+                let hash = Hash::of(bytes);
+                sink.put(&hash, bytes)
+                    .map_err(|source| Failure::Sink { hash, source })?;
+                (hash, bytes.len() as u32, None)
+            }
+            Some(key) => {
+                let sealed = seal::seal(key, bytes);
+                sink.put(&sealed.hash, &sealed.bytes)
+                    .map_err(|source| Failure::Sink {
+                        hash: sealed.hash,
+                        source,
+                    })?;
+                (sealed.hash, sealed.bytes.len() as u32, Some(sealed.plain))
+            }
+        };
+        chunks.push(cut);
         progress
             .done_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -252,6 +276,31 @@ pub fn build(
     sink: &dyn ChunkSink,
     progress: &Progress,
 ) -> Result<Manifest, BuildError> {
+    build_with(root, options, None, sink, progress)
+}
+
+/// [`build`] for an encrypted release: every chunk is sealed under `key`
+/// as it is cut, `sink` receives the ciphertext, and the manifest (format
+/// [`SEALED_FORMAT_VERSION`]) lists ciphertext and plaintext hashes. Chunk
+/// boundaries are those of the plaintext, so a new version's unchanged
+/// chunks keep their plaintext hashes.
+pub fn build_sealed(
+    root: &Path,
+    options: &BuildOptions,
+    key: &ContentKey,
+    sink: &dyn ChunkSink,
+    progress: &Progress,
+) -> Result<Manifest, BuildError> {
+    build_with(root, options, Some(key), sink, progress)
+}
+
+fn build_with(
+    root: &Path,
+    options: &BuildOptions,
+    key: Option<&ContentKey>,
+    sink: &dyn ChunkSink,
+    progress: &Progress,
+) -> Result<Manifest, BuildError> {
     options.chunking.check()?;
     crate::model::check_name("product", &options.product)?;
     crate::model::check_name("channel", &options.channel)?;
@@ -286,7 +335,7 @@ pub fn build(
                     while !failed.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(job) = jobs.get(i) else { break };
-                        match process(job, paths[i], options.chunking, sink, progress) {
+                        match process(job, paths[i], options.chunking, key, sink, progress) {
                             Ok(chunks) => done.push((job.entry, chunks)),
                             Err(e) => {
                                 failed.store(true, Ordering::Relaxed);
@@ -317,29 +366,37 @@ pub fn build(
     // Chunk table in order of first use, in path order: canonical whatever
     // the thread count.
     let mut table: Vec<ChunkInfo> = Vec::new();
+    let mut plain: Vec<Hash> = Vec::new();
     let mut index_of: HashMap<Hash, u32> = HashMap::new();
     for (entry, chunks) in entries.iter_mut().zip(per_entry) {
         let EntryKind::File { chunks: refs, .. } = &mut entry.kind else {
             continue;
         };
         let chunks = chunks.expect("every file job produced a result or an error");
-        for (hash, len) in chunks {
+        for (hash, len, plain_hash) in chunks {
             let index = *index_of.entry(hash).or_insert_with(|| {
                 table.push(ChunkInfo { hash, len });
+                plain.extend(plain_hash);
                 (table.len() - 1) as u32
             });
             refs.push(index);
         }
     }
 
+    let sealing = key.map(|_| Sealing { plain });
     let manifest = Manifest {
-        format: FORMAT_VERSION,
+        format: if sealing.is_some() {
+            SEALED_FORMAT_VERSION
+        } else {
+            FORMAT_VERSION
+        },
         product: options.product.clone(),
         channel: options.channel.clone(),
         version: options.version.clone(),
         chunking: options.chunking,
         entries,
         chunks: table,
+        sealing,
     };
     manifest.validate()?;
     Ok(manifest)

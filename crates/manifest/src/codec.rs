@@ -1,7 +1,9 @@
 //! Canonical bincode encoding of manifests and the publisher-signed envelope
 //! written as `manifest.shoal`.
 
-use crate::model::{InvalidManifest, Manifest};
+use crate::model::{
+    ChunkInfo, ChunkParams, Entry, InvalidManifest, Manifest, SEALED_FORMAT_VERSION, Sealing,
+};
 use serde::{Deserialize, Serialize};
 use shoal_types::{Hash, PublicKey, SecretKey, Signature, SignatureError};
 
@@ -48,16 +50,78 @@ fn decode_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Manif
     Ok(value)
 }
 
+/// Format 1's fields, borrowed for encoding: a plain manifest encodes as
+/// exactly this, so manifests written before encryption keep their bytes
+/// and hashes.
+#[derive(Serialize)]
+struct PlainRef<'a> {
+    format: u32,
+    product: &'a str,
+    channel: &'a str,
+    version: &'a str,
+    chunking: ChunkParams,
+    entries: &'a [Entry],
+    chunks: &'a [ChunkInfo],
+}
+
+/// Format 1's fields, owned for decoding.
+#[derive(Deserialize)]
+struct Plain {
+    format: u32,
+    product: String,
+    channel: String,
+    version: String,
+    chunking: ChunkParams,
+    entries: Vec<Entry>,
+    chunks: Vec<ChunkInfo>,
+}
+
 impl Manifest {
     /// The canonical encoding; its BLAKE3 hash identifies the manifest.
+    /// Format 1's fields, then (format 2) the sealing.
     pub fn encode(&self) -> Vec<u8> {
-        bincode::serde::encode_to_vec(self, config())
-            .expect("encoding into a Vec cannot fail for plain data")
+        let plain = PlainRef {
+            format: self.format,
+            product: &self.product,
+            channel: &self.channel,
+            version: &self.version,
+            chunking: self.chunking,
+            entries: &self.entries,
+            chunks: &self.chunks,
+        };
+        let mut out = bincode::serde::encode_to_vec(&plain, config())
+            .expect("encoding into a Vec cannot fail for plain data");
+        if let Some(sealing) = &self.sealing {
+            out.extend(
+                bincode::serde::encode_to_vec(sealing, config())
+                    .expect("encoding into a Vec cannot fail for plain data"),
+            );
+        }
+        out
     }
 
     /// Decodes and validates a canonical encoding.
     pub fn decode(bytes: &[u8]) -> Result<Manifest, ManifestError> {
-        let manifest: Manifest = decode_exact(bytes)?;
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(ManifestError::TooLarge { size: bytes.len() });
+        }
+        let (plain, read): (Plain, usize) = bincode::serde::decode_from_slice(bytes, config())?;
+        let rest = &bytes[read..];
+        let sealing = match plain.format {
+            SEALED_FORMAT_VERSION => Some(decode_exact::<Sealing>(rest)?),
+            _ if !rest.is_empty() => return Err(ManifestError::Trailing(rest.len())),
+            _ => None,
+        };
+        let manifest = Manifest {
+            format: plain.format,
+            product: plain.product,
+            channel: plain.channel,
+            version: plain.version,
+            chunking: plain.chunking,
+            entries: plain.entries,
+            chunks: plain.chunks,
+            sealing,
+        };
         manifest.validate()?;
         if manifest.encode() != bytes {
             return Err(ManifestError::NotCanonical);

@@ -14,12 +14,14 @@ pub mod path;
 pub mod seal;
 mod verify;
 
-pub use build::{BuildError, BuildOptions, ChunkSink, DiscardChunks, Progress, build};
+pub use build::{
+    BuildError, BuildOptions, ChunkSink, DiscardChunks, Progress, build, build_sealed,
+};
 pub use bundle::{Bundle, BundleError, BundleWriter};
 pub use codec::{MAX_MANIFEST_BYTES, ManifestError, SignedManifest};
 pub use diff::{Diff, diff};
 pub use model::{
     BadChunkParams, ChunkInfo, ChunkParams, Entry, EntryKind, FORMAT_VERSION, InvalidManifest,
-    Manifest, is_valid_name,
+    Manifest, SEALED_FORMAT_VERSION, Sealing, is_valid_name,
 };
 pub use verify::{VerifiedChunk, VerifyError, verify};

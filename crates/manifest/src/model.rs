@@ -2,12 +2,17 @@
 //! and the table of unique chunks, plus the checks every decoded manifest passes.
 
 use crate::path::{self, PathRule};
+use crate::seal::SEAL_OVERHEAD;
 use serde::{Deserialize, Serialize};
 use shoal_types::Hash;
 use std::collections::{HashMap, HashSet};
 
-/// The manifest format this code writes and reads.
+/// The manifest format of a plain release.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The format of an encrypted release (issue 17): format 1's fields, then
+/// the [`Sealing`]. This code reads and writes both.
+pub const SEALED_FORMAT_VERSION: u32 = 2;
 
 /// Content-defined chunking parameters (FastCDC 2020), in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +97,17 @@ pub struct Entry {
     pub kind: EntryKind,
 }
 
+/// What an encrypted release adds to its manifest: every chunk of the table
+/// is sealed ([`crate::seal`]), so its `hash` and `len` are those of the
+/// ciphertext (what peers verify, store and serve; `len` includes the
+/// [`SEAL_OVERHEAD`]) and this lists, index for index, the BLAKE3 hash of
+/// its plaintext (what the launcher checks after opening it). Files' sizes
+/// stay plaintext sizes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealing {
+    pub plain: Vec<Hash>,
+}
+
 /// A release's content: entries sorted by path, and unique chunks in order of
 /// first use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,13 +120,22 @@ pub struct Manifest {
     pub chunking: ChunkParams,
     pub entries: Vec<Entry>,
     pub chunks: Vec<ChunkInfo>,
+    /// Set (with format [`SEALED_FORMAT_VERSION`]) for an encrypted release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealing: Option<Sealing>,
 }
 
 /// Why a manifest is not well formed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidManifest {
-    #[error("unsupported manifest format {0} (this build reads format {FORMAT_VERSION})")]
+    #[error(
+        "unsupported manifest format {0} (this build reads formats {FORMAT_VERSION} and {SEALED_FORMAT_VERSION})"
+    )]
     Format(u32),
+    #[error("format {format} {}", if *.format == SEALED_FORMAT_VERSION { "needs its sealing" } else { "has no sealing" })]
+    SealingFormat { format: u32 },
+    #[error("the sealing lists {plain} plaintext hashes for {chunks} chunks")]
+    SealingLength { plain: usize, chunks: usize },
     #[error("{field} {value:?} is invalid: use {}", shoal_types::id::RULE)]
     Name { field: &'static str, value: String },
     #[error(transparent)]
@@ -163,8 +188,44 @@ impl Manifest {
     /// case collisions, parent directories, symlink targets, chunk references,
     /// sizes and the uniqueness of the chunk table.
     pub fn validate(&self) -> Result<(), InvalidManifest> {
-        if self.format != FORMAT_VERSION {
-            return Err(InvalidManifest::Format(self.format));
+        match (self.format, &self.sealing) {
+            (FORMAT_VERSION, None) | (SEALED_FORMAT_VERSION, Some(_)) => {}
+            (FORMAT_VERSION | SEALED_FORMAT_VERSION, _) => {
+                return Err(InvalidManifest::SealingFormat {
+                    format: self.format,
+                });
+            }
+            (other, _) => return Err(InvalidManifest::Format(other)),
+        }
+        if let Some(sealing) = &self.sealing {
+            if sealing.plain.len() != self.chunks.len() {
+                return Err(InvalidManifest::SealingLength {
+                    plain: sealing.plain.len(),
+                    chunks: self.chunks.len(),
+                });
+            }
+            // The plaintext view must be a valid plain manifest: paths,
+            // chunk lengths (each sealed chunk is longer than its tag),
+            // plaintext sizes of files, unique plaintext hashes.
+            if let Some(index) = self
+                .chunks
+                .iter()
+                .position(|c| c.len as usize <= SEAL_OVERHEAD)
+            {
+                return Err(InvalidManifest::ChunkLength {
+                    index,
+                    len: self.chunks[index].len,
+                    max: self.chunking.max + SEAL_OVERHEAD as u32,
+                });
+            }
+            self.opened_view().validate()?;
+            // Deterministic sealing makes distinct plaintexts distinct
+            // ciphertexts: the table lists each once.
+            let mut seen = HashSet::with_capacity(self.chunks.len());
+            if let Some(c) = self.chunks.iter().find(|c| !seen.insert(c.hash)) {
+                return Err(InvalidManifest::DuplicateChunk { hash: c.hash });
+            }
+            return Ok(());
         }
         check_name("product", &self.product)?;
         check_name("channel", &self.channel)?;
@@ -277,6 +338,74 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+
+    /// Whether this is an encrypted release.
+    pub fn is_sealed(&self) -> bool {
+        self.sealing.is_some()
+    }
+
+    /// The release as the launcher holds it once it is opened: a plain
+    /// manifest whose chunk table lists each chunk's plaintext hash and
+    /// length. A plain manifest is its own opened view.
+    pub fn opened_view(&self) -> Manifest {
+        let Some(sealing) = &self.sealing else {
+            return self.clone();
+        };
+        let chunks = self
+            .chunks
+            .iter()
+            .zip(&sealing.plain)
+            .map(|(c, plain)| ChunkInfo {
+                hash: *plain,
+                len: c.len.saturating_sub(SEAL_OVERHEAD as u32),
+            })
+            .collect();
+        Manifest {
+            format: FORMAT_VERSION,
+            chunks,
+            sealing: None,
+            ..self.without_sealing()
+        }
+    }
+
+    /// The release as peers and the preload staging hold it: a plain
+    /// manifest over the ciphertext, each file the concatenation of its
+    /// sealed chunks (so its size grows by [`SEAL_OVERHEAD`] a chunk). Its
+    /// chunks may exceed the chunking maximum by the overhead: it is for the
+    /// store and the swarm, never validated as a published manifest. A
+    /// plain manifest is its own sealed view.
+    pub fn sealed_view(&self) -> Manifest {
+        if self.sealing.is_none() {
+            return self.clone();
+        }
+        let mut view = Manifest {
+            format: FORMAT_VERSION,
+            sealing: None,
+            ..self.without_sealing()
+        };
+        for entry in &mut view.entries {
+            if let EntryKind::File { size, chunks } = &mut entry.kind {
+                *size = chunks
+                    .iter()
+                    .map(|&i| self.chunks.get(i as usize).map_or(0, |c| u64::from(c.len)))
+                    .sum();
+            }
+        }
+        view
+    }
+
+    fn without_sealing(&self) -> Manifest {
+        Manifest {
+            format: self.format,
+            product: self.product.clone(),
+            channel: self.channel.clone(),
+            version: self.version.clone(),
+            chunking: self.chunking,
+            entries: self.entries.clone(),
+            chunks: self.chunks.clone(),
+            sealing: None,
+        }
     }
 
     /// Bytes of all files (counting repeated chunks each time they are used).

@@ -1,7 +1,6 @@
 //! Chunk encryption for builds that are preloaded before they unlock
-//! (issue 17): the first building block, not yet used by publish or the
-//! launcher. Pure functions, no IO and no randomness (the caller brings the
-//! content key).
+//! (`shoal publish --encrypt`, [`crate::build_sealed`]). Pure functions, no
+//! IO; the only randomness is [`ContentKey::generate`].
 //!
 //! Every player must receive the same ciphertext, so that peers can verify
 //! and relay it before anyone can read it; the encryption is therefore
@@ -37,6 +36,14 @@ impl std::fmt::Debug for ContentKey {
 }
 
 impl ContentKey {
+    /// A fresh key from the operating system's CSPRNG.
+    pub fn generate() -> ContentKey {
+        let mut bytes = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+            .expect("the operating system's random source works");
+        ContentKey(bytes)
+    }
+
     /// The key made of `bytes` (from a CSPRNG, or as stored).
     pub fn from_bytes(bytes: [u8; 32]) -> ContentKey {
         ContentKey(bytes)

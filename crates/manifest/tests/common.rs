@@ -69,6 +69,7 @@ pub fn manifest_of(files: &[(&str, &[u8])], params: ChunkParams) -> Manifest {
         chunking: params,
         entries,
         chunks,
+        sealing: None,
     }
 }
 

@@ -14,8 +14,9 @@ pub const AUTH_PROTOCOL: &str = "/shoal/auth/1";
 pub const HAVE_PROTOCOL: &str = "/shoal/have/1";
 pub const CHUNK_PROTOCOL: &str = "/shoal/chunk/2";
 
-/// Largest chunk any manifest may have (FastCDC's maximum).
-pub const MAX_CHUNK_LEN: usize = 16 << 20;
+/// Largest chunk any manifest may have: FastCDC's maximum, plus the 16-byte
+/// tag an encrypted release's sealed chunks carry (`shoal_manifest::seal`).
+pub const MAX_CHUNK_LEN: usize = (16 << 20) + 16;
 
 /// Why bytes were refused as a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
