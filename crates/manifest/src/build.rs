@@ -383,7 +383,10 @@ fn build_with(
         }
     }
 
-    let sealing = key.map(|_| Sealing { plain });
+    let sealing = key.map(|key| Sealing {
+        plain,
+        key_check: key.check(),
+    });
     let manifest = Manifest {
         format: if sealing.is_some() {
             SEALED_FORMAT_VERSION

@@ -106,6 +106,10 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sealing {
     pub plain: Vec<Hash>,
+    /// [`crate::seal::ContentKey::check`] of the release's content key: lets
+    /// the tracker refuse a wrong key at upload and the launcher a wrong key
+    /// before it opens anything, and says nothing about the key.
+    pub key_check: Hash,
 }
 
 /// A release's content: entries sorted by path, and unique chunks in order of

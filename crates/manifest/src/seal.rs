@@ -23,6 +23,9 @@ pub const SEAL_OVERHEAD: usize = 16;
 /// BLAKE3 key-derivation context of chunk keys; a new scheme gets a new one.
 const CHUNK_KEY_CONTEXT: &str = "shoal 2026-12-07 chunk key v1";
 
+/// What [`ContentKey::check`] hashes under the key.
+const KEY_CHECK_INPUT: &[u8] = b"shoal 2026-12-07 content key check v1";
+
 /// A release's content key: 32 secret bytes. Its `Debug` shows nothing of
 /// it, so it never reaches a log by accident, and it has no `PartialEq`
 /// (comparing secrets byte by byte leaks timing).
@@ -52,6 +55,46 @@ impl ContentKey {
     /// The secret bytes, to store or hand to an entitled player.
     pub fn expose(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// A keyed hash that identifies this key without revealing it (the
+    /// manifest's `key_check`).
+    pub fn check(&self) -> Hash {
+        Hash(*blake3::keyed_hash(&self.0, KEY_CHECK_INPUT).as_bytes())
+    }
+
+    /// This key encrypted under `wrapping` (AES-256-GCM, a random nonce,
+    /// `context` bound in as associated data): how the tracker stores it.
+    pub fn wrap(&self, wrapping: &[u8; 32], context: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; 12];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+            .expect("the operating system's random source works");
+        let mut out = nonce.to_vec();
+        let mut body = self.0.to_vec();
+        wrapping_cipher(wrapping)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(context),
+                &mut body,
+            )
+            .expect("AES-256-GCM seals 32 bytes");
+        out.extend(body);
+        out
+    }
+
+    /// Opens what [`ContentKey::wrap`] made with the same `wrapping` key
+    /// and `context`; `None` if either differs or the bytes were altered.
+    pub fn unwrap(wrapping: &[u8; 32], context: &[u8], wrapped: &[u8]) -> Option<ContentKey> {
+        let (nonce, body) = wrapped.split_at_checked(12)?;
+        let mut body = body.to_vec();
+        let plain = wrapping_cipher(wrapping)
+            .open_in_place(
+                Nonce::try_assume_unique_for_key(nonce).ok()?,
+                Aad::from(context),
+                &mut body,
+            )
+            .ok()?;
+        Some(ContentKey(plain.try_into().ok()?))
     }
 
     /// The key that seals the chunk whose plaintext hashes to `plain`.
@@ -84,6 +127,10 @@ pub enum OpenError {
     /// It decrypted, but not to the plaintext the manifest lists.
     #[error("the decrypted chunk hashes to {got}, not to the {want} the manifest lists")]
     WrongPlaintext { want: Hash, got: Hash },
+}
+
+fn wrapping_cipher(key: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte AES-256 key"))
 }
 
 fn nonce() -> Nonce {
@@ -170,6 +217,23 @@ mod tests {
             Err(OpenError::Undecryptable),
             "the plaintext hash is bound in: a manifest entry cannot be swapped"
         );
+    }
+
+    #[test]
+    fn a_wrapped_key_opens_only_with_its_wrapping_key_and_context() {
+        let k = ContentKey::generate();
+        let w = [3u8; 32];
+        let a = k.wrap(&w, b"release a");
+        assert_ne!(a, k.wrap(&w, b"release a"), "a fresh nonce each time");
+        assert!(!a.windows(32).any(|x| x == k.expose()));
+        let back = ContentKey::unwrap(&w, b"release a", &a).unwrap();
+        assert_eq!(back.expose(), k.expose());
+        assert!(ContentKey::unwrap(&[4u8; 32], b"release a", &a).is_none());
+        assert!(ContentKey::unwrap(&w, b"release b", &a).is_none());
+        let mut bent = a.clone();
+        bent[20] ^= 1;
+        assert!(ContentKey::unwrap(&w, b"release a", &bent).is_none());
+        assert!(ContentKey::unwrap(&w, b"release a", &a[..11]).is_none());
     }
 
     #[test]

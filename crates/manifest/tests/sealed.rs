@@ -51,6 +51,8 @@ fn a_sealed_build_lists_ciphertext_and_plaintext_and_round_trips() {
     assert!(manifest.is_sealed());
     // the opened view is exactly the plain build's manifest
     assert_eq!(manifest.opened_view(), plain);
+    assert_eq!(manifest.sealing.as_ref().unwrap().key_check, key.check());
+    assert_ne!(key.check(), ContentKey::generate().check());
     assert_eq!(manifest.total_size(), plain.total_size());
     // each listed chunk is the ciphertext of the plaintext chunk at its index
     let sealing = manifest.sealing.as_ref().unwrap();
