@@ -27,7 +27,8 @@ pub use stage::Staging;
 pub use tree::{Damage, Problem};
 
 use serde::{Deserialize, Serialize};
-use shoal_manifest::{Manifest, SignedManifest, VerifiedChunk};
+use shoal_manifest::seal::ContentKey;
+use shoal_manifest::{Manifest, SignedManifest, VerifiedChunk, verify};
 use shoal_types::Hash;
 use std::fs;
 use std::io;
@@ -51,6 +52,10 @@ pub enum StoreError {
     /// Another process (a launcher still seeding?) has the install open.
     #[error("{0} is in use by another shoal process (one still seeding?); wait for it or stop it")]
     Busy(PathBuf),
+    /// An encrypted build could not be opened: the wrong key, or altered
+    /// ciphertext. Nothing was swapped in.
+    #[error("{0}")]
+    Unlock(String),
     /// `DIR/current` exists but is not a link this store made.
     #[error("{0} exists and is not a Shoal install link; choose another --dir")]
     NotOurs(PathBuf),
@@ -255,12 +260,11 @@ impl Install {
             tracing::info!(build = %name, "recovered a finished build that was not swapped in");
         }
         describe(&staging, &name, &record, signed_manifest)?;
-        Staging::open(
-            self.clone(),
-            record,
-            Arc::new(manifest),
-            staging.join(&name),
-        )
+        // An encrypted release is staged as its ciphertext: each file the
+        // concatenation of its sealed chunks, unreadable until it unlocks.
+        let view = Arc::new(manifest.sealed_view());
+        let sealed = manifest.is_sealed().then(|| Arc::new(manifest));
+        Staging::open(self.clone(), record, view, sealed, staging.join(&name))
     }
 
     /// Where an installed chunk with this hash lives: (build name, path, offset).
@@ -336,11 +340,38 @@ pub fn installed(root: &Path) -> Result<Option<Build>, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("{} points nowhere", current.display())))?
         .to_owned();
     let builds = root.join(STATE).join("builds");
-    let (record, manifest) = load_described(&builds, &name)?;
-    Ok(Some(Build {
-        record,
-        tree: Tree::new(builds.join(&name), Arc::new(manifest)),
-    }))
+    Build::load(&builds, &name).map(Some)
+}
+
+/// Writes an unlocked build's content key beside it (owner-only): from
+/// then it serves ciphertext re-sealed from its plaintext, and repairs
+/// from ciphertext. Before the unlock no key is on disk.
+fn write_key(dir: &Path, name: &str, key: &ContentKey) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = dir.join(format!("{name}.key"));
+    let tmp = dir.join(format!("{name}.key.tmp"));
+    let write = || -> io::Result<()> {
+        let _ = fs::remove_file(&tmp);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        io::Write::write_all(&mut f, key.expose())?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)
+    };
+    write().map_err(StoreError::io(&path))?;
+    disk::sync_dir(dir)
+}
+
+fn read_key(dir: &Path, name: &str) -> Result<ContentKey, StoreError> {
+    let path = dir.join(format!("{name}.key"));
+    let bytes = fs::read(&path).map_err(StoreError::io(&path))?;
+    let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
+        StoreError::Corrupt(format!("{} is not a 32-byte content key", path.display()))
+    })?;
+    Ok(ContentKey::from_bytes(bytes))
 }
 
 /// Adds owner write (and search, for directories) permission below `path`.
@@ -413,12 +444,81 @@ fn load_described(dir: &Path, name: &str) -> Result<(Record, Manifest), StoreErr
 #[derive(Debug)]
 pub struct Build {
     pub record: Record,
+    /// The plaintext tree (an encrypted release's opened view).
     tree: Tree,
+    /// An unlocked encrypted release: what the swarm trades.
+    sealed: Option<SealedBuild>,
+}
+
+/// What an installed encrypted build needs to trade ciphertext.
+#[derive(Debug)]
+struct SealedBuild {
+    /// The ciphertext view: the chunk table peers verify against.
+    wire: Manifest,
+    /// Each chunk's plaintext hash.
+    plain: Vec<Hash>,
+    key: ContentKey,
 }
 
 impl Build {
+    /// The build `name` described in `builds`.
+    fn load(builds: &Path, name: &str) -> Result<Build, StoreError> {
+        let (record, manifest) = load_described(builds, name)?;
+        let sealed = match &manifest.sealing {
+            None => None,
+            Some(sealing) => Some(SealedBuild {
+                wire: manifest.sealed_view(),
+                plain: sealing.plain.clone(),
+                key: read_key(builds, name)?,
+            }),
+        };
+        Ok(Build {
+            record,
+            tree: Tree::new(builds.join(name), Arc::new(manifest.opened_view())),
+            sealed,
+        })
+    }
+
+    /// The build's manifest as its files hold it (plaintext).
     pub fn manifest(&self) -> &Manifest {
         self.tree.manifest()
+    }
+
+    /// The manifest the swarm trades chunks of: for an encrypted release
+    /// its ciphertext view, else [`Build::manifest`].
+    pub fn wire_manifest(&self) -> &Manifest {
+        match &self.sealed {
+            Some(s) => &s.wire,
+            None => self.manifest(),
+        }
+    }
+
+    /// Chunk `index` as the swarm trades it (re-sealed, for an encrypted
+    /// release: sealing is deterministic, so it is the published
+    /// ciphertext), verified; `None` if absent or damaged.
+    pub fn wire_chunk(&self, index: u32) -> Option<Vec<u8>> {
+        let plain = self.tree.read_chunk(index)?;
+        match &self.sealed {
+            None => Some(plain),
+            Some(s) => Some(shoal_manifest::seal::seal(&s.key, &plain).bytes),
+        }
+    }
+
+    /// [`Build::repair_chunk`] for a chunk verified against
+    /// [`Build::wire_manifest`]: opened first, for an encrypted release.
+    pub fn repair_wire_chunk(&self, chunk: VerifiedChunk<'_>) -> io::Result<()> {
+        let Some(s) = &self.sealed else {
+            return self.repair_chunk(chunk);
+        };
+        let i = chunk.index();
+        let plain = s
+            .plain
+            .get(i as usize)
+            .ok_or_else(|| io::Error::other("no such chunk"))?;
+        let bytes = shoal_manifest::seal::open(&s.key, plain, chunk.data())
+            .map_err(|e| io::Error::other(format!("chunk {i}: {e}")))?;
+        let opened = verify(self.manifest(), i, &bytes).map_err(io::Error::other)?;
+        self.repair_chunk(opened)
     }
 
     pub fn dir(&self) -> &Path {

@@ -5,7 +5,7 @@
 
 use crate::disk::{self, sync_dir};
 use crate::tree::Tree;
-use crate::{Build, Install, Record, StoreError, describe, load_described};
+use crate::{Build, Install, Record, StoreError, describe};
 use shoal_manifest::{Manifest, VerifiedChunk, verify};
 use shoal_types::Bitfield;
 use std::collections::BTreeSet;
@@ -25,7 +25,10 @@ const BATCH_TIME: Duration = Duration::from_millis(500);
 pub struct Staging {
     install: Install,
     record: Record,
+    /// The staged tree: for an encrypted release, its ciphertext view.
     tree: Tree,
+    /// An encrypted release's manifest as published (sealing included).
+    sealed: Option<Arc<Manifest>>,
     state: Mutex<State>,
 }
 
@@ -51,6 +54,7 @@ impl Staging {
         install: Install,
         record: Record,
         manifest: Arc<Manifest>,
+        sealed: Option<Arc<Manifest>>,
         dir: PathBuf,
     ) -> Result<Staging, StoreError> {
         let resuming = dir.exists();
@@ -76,6 +80,7 @@ impl Staging {
             install,
             record,
             tree,
+            sealed,
             state: Mutex::new(State {
                 have,
                 recorded,
@@ -114,8 +119,16 @@ impl Staging {
         &self.record
     }
 
+    /// The manifest of what is staged: the swarm's chunk table (for an
+    /// encrypted release, its ciphertext view).
     pub fn manifest(&self) -> &Manifest {
         self.tree.manifest()
+    }
+
+    /// Whether this is an encrypted release, which [`Staging::unlock`]
+    /// swaps in rather than [`Staging::commit`].
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.is_some()
     }
 
     /// Which chunks are staged.
@@ -252,14 +265,103 @@ impl Staging {
     /// Until the swap the old build is untouched; after it, the old build
     /// is removed. The staging is spent afterwards: use the returned build.
     pub fn commit(&self) -> Result<Build, StoreError> {
+        if self.is_sealed() {
+            return Err(StoreError::Corrupt(format!(
+                "staged build {} is encrypted: it is swapped in when it unlocks",
+                self.record.name()
+            )));
+        }
+        self.check_complete()?;
+        self.sync()?;
+        self.tree.finish()?;
+        self.swap_in(&self.tree, None)
+    }
+
+    fn check_complete(&self) -> Result<(), StoreError> {
         if !self.is_complete() {
             return Err(StoreError::Corrupt(format!(
                 "staged build {} is incomplete",
                 self.record.name()
             )));
         }
+        Ok(())
+    }
+
+    /// Opens a complete encrypted staging with `key`: every sealed chunk
+    /// is decrypted and checked against its plaintext hash into a new tree
+    /// beside the staging (`NAME.open`), which is then finished and swapped
+    /// in exactly as [`Staging::commit`] does. A wrong key or altered
+    /// ciphertext fails before anything is swapped; a run killed halfway
+    /// leaves the staging whole, and the next run opens it again without
+    /// fetching anything. `progress` is told the plaintext bytes written.
+    pub fn unlock(
+        &self,
+        key: &shoal_manifest::seal::ContentKey,
+        mut progress: impl FnMut(u64),
+    ) -> Result<Build, StoreError> {
+        let Some(sealed) = &self.sealed else {
+            return Err(StoreError::Corrupt(format!(
+                "staged build {} is not encrypted",
+                self.record.name()
+            )));
+        };
+        let sealing = sealed
+            .sealing
+            .as_ref()
+            .expect("a sealed manifest has its sealing");
+        if key.check() != sealing.key_check {
+            return Err(StoreError::Unlock(format!(
+                "the key the tracker gave is not the one {} v{} was encrypted with; nothing was swapped in",
+                self.record.product, self.record.version
+            )));
+        }
+        self.check_complete()?;
         self.sync()?;
-        self.tree.finish()?;
+        let opened = Arc::new(sealed.opened_view());
+        let mut dir = self.tree.dir().as_os_str().to_owned();
+        dir.push(".open");
+        let dir = PathBuf::from(dir);
+        disk::remove_all(&dir)?;
+        let tree = Tree::new(dir, opened.clone());
+        tree.create_skeleton()?;
+        for (i, plain) in sealing.plain.iter().enumerate() {
+            let i = i as u32;
+            let ciphertext = self.tree.read_chunk(i).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "staged chunk {i} of {} is damaged: run the install again to fetch it",
+                    self.record.name()
+                ))
+            })?;
+            let bytes = shoal_manifest::seal::open(key, plain, &ciphertext).map_err(|e| {
+                StoreError::Unlock(format!(
+                    "chunk {i} of {} v{}: {e}; nothing was swapped in",
+                    self.record.product, self.record.version
+                ))
+            })?;
+            let chunk = verify(&opened, i, &bytes)
+                .map_err(|e| StoreError::Unlock(format!("{e}; nothing was swapped in")))?;
+            self.install
+                .charge(tree.write_len(i))
+                .map_err(StoreError::io(tree.dir()))?;
+            tree.write_chunk(chunk)
+                .map_err(StoreError::io(tree.dir()))?;
+            progress(bytes.len() as u64);
+        }
+        tree.finish()?;
+        let build = self.swap_in(&tree, Some(key))?;
+        // The ciphertext is spent: the build serves re-sealed plaintext.
+        make_writable(self.tree.dir());
+        disk::remove_all(self.tree.dir())?;
+        Ok(build)
+    }
+
+    /// Moves the finished `tree` into builds/ and swaps it in; `key` (an
+    /// encrypted release's) is kept beside it.
+    fn swap_in(
+        &self,
+        tree: &Tree,
+        key: Option<&shoal_manifest::seal::ContentKey>,
+    ) -> Result<Build, StoreError> {
         let name = self.record.name();
         let state = &self.install.state;
         let staging = state.join("staging");
@@ -270,11 +372,14 @@ impl Staging {
             shoal_manifest::SignedManifest::from_bytes(&bytes)
                 .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?
         };
-        // 1. The description first, then the tree, into builds/.
+        // 1. The description (and key) first, then the tree, into builds/.
+        if let Some(key) = key {
+            crate::write_key(&builds, &name, key)?;
+        }
         describe(&builds, &name, &self.record, &signed)?;
         let target = builds.join(&name);
         disk::remove_all(&target)?;
-        fs::rename(self.tree.dir(), &target).map_err(StoreError::io(&target))?;
+        fs::rename(tree.dir(), &target).map_err(StoreError::io(&target))?;
         sync_dir(&builds)?;
         sync_dir(&staging)?;
         // 2. The swap: a new link renamed over the old one.
@@ -288,9 +393,8 @@ impl Staging {
         sync_dir(root)?;
         tracing::info!(build = %name, "swapped in the new build");
         // 3. Bookkeeping and cleanup; a crash here leaves garbage, not damage.
-        let (record, manifest) = load_described(&builds, &name)?;
-        let tree = Tree::new(target, Arc::new(manifest));
-        self.install.index_build(&name, &tree)?;
+        let build = Build::load(&builds, &name)?;
+        self.install.index_build(&name, &build.tree)?;
         let mut stale = Vec::new();
         for kv in self
             .install
@@ -315,7 +419,7 @@ impl Staging {
                 disk::remove_all(&entry.path())?;
             }
         }
-        Ok(Build { record, tree })
+        Ok(build)
     }
 }
 

@@ -2,6 +2,7 @@
 //! atomic swap, reuse on update, damage found by `check`, and a full disk
 //! that leaves the old build intact.
 
+use shoal_manifest::seal::ContentKey;
 use shoal_manifest::{BuildOptions, ChunkParams, ChunkSink, Manifest, SignedManifest, verify};
 use shoal_store::{Install, Problem, Record, Staging};
 use shoal_types::{Hash, Rng, SecretKey};
@@ -53,6 +54,16 @@ fn write_tree(dir: &Path, patch: bool) -> anyhow::Result<()> {
 }
 
 fn release(dir: &Path, version: u64, patch: bool) -> anyhow::Result<Release> {
+    release_with(dir, version, patch, None)
+}
+
+/// [`release`], encrypted under `key` when given.
+fn release_with(
+    dir: &Path,
+    version: u64,
+    patch: bool,
+    key: Option<&ContentKey>,
+) -> anyhow::Result<Release> {
     write_tree(dir, patch)?;
     let sink = Chunks::default();
     let options = BuildOptions {
@@ -66,7 +77,10 @@ fn release(dir: &Path, version: u64, patch: bool) -> anyhow::Result<Release> {
         },
         threads: 2,
     };
-    let manifest = shoal_manifest::build(dir, &options, &sink, &Default::default())?;
+    let manifest = match key {
+        Some(key) => shoal_manifest::build_sealed(dir, &options, key, &sink, &Default::default())?,
+        None => shoal_manifest::build(dir, &options, &sink, &Default::default())?,
+    };
     let signed = SignedManifest::sign(&manifest, &SecretKey::from_seed([7; 32]));
     let record = Record {
         release_id: Hash::of(format!("release {version}").as_bytes()),
@@ -281,5 +295,134 @@ fn a_build_finished_but_not_swapped_is_recovered() -> anyhow::Result<()> {
     assert_eq!(staging.missing_bytes(), 0);
     staging.commit()?;
     same_tree(&tmp.path().join("build1"), &install.current_path())?;
+    Ok(())
+}
+
+/// Every file below `dir`, read whole.
+fn all_bytes(dir: &Path) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => out.extend(all_bytes(&p)),
+            Ok(m) if m.is_file() => out.push(std::fs::read(&p).unwrap_or_default()),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn holds(files: &[Vec<u8>], needle: &[u8]) -> bool {
+    files
+        .iter()
+        .any(|f| f.windows(needle.len()).any(|w| w == needle))
+}
+
+#[test]
+fn an_encrypted_build_stages_as_ciphertext_and_opens_only_with_its_key() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let key = ContentKey::generate();
+    let v1 = release(&tmp.path().join("build1"), 1, false)?;
+    let v2 = release_with(&tmp.path().join("build2"), 2, true, Some(&key))?;
+    let root = tmp.path().join("install");
+    let install = Install::open(&root)?;
+    install
+        .stage(v1.record.clone(), &v1.signed, v1.manifest.clone())
+        .and_then(|s| {
+            put_all(&s, &v1, usize::MAX)
+                .map_err(|e| shoal_store::StoreError::Corrupt(e.to_string()))?;
+            s.commit()
+        })?;
+
+    // Preload v2: its ciphertext, staged beside the playable v1.
+    let staging = install.stage(v2.record.clone(), &v2.signed, v2.manifest.clone())?;
+    assert!(staging.is_sealed());
+    assert_eq!(staging.manifest(), &v2.manifest.sealed_view());
+    // A tampered ciphertext chunk never verifies, so it is never stored.
+    let c0 = &v2.manifest.chunks[0];
+    let mut bent = v2.chunks[&c0.hash].clone();
+    bent[10] ^= 1;
+    assert!(verify(staging.manifest(), 0, &bent).is_err());
+    put_all(&staging, &v2, usize::MAX)?;
+    assert!(staging.is_complete());
+    assert!(
+        staging.commit().is_err(),
+        "an encrypted staging waits for its unlock"
+    );
+    // Nothing staged reads as the game: no plaintext of the new file.
+    let new_pak = std::fs::read(tmp.path().join("build2/data/new.pak"))?;
+    let staged = all_bytes(&root.join(".shoal/staging"));
+    assert!(!staged.is_empty());
+    for probe in [&new_pak[..64], &new_pak[300_000..300_064]] {
+        assert!(!holds(&staged, probe), "plaintext found in the staging");
+    }
+    assert!(
+        std::fs::read_dir(root.join(".shoal/builds"))?
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().ends_with(".key"))
+    );
+
+    // The wrong key: refused before anything moves; v1 still plays.
+    let wrong = staging.unlock(&ContentKey::generate(), |_| {}).unwrap_err();
+    assert!(
+        matches!(wrong, shoal_store::StoreError::Unlock(_)),
+        "{wrong}"
+    );
+    assert!(
+        wrong.to_string().contains("nothing was swapped in"),
+        "{wrong}"
+    );
+    same_tree(&tmp.path().join("build1"), &install.current_path())?;
+
+    // A disk that fills halfway through the unlock: v1 still plays, and
+    // the next run opens the staging again without fetching anything.
+    install.fail_writes_after(1 << 20);
+    assert!(staging.unlock(&key, |_| {}).unwrap_err().is_disk_full());
+    same_tree(&tmp.path().join("build1"), &install.current_path())?;
+    install.fail_writes_after(u64::MAX);
+    drop(staging);
+    drop(install);
+    let install = Install::open(&root)?;
+    let staging = install.stage(v2.record.clone(), &v2.signed, v2.manifest.clone())?;
+    assert!(
+        staging.is_complete(),
+        "the preload survives a failed unlock"
+    );
+    assert_eq!(staging.missing_bytes(), 0);
+    let mut written = 0;
+    let build = staging.unlock(&key, |n| written += n)?;
+    assert_eq!(written, v2.manifest.opened_view().unique_size());
+    same_tree(&tmp.path().join("build2"), &install.current_path())?;
+    assert!(build.check(|_| {}).is_empty());
+    assert_eq!(build.manifest(), &v2.manifest.opened_view());
+    assert!(!root.join(".shoal/staging").join(v2.record.name()).exists());
+
+    // Unlocked, it trades the published ciphertext: re-sealed chunks hash
+    // as the manifest lists them, and a damaged file repairs from them.
+    assert_eq!(build.wire_manifest(), &v2.manifest.sealed_view());
+    for (i, c) in v2.manifest.chunks.iter().enumerate() {
+        assert_eq!(
+            build.wire_chunk(i as u32).as_deref(),
+            Some(&v2.chunks[&c.hash][..])
+        );
+    }
+    let cur = install.current_path();
+    std::fs::write(cur.join("data/new.pak"), b"broken")?;
+    let damage = build.check(|_| {});
+    assert_eq!(damage.len(), 1);
+    build.prepare_repair()?;
+    for &c in &damage[0].chunks {
+        let hash = v2.manifest.chunks[c as usize].hash;
+        build.repair_wire_chunk(verify(build.wire_manifest(), c, &v2.chunks[&hash])?)?;
+    }
+    build.finish_repair()?;
+    assert!(build.check(|_| {}).is_empty());
+    // And after a restart, the installed build is found with its key.
+    drop(build);
+    let again = install.installed()?.expect("installed");
+    assert_eq!(
+        again.wire_chunk(0).as_deref(),
+        Some(&v2.chunks[&c0.hash][..])
+    );
     Ok(())
 }
