@@ -169,12 +169,14 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
                 private,
                 allow,
                 origin_budget,
+                preload_days,
             } => {
                 let body = shoal_api::NewChannel {
                     name: name.clone(),
                     private: *private,
                     allow: allow.clone(),
                     origin_budget: *origin_budget,
+                    preload_days: *preload_days,
                 };
                 t.send(
                     M::POST,
@@ -291,6 +293,46 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
                 t.send(
                     M::PUT,
                     &format!("/v1/releases/{}/budget", seg(release)),
+                    &body,
+                )
+                .await?
+            }
+            ReleasesCommand::Key {
+                release,
+                key_file,
+                unlock_at,
+            } => {
+                let key = crate::publish::read_content_key(key_file)?;
+                let body = shoal_api::SetContentKey {
+                    content_key: shoal_types::Hash(*key.expose()).to_string(),
+                    unlock_at: *unlock_at,
+                };
+                t.send(M::PUT, &format!("/v1/releases/{}/key", seg(release)), &body)
+                    .await?
+            }
+            ReleasesCommand::Unlock { release } => {
+                let body = shoal_api::SetUnlock { at: None };
+                t.send(
+                    M::PUT,
+                    &format!("/v1/releases/{}/unlock", seg(release)),
+                    &body,
+                )
+                .await?
+            }
+            ReleasesCommand::Schedule {
+                release,
+                unlock_at,
+                unlock_in,
+            } => {
+                let at = match (unlock_at, unlock_in) {
+                    (Some(at), _) => *at,
+                    (None, Some(secs)) => now() + secs,
+                    (None, None) => unreachable!("clap requires one"),
+                };
+                let body = shoal_api::SetUnlock { at: Some(at) };
+                t.send(
+                    M::PUT,
+                    &format!("/v1/releases/{}/unlock", seg(release)),
                     &body,
                 )
                 .await?

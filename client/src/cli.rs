@@ -57,6 +57,14 @@ pub enum Command {
     /// Update an installed product to the newest release of its channel,
     /// fetching only the chunks the installed version lacks.
     Update(InstallArgs),
+    /// Download a release ahead of time without swapping it in: for an
+    /// encrypted release before it unlocks, the ciphertext is fetched and
+    /// verified into the install's staging (nothing on disk is readable as
+    /// the game, and the installed build, if any, stays playable). From the
+    /// unlock on, `shoal install` opens it with the key the tracker then
+    /// hands out, without downloading. (`shoal install` of a locked release
+    /// preloads too.)
+    Preload(InstallArgs),
     /// Rehash an install against its manifest and list damaged or missing files.
     Verify(DirArgs),
     /// Fetch exactly the damaged chunks of an install from the swarm.
@@ -231,6 +239,10 @@ pub enum ChannelsCommand {
         /// (copies of the payload seeds may send: `1.05`, `2`, `unlimited`).
         #[arg(long, value_parser = budget_arg)]
         origin_budget: Option<shoal_api::OriginBudget>,
+        /// Days before an encrypted release unlocks that its entitled
+        /// players may preload it (0 to 90; default 7).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=90))]
+        preload_days: Option<u32>,
     },
     /// Replace a private channel's allow-list.
     Allow {
@@ -302,6 +314,43 @@ pub enum ReleasesCommand {
     List {
         product: String,
         channel: String,
+    },
+    /// Upload an encrypted release's content key (publisher key): the file
+    /// `shoal publish --encrypt` wrote. The tracker checks it against the
+    /// manifest and stores it encrypted; players get it when the release
+    /// unlocks, never before.
+    Key {
+        /// The release id (64 hex digits).
+        release: String,
+        /// The content key file.
+        #[arg(long)]
+        key_file: PathBuf,
+        /// Unlock at this time (seconds since the epoch).
+        #[arg(long)]
+        unlock_at: Option<u64>,
+    },
+    /// Unlock an encrypted release now: from this moment entitled players'
+    /// launchers get its key and open their preloaded build.
+    Unlock {
+        /// The release id (64 hex digits).
+        release: String,
+    },
+    /// Schedule (or move) an encrypted release's unlock. Its preload opens
+    /// the channel's preload days before. An unlock that has happened
+    /// cannot be moved.
+    Schedule {
+        /// The release id (64 hex digits).
+        release: String,
+        /// Seconds since the epoch.
+        #[arg(
+            long,
+            conflicts_with = "unlock_in",
+            required_unless_present = "unlock_in"
+        )]
+        unlock_at: Option<u64>,
+        /// Seconds from now.
+        #[arg(long)]
+        unlock_in: Option<u64>,
     },
     /// Serve an older build again, as a new (higher) release version.
     Rollback {
@@ -410,6 +459,12 @@ pub struct PublishArgs {
     /// Hashing threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Encrypt the release for preload: every chunk is sealed under a new
+    /// content key, written to --content-key (never into the bundle).
+    /// Players can download it before it unlocks, and play it only once
+    /// the tracker hands them the key (see `shoal admin releases unlock`).
+    #[arg(long)]
+    pub encrypt: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -440,6 +495,18 @@ pub struct PushTarget {
     /// tracker's `origin_budget` (1.05 unless configured).
     #[arg(long, value_parser = budget_arg)]
     pub origin_budget: Option<shoal_api::OriginBudget>,
+    /// An encrypted release's content key file: where `publish --encrypt`
+    /// writes the new key (default: beside the bundle, OUT.content-key; it
+    /// is never overwritten), and what is uploaded to --tracker after
+    /// registering. Keep it secret and keep it safe: without it the release
+    /// can never be unlocked.
+    #[arg(long)]
+    pub content_key: Option<std::path::PathBuf>,
+    /// When the encrypted release unlocks (seconds since the epoch), set
+    /// with its key. Without it the release preloads until
+    /// `shoal admin releases schedule` or `unlock`.
+    #[arg(long)]
+    pub unlock_at: Option<u64>,
 }
 
 fn budget_arg(s: &str) -> Result<shoal_api::OriginBudget, String> {

@@ -101,9 +101,38 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(n * mult))
 }
 
+/// Seconds since the epoch as UTC, e.g. `2026-12-07 21:00:00 UTC (1796677200)`.
+pub fn time(secs: u64) -> String {
+    // Days to a civil date (Hinnant's algorithm, proleptic Gregorian).
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC ({secs})",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_read_as_utc_dates() {
+        assert_eq!(time(0), "1970-01-01 00:00:00 UTC (0)");
+        assert_eq!(time(951_782_400), "2000-02-29 00:00:00 UTC (951782400)");
+        assert_eq!(time(1_796_677_261), "2026-12-07 21:01:01 UTC (1796677261)");
+    }
 
     #[test]
     fn formats() {

@@ -92,15 +92,20 @@ fn install_dir(settings: &Settings, dir: &Option<PathBuf>, product: &str) -> Pat
 }
 
 pub(crate) fn install(args: &InstallArgs) -> anyhow::Result<()> {
-    start(args, false)
+    start(args, false, false)
 }
 
 pub(crate) fn update(args: &InstallArgs) -> anyhow::Result<()> {
-    start(args, true)
+    start(args, true, false)
 }
 
-/// `install` and `update` differ only in whether an install must exist.
-fn start(args: &InstallArgs, update: bool) -> anyhow::Result<()> {
+pub(crate) fn preload(args: &InstallArgs) -> anyhow::Result<()> {
+    start(args, false, true)
+}
+
+/// `install`, `update` and `preload` differ only in whether an install
+/// must exist and whether the staged build is swapped in.
+fn start(args: &InstallArgs, update: bool, preload: bool) -> anyhow::Result<()> {
     let settings = settings(&args.launcher)?;
     if args.dir.is_some() && args.products.len() > 1 {
         return Err(with_exit(
@@ -121,6 +126,7 @@ fn start(args: &InstallArgs, update: bool) -> anyhow::Result<()> {
             dir: install_dir(&settings, &args.dir, product),
             seed_for,
             update,
+            preload,
             seeding: Arc::default(),
         })
         .collect();
@@ -194,6 +200,29 @@ fn run_install(settings: &Settings, reqs: &[Request], json: bool) -> anyhow::Res
 }
 
 fn print_outcome(o: &Outcome) {
+    if o.preloaded {
+        let when = match o.unlocks_at {
+            Some(t) => format!("it unlocks at {} (the tracker decides)", human::time(t)),
+            None if o.encrypted => "its unlock is not scheduled yet".to_owned(),
+            None => "it is not encrypted".to_owned(),
+        };
+        println!(
+            "{} {} (v{}, {}) preloaded in {}: {} fetched in {}; {when}. Run `shoal install {}` then: it opens without downloading{}",
+            o.product,
+            o.label,
+            o.version,
+            o.channel,
+            o.dir.display(),
+            human::bytes(o.from_peers + o.from_seeds),
+            human::duration(std::time::Duration::from_secs_f64(o.download_secs)),
+            o.product,
+            match o.previous_version {
+                Some(v) => format!("; v{v} stays installed until then"),
+                None => String::new(),
+            }
+        );
+        return;
+    }
     if o.up_to_date {
         println!(
             "{} {} (v{}, {}) is up to date in {}",
@@ -223,6 +252,12 @@ fn print_outcome(o: &Outcome) {
         o.channel,
         o.dir.join("current").display()
     );
+    if let Some(secs) = o.unlock_secs {
+        println!(
+            "  unlocked: the preloaded build opened and swapped in in {}",
+            human::duration(std::time::Duration::from_secs_f64(secs))
+        );
+    }
     println!(
         "  {} fetched in {} ({share:.0}% from peers), {} reused from the installed build, {} resumed",
         human::bytes(fetched),

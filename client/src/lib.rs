@@ -31,6 +31,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ops(args) => ops_cmd::run(&args),
         Command::Install(args) => launch_cmd::install(&args),
         Command::Update(args) => launch_cmd::update(&args),
+        Command::Preload(args) => launch_cmd::preload(&args),
         Command::Verify(args) => launch_cmd::verify(&args),
         Command::Repair(args) => launch_cmd::repair(&args),
         Command::Status(args) => launch_cmd::status(&args),
@@ -119,6 +120,9 @@ pub enum Exit {
     Alerts = 16,
     /// A seed refused or failed a push (its code and detail are printed).
     SeedFailed = 17,
+    /// The release is encrypted and its preload has not opened yet (the
+    /// tracker's answer says when it unlocks).
+    PreloadNotOpen = 18,
 }
 
 /// Wraps `err` so that the process exits with `code`, keeping its message.

@@ -7,6 +7,7 @@ use crate::push::{Pushed, Registered};
 use crate::{Exit, human, keygen, progress, with_exit};
 use anyhow::Context as _;
 use serde::Serialize;
+use shoal_manifest::seal::ContentKey;
 use shoal_manifest::{
     BuildError, BuildOptions, BundleError, BundleWriter, ChunkParams, EntryKind, Manifest,
     Progress, SignedManifest,
@@ -40,6 +41,67 @@ pub struct Summary {
     /// The seeds it was pushed to.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub seeds: Vec<Pushed>,
+    /// An encrypted release: where its content key was written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_key: Option<PathBuf>,
+}
+
+/// Where `publish --encrypt` writes the content key.
+fn content_key_path(args: &PublishArgs) -> PathBuf {
+    args.target.content_key.clone().unwrap_or_else(|| {
+        let mut name = args.out.as_os_str().to_owned();
+        name.push(".content-key");
+        PathBuf::from(name)
+    })
+}
+
+/// Writes a new content key file (64 hex digits, owner-only), refusing to
+/// replace one.
+fn write_content_key(path: &std::path::Path, key: &ContentKey) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            let exists = e.kind() == std::io::ErrorKind::AlreadyExists;
+            let err = anyhow::Error::new(e).context(format!(
+                "writing the content key {}{}",
+                path.display(),
+                if exists {
+                    " (it exists: a key is never overwritten; choose another --content-key)"
+                } else {
+                    ""
+                }
+            ));
+            if exists {
+                with_exit(err, Exit::OutputExists)
+            } else {
+                err
+            }
+        })?;
+    writeln!(file, "{}", shoal_types::Hash(*key.expose()))
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing the content key {}", path.display()))
+}
+
+/// Reads a content key file that `publish --encrypt` wrote.
+pub(crate) fn read_content_key(path: &std::path::Path) -> anyhow::Result<ContentKey> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| with_exit(e, Exit::BadInput))
+        .with_context(|| format!("reading the content key {}", path.display()))?;
+    let hash: shoal_types::Hash = text.trim().parse().map_err(|_| {
+        with_exit(
+            anyhow::anyhow!(
+                "{} is not a content key (64 hex digits, as `shoal publish --encrypt` writes)",
+                path.display()
+            ),
+            Exit::BadInput,
+        )
+    })?;
+    Ok(ContentKey::from_bytes(hash.0))
 }
 
 pub(crate) fn run(args: &PublishArgs) -> anyhow::Result<()> {
@@ -56,6 +118,23 @@ pub(crate) fn run(args: &PublishArgs) -> anyhow::Result<()> {
         version: args.version.clone(),
         chunking,
         threads: args.threads,
+    };
+
+    // The key is written before anything is sealed with it, and never over
+    // another: a lost key is a release that can never be unlocked.
+    let content_key = if args.encrypt {
+        let path = content_key_path(args);
+        let key = ContentKey::generate();
+        write_content_key(&path, &key)?;
+        Some((path, key))
+    } else {
+        if args.target.unlock_at.is_some() {
+            return Err(with_exit(
+                anyhow::anyhow!("--unlock-at is for an encrypted release: add --encrypt"),
+                Exit::BadInput,
+            ));
+        }
+        None
     };
 
     let start = Instant::now();
@@ -76,7 +155,12 @@ pub(crate) fn run(args: &PublishArgs) -> anyhow::Result<()> {
                 );
             }
         });
-        let result = shoal_manifest::build(&args.build_dir, &options, &writer, &progress);
+        let result = match &content_key {
+            Some((_, key)) => {
+                shoal_manifest::build_sealed(&args.build_dir, &options, key, &writer, &progress)
+            }
+            None => shoal_manifest::build(&args.build_dir, &options, &writer, &progress),
+        };
         stop.store(true, Ordering::Release);
         reporter.thread().unpark();
         result
@@ -97,11 +181,13 @@ pub(crate) fn run(args: &PublishArgs) -> anyhow::Result<()> {
     let elapsed = start.elapsed();
 
     let mut summary = summarise(&manifest, &signed, out, elapsed);
+    summary.content_key = content_key.as_ref().map(|(path, _)| path.clone());
     if !args.json {
         print_summary(&summary);
     }
+    let key = content_key.as_ref().map(|(_, key)| key);
     let (registered, seeds) =
-        crate::push::register_and_push(&args.target, &summary.out, args.json)?;
+        crate::push::register_and_push(&args.target, &summary.out, key, args.json)?;
     summary.registered = registered;
     summary.seeds = seeds;
     if args.json {
@@ -118,8 +204,12 @@ pub(crate) fn push(args: &PushArgs) -> anyhow::Result<()> {
             Exit::BadInput,
         ));
     }
+    let key = match &args.target.content_key {
+        Some(path) => Some(read_content_key(path)?),
+        None => None,
+    };
     let (registered, seeds) =
-        crate::push::register_and_push(&args.target, &args.bundle, args.json)?;
+        crate::push::register_and_push(&args.target, &args.bundle, key.as_ref(), args.json)?;
     if args.json {
         println!(
             "{}",
@@ -163,6 +253,7 @@ fn summarise(
         bytes_per_sec: total as f64 / seconds.max(1e-9),
         registered: None,
         seeds: Vec::new(),
+        content_key: None,
     }
 }
 
@@ -197,5 +288,11 @@ fn print_summary(s: &Summary) {
         human::rate(s.bytes_per_sec)
     );
     println!("  manifest      {}", s.manifest_hash);
+    if let Some(key) = &s.content_key {
+        println!(
+            "  encrypted     content key in {} (keep it secret; it is needed to unlock)",
+            key.display()
+        );
+    }
     println!("  publisher     {}", s.publisher);
 }

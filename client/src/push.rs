@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use shoal_manifest::Bundle;
+use shoal_manifest::seal::ContentKey;
 use shoal_types::Hash;
 use std::path::Path;
 use std::sync::Arc;
@@ -81,6 +82,32 @@ pub async fn register(target: &PushTarget, bundle: &Bundle) -> anyhow::Result<Re
             .as_u64()
             .context("the tracker's answer has no version")?,
     })
+}
+
+/// Uploads an encrypted release's content key (and unlock time).
+async fn upload_key(
+    target: &PushTarget,
+    registered: &Registered,
+    key: &ContentKey,
+) -> anyhow::Result<()> {
+    let url = target
+        .tracker
+        .as_deref()
+        .context("--tracker is needed to upload the content key")?;
+    let tracker = Tracker::new(url, target.api_key.clone())?;
+    let body = shoal_api::SetContentKey {
+        content_key: Hash(*key.expose()).to_string(),
+        unlock_at: target.unlock_at,
+    };
+    tracker
+        .send(
+            reqwest::Method::PUT,
+            &format!("/v1/releases/{}/key", registered.release_id),
+            &body,
+        )
+        .await
+        .context("uploading the content key")?;
+    Ok(())
 }
 
 fn seed_error(seed: &str, e: impl std::fmt::Display) -> anyhow::Error {
@@ -260,10 +287,17 @@ pub async fn push(
 pub fn register_and_push(
     target: &PushTarget,
     bundle_dir: &Path,
+    key: Option<&ContentKey>,
     json: bool,
 ) -> anyhow::Result<(Option<Registered>, Vec<Pushed>)> {
     if target.tracker.is_none() && target.seed.is_empty() {
         return Ok((None, Vec::new()));
+    }
+    if key.is_none() && target.unlock_at.is_some() {
+        return Err(with_exit(
+            anyhow::anyhow!("--unlock-at is set with the content key: give --content-key"),
+            Exit::BadInput,
+        ));
     }
     if !target.seed.is_empty() && target.tracker.is_none() {
         return Err(with_exit(
@@ -297,6 +331,17 @@ pub fn register_and_push(
                 "registered release {} as version {}",
                 registered.release_id, registered.version
             );
+        }
+        if let Some(key) = key {
+            upload_key(target, &registered, key).await?;
+            if !json {
+                match target.unlock_at {
+                    Some(t) => println!("content key stored; the release unlocks at {t}"),
+                    None => println!(
+                        "content key stored; the release preloads until `shoal admin releases schedule` or `unlock`"
+                    ),
+                }
+            }
         }
         let unique = bundle.manifest().unique_size();
         let done = Arc::new(AtomicU64::new(0));

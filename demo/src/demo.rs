@@ -335,6 +335,7 @@ async fn distribute(
             dir: root.join(format!("client{i}")),
             seed_for: Duration::from_secs(3600),
             update,
+            preload: false,
             seeding: Default::default(),
         };
         let (s, c, d) = (s.clone(), counters[i].clone(), done[i].clone());

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 use shoal_client::config::{self, Settings};
 use shoal_client::tracker::Tracker;
+use shoal_manifest::seal::ContentKey;
 use shoal_manifest::{BuildOptions, BundleWriter, ChunkParams, Manifest, Progress, SignedManifest};
 use shoal_types::{Hash, PublicKey, SecretKey};
 use std::path::{Path, PathBuf};
@@ -271,6 +272,58 @@ impl Lab {
         build: &Path,
         label: &str,
     ) -> anyhow::Result<Published> {
+        self.publish_with(product, build, label, None).await
+    }
+
+    /// [`Lab::publish`] encrypted under `key` (as `shoal publish --encrypt`
+    /// does); the key is not uploaded: see [`Lab::set_content_key`].
+    pub async fn publish_sealed(
+        &self,
+        build: &Path,
+        label: &str,
+        key: &ContentKey,
+    ) -> anyhow::Result<Published> {
+        self.publish_with(&self.options.product, build, label, Some(key))
+            .await
+    }
+
+    /// The publisher uploads `release`'s content key (and unlock time).
+    pub async fn set_content_key(
+        &self,
+        release: &Hash,
+        key: &ContentKey,
+        unlock_at: Option<u64>,
+    ) -> anyhow::Result<Value> {
+        self.publisher
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v1/releases/{release}/key"),
+                Some(&json!({
+                    "content_key": Hash(*key.expose()).to_string(),
+                    "unlock_at": unlock_at,
+                })),
+            )
+            .await
+    }
+
+    /// The publisher unlocks `release` now (or schedules it `at`).
+    pub async fn unlock(&self, release: &Hash, at: Option<u64>) -> anyhow::Result<Value> {
+        self.publisher
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v1/releases/{release}/unlock"),
+                Some(&json!({ "at": at })),
+            )
+            .await
+    }
+
+    async fn publish_with(
+        &self,
+        product: &str,
+        build: &Path,
+        label: &str,
+        content_key: Option<&ContentKey>,
+    ) -> anyhow::Result<Published> {
         let n = self.root.join("bundles").join(product);
         std::fs::create_dir_all(&n)?;
         let out = n.join(label);
@@ -284,13 +337,19 @@ impl Lab {
         let (manifest, out) = {
             let key = self.publisher_key.clone();
             let build = build.to_owned();
+            let content_key = content_key.cloned();
             tokio::task::spawn_blocking({
                 let span = tracing::Span::current();
                 move || {
                     span.in_scope(|| -> anyhow::Result<_> {
                         let writer = BundleWriter::create(&out)?;
-                        let manifest =
-                            shoal_manifest::build(&build, &options, &writer, &Progress::default())?;
+                        let progress = Progress::default();
+                        let manifest = match &content_key {
+                            Some(k) => shoal_manifest::build_sealed(
+                                &build, &options, k, &writer, &progress,
+                            )?,
+                            None => shoal_manifest::build(&build, &options, &writer, &progress)?,
+                        };
                         writer.finish(&SignedManifest::sign(&manifest, &key))?;
                         Ok((manifest, out))
                     })

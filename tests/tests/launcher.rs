@@ -38,6 +38,7 @@ fn request(lab: &Lab, dir: PathBuf, update: bool, seed_for: Duration) -> Request
         dir,
         seed_for,
         update,
+        preload: false,
         seeding: Default::default(),
     }
 }

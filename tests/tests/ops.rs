@@ -74,6 +74,7 @@ async fn running_swarm() -> anyhow::Result<Running> {
             dir: tmp.path().join(format!("install{i}")),
             seed_for: Duration::from_secs(600),
             update: false,
+            preload: false,
             seeding: Default::default(),
         };
         let mut stop = stop_rx.clone();

@@ -112,6 +112,7 @@ async fn install_into(lab: &Lab, name: &str, dir: &Path, update: bool) -> anyhow
         dir: dir.to_owned(),
         seed_for: Duration::ZERO,
         update,
+        preload: false,
         seeding: Default::default(),
     };
     let outcome = launcher::install(&settings, &req, None, std::future::pending()).await?;

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod config;
+pub mod content_keys;
 pub mod keys;
 pub mod metrics;
 pub mod model;
@@ -143,6 +144,8 @@ pub struct State {
     pub announces: AtomicU64,
     /// Chunk counts of releases (for ETAs), read from their manifests once.
     chunk_counts: Mutex<HashMap<Hash, u64>>,
+    /// Content keys of encrypted releases, by manifest, once opened.
+    content_keys: Mutex<HashMap<Hash, shoal_manifest::seal::ContentKey>>,
     rng_counter: AtomicU64,
     rng_seed: u64,
     /// With PostgreSQL: swarm membership shared with the other replicas.
@@ -185,6 +188,7 @@ impl State {
             decisions: Mutex::new(HashMap::new()),
             announces: AtomicU64::new(0),
             chunk_counts: Mutex::new(HashMap::new()),
+            content_keys: Mutex::new(HashMap::new()),
             rng_counter: AtomicU64::new(0),
             rng_seed: u64::from_le_bytes(seed),
         }

@@ -3,6 +3,7 @@
 //! rule is unit-tested without a server.
 
 use crate::model::{Account, Entitlement, Product, Role};
+use shoal_api::{Channel, ReleaseRecord};
 use std::collections::HashSet;
 
 /// Export-screening configuration.
@@ -84,6 +85,8 @@ pub enum Refusal {
     /// The account already holds live tokens for the most peer identities
     /// it may use at once.
     TooManyPeers,
+    /// An encrypted release whose preload window has not opened yet.
+    PreloadNotOpen,
 }
 
 impl Refusal {
@@ -100,6 +103,7 @@ impl Refusal {
             Refusal::EntitlementExpired => "entitlement_expired",
             Refusal::EntitlementRevoked => "entitlement_revoked",
             Refusal::TooManyPeers => "too_many_peers",
+            Refusal::PreloadNotOpen => "preload_not_open",
         }
     }
 
@@ -131,6 +135,9 @@ impl Refusal {
             Refusal::EntitlementRevoked => "the account's entitlement to this product was revoked",
             Refusal::TooManyPeers => {
                 "the account holds live tokens for as many launchers (peer ids) as it may use at once; stop one or wait for its token to expire"
+            }
+            Refusal::PreloadNotOpen => {
+                "the release is encrypted and its preload has not opened yet"
             }
         }
     }
@@ -173,6 +180,45 @@ pub struct TokenRequest<'a> {
 }
 
 pub use shoal_api::budget::{budget_share, seeds_fill};
+
+/// What a granted token admits to, for a release at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A plain release: the swarm, as always.
+    Open,
+    /// An encrypted release that has unlocked: the swarm and its content key.
+    Unlocked,
+    /// An encrypted release before its unlock: the swarm (ciphertext) only;
+    /// the time it unlocks, if scheduled.
+    Preload { unlocks_at: Option<u64> },
+}
+
+/// When an encrypted release's preload opens: its channel's window before
+/// `unlock_at` (`None` when no unlock is scheduled: open now).
+pub fn preload_opens_at(release: &ReleaseRecord, channel: &Channel) -> Option<u64> {
+    let days = channel
+        .preload_days
+        .unwrap_or(shoal_api::DEFAULT_PRELOAD_DAYS);
+    release
+        .unlock_at
+        .map(|t| t.saturating_sub(u64::from(days) * 86_400))
+}
+
+/// What an entitled account's token admits to at `now`. The tracker's
+/// clock decides, never the launcher's: the key is handed out from
+/// `unlock_at` on, and only once it is stored.
+pub fn access(release: &ReleaseRecord, channel: &Channel, now: u64) -> Result<Access, Refusal> {
+    if release.key_check.is_none() {
+        return Ok(Access::Open);
+    }
+    match release.unlock_at {
+        Some(t) if t <= now && release.key_stored => Ok(Access::Unlocked),
+        unlocks_at => match preload_opens_at(release, channel) {
+            Some(opens) if now < opens => Err(Refusal::PreloadNotOpen),
+            _ => Ok(Access::Preload { unlocks_at }),
+        },
+    }
+}
 
 /// How a matching entitlement stands at `now`.
 fn standing(e: &Entitlement, now: u64) -> Result<(), Refusal> {
@@ -326,7 +372,7 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AccountKind, Channel};
+    use crate::model::AccountKind;
 
     #[test]
     fn identities_are_bounded_per_account_and_expire() {
@@ -387,12 +433,14 @@ mod tests {
                     private: false,
                     allow: vec![],
                     origin_budget: None,
+                    preload_days: None,
                 },
                 Channel {
                     name: "qa".into(),
                     private: true,
                     allow: vec!["p_allowed".into(), "org_1".into()],
                     origin_budget: None,
+                    preload_days: None,
                 },
             ],
             publisher_keys: vec![],
@@ -636,5 +684,70 @@ mod tests {
         ] {
             assert!(!screening.denied(&named(other)), "{other:?} was refused");
         }
+    }
+
+    fn sealed(unlock_at: Option<u64>, key_stored: bool) -> ReleaseRecord {
+        ReleaseRecord {
+            id: shoal_types::Hash([1; 32]),
+            product: "game".into(),
+            channel: "stable".into(),
+            version: 1,
+            manifest_hash: shoal_types::Hash([2; 32]),
+            total_size: 10,
+            publisher: shoal_types::SecretKey::from_seed([3; 32]).public(),
+            label: "1.0".into(),
+            published_at: 0,
+            origin_budget: shoal_api::OriginBudget::default(),
+            patch_bytes: None,
+            key_check: Some(shoal_types::Hash([4; 32])),
+            key_stored,
+            unlock_at,
+        }
+    }
+
+    #[test]
+    fn an_encrypted_release_preloads_in_its_window_and_unlocks_at_its_time() {
+        let day = 86_400;
+        let mut channel = product(true).channels[0].clone();
+        let t = 100 * day;
+        let release = sealed(Some(t), true);
+        // before the default window (7 days): refused, with the reason
+        assert_eq!(
+            access(&release, &channel, t - 7 * day - 1),
+            Err(Refusal::PreloadNotOpen)
+        );
+        assert_eq!(Refusal::PreloadNotOpen.code(), "preload_not_open");
+        assert_eq!(preload_opens_at(&release, &channel), Some(t - 7 * day));
+        for now in [t - 7 * day, t - 1] {
+            assert_eq!(
+                access(&release, &channel, now),
+                Ok(Access::Preload {
+                    unlocks_at: Some(t)
+                })
+            );
+        }
+        assert_eq!(access(&release, &channel, t), Ok(Access::Unlocked));
+        // the channel's own window
+        channel.preload_days = Some(1);
+        assert_eq!(
+            access(&release, &channel, t - 2 * day),
+            Err(Refusal::PreloadNotOpen)
+        );
+        // no key stored: never unlocked, whatever the time
+        assert_eq!(
+            access(&sealed(Some(t), false), &channel, t + 5),
+            Ok(Access::Preload {
+                unlocks_at: Some(t)
+            })
+        );
+        // not scheduled: preload, no unlock
+        assert_eq!(
+            access(&sealed(None, true), &channel, 0),
+            Ok(Access::Preload { unlocks_at: None })
+        );
+        // a plain release is open
+        let mut plain = sealed(None, false);
+        plain.key_check = None;
+        assert_eq!(access(&plain, &channel, 0), Ok(Access::Open));
     }
 }

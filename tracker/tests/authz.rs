@@ -257,6 +257,22 @@ fn rows() -> Vec<Row> {
                 Who::Nobody | Who::Revoked => 401,
             },
         },
+        // The setup's release is plain: its publisher and operators get as
+        // far as "not encrypted"; another publisher learns nothing of it.
+        Row {
+            method: M::PUT,
+            route: "/v1/releases/{id}/key",
+            path: |i| format!("/v1/releases/{}/key", i.release),
+            body: |_| Some(json!({"content_key": "00".repeat(32)})),
+            expect: |w| publisher_of_game(w, 409),
+        },
+        Row {
+            method: M::PUT,
+            route: "/v1/releases/{id}/unlock",
+            path: |i| format!("/v1/releases/{}/unlock", i.release),
+            body: |_| Some(json!({})),
+            expect: |w| publisher_of_game(w, 409),
+        },
         op_row!(
             M::PUT,
             "/v1/releases/{id}/budget",

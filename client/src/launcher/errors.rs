@@ -24,6 +24,7 @@ pub(super) fn classify(err: anyhow::Error) -> anyhow::Error {
             | "no_release"
             | "wrong_role",
         ) => with_exit(err, Exit::NotEntitled),
+        Some("preload_not_open") => with_exit(err, Exit::PreloadNotOpen),
         _ => err,
     }
 }
@@ -31,6 +32,7 @@ pub(super) fn classify(err: anyhow::Error) -> anyhow::Error {
 pub(super) fn store_error(e: StoreError) -> anyhow::Error {
     match e {
         StoreError::NotOurs(_) | StoreError::Busy(_) => with_exit(e, Exit::BadInput),
+        StoreError::Unlock(_) => with_exit(e, Exit::SignatureInvalid),
         e if e.is_disk_full() => with_exit(
             anyhow::Error::new(e).context("the disk is full"),
             Exit::DiskFull,

@@ -27,6 +27,8 @@ pub struct Request {
     pub seed_for: Duration,
     /// Only update an existing install (refuse an empty directory).
     pub update: bool,
+    /// Stop once the build is staged whole; never swap it in.
+    pub preload: bool,
     /// Set once every chunk is here, before the swap (so a Ctrl-C handler
     /// lets the swap finish and ends seeding gracefully instead of
     /// interrupting).
@@ -74,6 +76,20 @@ pub struct Outcome {
     pub seeded_secs: f64,
     /// How the node reached and was reached by peers.
     pub nat: NatReport,
+    /// An encrypted release (preloaded before it unlocks).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+    /// The encrypted build is staged whole, waiting for its unlock: the
+    /// installed build (if any) is untouched. Run the command again from
+    /// `unlocks_at` on: it opens the staged build without downloading.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub preloaded: bool,
+    /// When the encrypted release unlocks (the tracker's clock).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unlocks_at: Option<u64>,
+    /// Decrypting, checking and swapping in the preloaded build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unlock_secs: Option<f64>,
 }
 
 /// See [`Outcome::seed_asks`].
@@ -245,6 +261,8 @@ pub async fn install_with(
         return Ok(outcome);
     }
     let (signed_manifest, manifest) = fetch_manifest(&session.tracker, ticket).await?;
+    outcome.encrypted = manifest.is_sealed();
+    outcome.unlocks_at = ticket.unlocks_at.filter(|_| outcome.encrypted);
     outcome.label = manifest.version.clone();
     outcome.size = manifest.total_size();
     outcome.release_bytes = manifest.unique_size();
@@ -293,7 +311,7 @@ pub async fn install_with(
     let fetched = swarm
         .fetch(
             settings,
-            &manifest,
+            staging.manifest(),
             ticket,
             &serving,
             label,
@@ -320,18 +338,41 @@ pub async fn install_with(
     // swap takes a while, and `status` already says installed during it).
     req.seeding.store(true, Ordering::SeqCst);
 
-    // Step 6: finish and swap. Peers told of our last chunks ask for them
-    // now: while the files move they hear Busy, not NotFound.
+    // An encrypted release before its unlock: preloaded. Serve the
+    // ciphertext to other preloaders; the installed build stays as it is.
+    let key = ticket.content_key.clone();
+    if req.preload || (staging.is_sealed() && key.is_none()) {
+        outcome.preloaded = true;
+        tracing::info!(product = %req.product, version = outcome.version, unlocks_at = ?outcome.unlocks_at, "preloaded");
+        let client = swarm.client().clone();
+        outcome.seeded_secs = swarm.give_back(&req.dir, req.seed_for, stop).await?;
+        outcome.uploaded = serving.uploaded.load(Ordering::Relaxed);
+        outcome.nat = NatReport::of(&client);
+        return Ok(outcome);
+    }
+
+    // Step 6: finish and swap (an encrypted release: open it first).
+    // Peers told of our last chunks ask for them now: while the files move
+    // they hear Busy, not NotFound.
     serving.settle();
+    let unlocking = Instant::now();
     let committed = {
         let staging = staging.clone();
         swarm
             .meanwhile(tokio::task::spawn_blocking({
                 let span = tracing::Span::current();
-                move || span.in_scope(|| staging.commit())
+                move || {
+                    span.in_scope(|| match &key {
+                        Some(key) if staging.is_sealed() => staging.unlock(key, |_| {}),
+                        _ => staging.commit(),
+                    })
+                }
             }))
             .await
     };
+    if staging.is_sealed() {
+        outcome.unlock_secs = Some(unlocking.elapsed().as_secs_f64());
+    }
     let build = match committed {
         Ok(Ok(build)) => build,
         failed => {

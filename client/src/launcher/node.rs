@@ -70,12 +70,12 @@ impl ChunkSource for Serving {
         }
         let data = match self.held() {
             Held::Staging(s) => s.read_chunk(index),
-            Held::Build(b) => b.read_chunk(index),
+            Held::Build(b) => b.wire_chunk(index),
             Held::Repair(b, good) => good
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .get(index)
-                .then(|| b.read_chunk(index))
+                .then(|| b.wire_chunk(index))
                 .flatten(),
         }?;
         self.uploaded
@@ -94,7 +94,7 @@ impl ChunkSource for Serving {
         let len = |m: &shoal_manifest::Manifest| m.chunks.get(index as usize).map(|c| c.len);
         match self.held() {
             Held::Staging(s) => len(s.manifest()),
-            Held::Build(b) | Held::Repair(b, _) => len(b.manifest()),
+            Held::Build(b) | Held::Repair(b, _) => len(b.wire_manifest()),
         }
     }
 
@@ -104,7 +104,7 @@ impl ChunkSource for Serving {
         }
         Some(match self.held() {
             Held::Staging(s) => s.have(),
-            Held::Build(b) => Bitfield::full(b.manifest().chunks.len() as u32),
+            Held::Build(b) => Bitfield::full(b.wire_manifest().chunks.len() as u32),
             Held::Repair(_, good) => good.read().unwrap_or_else(|p| p.into_inner()).clone(),
         })
     }
@@ -124,7 +124,7 @@ impl Serving {
         match self.held() {
             Held::Staging(s) => s.put(chunk),
             Held::Repair(b, good) => {
-                b.repair_chunk(chunk)?;
+                b.repair_wire_chunk(chunk)?;
                 good.write()
                     .unwrap_or_else(|p| p.into_inner())
                     .set(chunk.index());

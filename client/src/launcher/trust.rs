@@ -38,6 +38,11 @@ pub(super) struct Ticket {
     pub(super) release_text: String,
     pub(super) manifest_url: String,
     pub(super) bootstrap: Vec<PeerInfo>,
+    /// An unlocked encrypted release's content key (checked against the
+    /// manifest's `key_check` before it opens anything).
+    pub(super) content_key: Option<shoal_manifest::seal::ContentKey>,
+    /// When an encrypted release unlocks, by the tracker's clock.
+    pub(super) unlocks_at: Option<u64>,
 }
 
 /// Steps 1–2a: a token and the release metadata, checked against the pinned
@@ -81,10 +86,20 @@ pub(super) async fn ticket(
     token
         .verify(key, now, &swarm, &me.to_base58())
         .map_err(|e| invalid(format!("swarm token: {e}")))?;
+    let content_key = match &answer.content_key {
+        Some(hex) => Some(shoal_manifest::seal::ContentKey::from_bytes(
+            hex.parse::<Hash>()
+                .map_err(|_| invalid("the token answer's content key is not 64 hex digits"))?
+                .0,
+        )),
+        None => None,
+    };
     install
         .accept(product, channel, release.version)
         .map_err(store_error)?;
     Ok(Ticket {
+        content_key,
+        unlocks_at: answer.unlocks_at,
         token,
         swarm,
         release,

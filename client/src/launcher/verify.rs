@@ -139,12 +139,12 @@ pub async fn repair(settings: &Settings, dir: &Path) -> anyhow::Result<Repaired>
     let missing: u64 = damage
         .iter()
         .flat_map(|d| &d.chunks)
-        .map(|&c| u64::from(build.manifest().chunks[c as usize].len))
+        .map(|&c| u64::from(build.wire_manifest().chunks[c as usize].len))
         .sum();
     swarm
         .fetch(
             settings,
-            build.manifest(),
+            build.wire_manifest(),
             ticket,
             &serving,
             "repairing".into(),

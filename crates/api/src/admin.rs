@@ -115,6 +115,47 @@ pub struct NewChannel {
     /// The origin budget of releases registered on it without one.
     #[serde(default)]
     pub origin_budget: Option<crate::OriginBudget>,
+    /// Days before an encrypted release unlocks that its entitled players
+    /// may preload it (0..=90; absent: 7).
+    #[serde(default)]
+    pub preload_days: Option<u32>,
+}
+
+/// Most days a channel's preload window may open before an unlock.
+pub const MAX_PRELOAD_DAYS: u32 = 90;
+
+/// `PUT /v1/releases/{id}/key`: an encrypted release's content key, from
+/// its publisher. Stored encrypted at rest; never shown again, never logged.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SetContentKey {
+    /// The 32-byte key, 64 hex digits (what `shoal publish --encrypt` wrote).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
+    pub content_key: String,
+    /// When the release unlocks (seconds since the epoch); absent: leave
+    /// it as it is (not scheduled, for a first upload).
+    #[serde(default)]
+    pub unlock_at: Option<u64>,
+}
+
+impl std::fmt::Debug for SetContentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetContentKey")
+            .field("content_key", &"..")
+            .field("unlock_at", &self.unlock_at)
+            .finish()
+    }
+}
+
+/// `PUT /v1/releases/{id}/unlock`: when an encrypted release unlocks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SetUnlock {
+    /// Seconds since the epoch; absent: now.
+    #[serde(default)]
+    pub at: Option<u64>,
 }
 
 /// `PUT /v1/products/{id}/channels/{channel}/allow`: who may use a private channel.

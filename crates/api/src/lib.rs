@@ -78,6 +78,18 @@ pub struct TokenAnswer {
     pub bootstrap: Vec<PeerInfo>,
     /// Seconds between announces.
     pub announce_interval: u64,
+    /// An encrypted release: its chunks are ciphertext, opened with
+    /// `content_key` once it unlocks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sealed: bool,
+    /// When an encrypted release unlocks (seconds since the epoch), as the
+    /// tracker's clock decides; absent when it is not scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlocks_at: Option<u64>,
+    /// An unlocked encrypted release's content key (64 hex digits), for
+    /// entitled accounts only, from `unlocks_at` on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_key: Option<String>,
 }
 
 /// A peer or seed handed out in a peer list.

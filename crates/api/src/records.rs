@@ -42,7 +42,14 @@ pub struct Channel {
     /// one (absent: the tracker's `origin_budget`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin_budget: Option<crate::OriginBudget>,
+    /// Days before an encrypted release's `unlock_at` its entitled players
+    /// may preload it (absent: [`DEFAULT_PRELOAD_DAYS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preload_days: Option<u32>,
 }
+
+/// The preload window of a channel that does not set one.
+pub const DEFAULT_PRELOAD_DAYS: u32 = 7;
 
 /// A product: paid or free, its channels and who may publish it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +110,20 @@ pub struct ReleaseRecord {
     /// a rollback, or a record from before it was kept: the whole release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch_bytes: Option<u64>,
+    /// For an encrypted release: its manifest's `key_check`, which an
+    /// uploaded content key must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_check: Option<Hash>,
+    /// Whether its content key has been uploaded (the key itself is in the
+    /// tracker's key table, encrypted at rest, never in a record).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub key_stored: bool,
+    /// When an encrypted release unlocks (seconds since the epoch): from
+    /// then its token answers carry the content key; before, they admit to
+    /// the swarm for preload only, within the channel's preload window.
+    /// Absent: not scheduled yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock_at: Option<u64>,
 }
 
 impl ReleaseRecord {
@@ -197,6 +218,9 @@ mod tests {
             published_at: 0,
             origin_budget: budget,
             patch_bytes: patch,
+            key_check: None,
+            key_stored: false,
+            unlock_at: None,
         }
     }
 

@@ -372,6 +372,7 @@ pub async fn create_product(
                 private: false,
                 allow: vec![],
                 origin_budget: None,
+                preload_days: None,
             })
             .collect(),
         publisher_keys: vec![],
@@ -537,6 +538,15 @@ pub async fn add_channel(
     Body(req): Body<NewChannel>,
 ) -> ApiResult<Json<Product>> {
     check_id("name", &req.name)?;
+    if req
+        .preload_days
+        .is_some_and(|d| d > shoal_api::MAX_PRELOAD_DAYS)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("preload_days is at most {}", shoal_api::MAX_PRELOAD_DAYS),
+        ));
+    }
     modify_product(&state, &id, |product| {
         if product.channel(&req.name).is_some() {
             return Err(ApiError::conflict(
@@ -549,6 +559,7 @@ pub async fn add_channel(
             private: req.private,
             allow: req.allow.clone(),
             origin_budget: req.origin_budget,
+            preload_days: req.preload_days,
         });
         Ok(())
     })

@@ -426,6 +426,8 @@ pub fn router(state: Arc<State>) -> Router {
         )
         .route("/v1/releases/{id}/manifest", get(releases::manifest))
         .route("/v1/releases/{id}/budget", put(releases::set_budget))
+        .route("/v1/releases/{id}/key", put(releases::set_key))
+        .route("/v1/releases/{id}/unlock", put(releases::set_unlock))
         .route(
             "/v1/entitlements",
             post(admin::grant).get(admin::list_entitlements),

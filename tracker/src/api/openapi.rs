@@ -47,6 +47,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         releases::rollback,
         releases::manifest,
         releases::set_budget,
+        releases::set_key,
+        releases::set_unlock,
         swarm::token,
         swarm::announce,
         swarm::heartbeat,

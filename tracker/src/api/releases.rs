@@ -63,6 +63,11 @@ struct NewRelease<'a> {
     origin_budget: shoal_api::OriginBudget,
     /// See [`ReleaseRecord::patch_bytes`].
     patch_bytes: Option<u64>,
+    /// See [`ReleaseRecord::key_check`].
+    key_check: Option<Hash>,
+    /// A rollback to an encrypted release keeps its key and unlock time.
+    key_stored: bool,
+    unlock_at: Option<u64>,
 }
 
 /// The next version of (product, channel) pointing at `manifest_hash`,
@@ -83,6 +88,9 @@ async fn add_release(
         label,
         origin_budget,
         patch_bytes,
+        key_check,
+        key_stored,
+        unlock_at,
     } = new;
     for _ in 0..crate::store::TXN_ATTEMPTS {
         if let Some(latest) = state
@@ -118,6 +126,9 @@ async fn add_release(
             published_at: now,
             origin_budget,
             patch_bytes,
+            key_check,
+            key_stored,
+            unlock_at,
         };
         txn.put_release(&record);
         if txn.commit().await? {
@@ -207,6 +218,11 @@ pub async fn register(
             label: manifest.version.clone(),
             origin_budget,
             patch_bytes,
+            key_check: manifest.sealing.as_ref().map(|s| s.key_check),
+            // The key table is by manifest: registering a manifest again
+            // finds a key uploaded for it before.
+            key_stored: manifest.is_sealed() && state.db.content_key(&hash).await?.is_some(),
+            unlock_at: None,
         },
         |latest| latest.manifest_hash == hash,
     )
@@ -322,6 +338,9 @@ pub async fn rollback(
             label: target.label,
             origin_budget: target.origin_budget,
             patch_bytes: None,
+            key_check: target.key_check,
+            key_stored: target.key_stored,
+            unlock_at: target.unlock_at,
         },
         |_| false,
     )
@@ -375,4 +394,164 @@ pub async fn manifest(
         bytes,
     )
         .into_response())
+}
+
+/// The release `id` names (64 hex digits), for a caller who publishes its
+/// product; an encrypted one, or a 409 saying it is not.
+async fn sealed_release(
+    state: &crate::State,
+    caller: &super::Caller,
+    id: &str,
+) -> ApiResult<ReleaseRecord> {
+    caller.require(&[Role::Operator, Role::Publisher])?;
+    let id: Hash = id
+        .parse()
+        .map_err(|_| ApiError::bad_request("bad_path", "a release id is 64 hex digits"))?;
+    let record = state
+        .db
+        .release(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no release {id}")))?;
+    // Someone who does not publish the product learns nothing of it.
+    if caller
+        .product_to_publish(state, &record.product)
+        .await
+        .is_err()
+    {
+        return Err(ApiError::not_found(format!("no release {id}")));
+    }
+    if record.key_check.is_none() {
+        return Err(ApiError::conflict(
+            "not_encrypted",
+            format!("release {id} is not encrypted: it has no key and no unlock"),
+        ));
+    }
+    Ok(record)
+}
+
+/// Writes `change` into the release `id` atomically.
+async fn update_release(
+    state: &crate::State,
+    id: &Hash,
+    change: impl Fn(&mut ReleaseRecord) -> ApiResult<()>,
+) -> ApiResult<ReleaseRecord> {
+    for _ in 0..crate::store::TXN_ATTEMPTS {
+        let mut txn = state.db.txn();
+        let mut record = txn
+            .release(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no release {id}")))?;
+        change(&mut record)?;
+        txn.put_release(&record);
+        if txn.commit().await? {
+            return Ok(record);
+        }
+    }
+    Err(ApiError::contended())
+}
+
+/// Refuses moving an unlock that has happened: its key is out.
+fn check_unlock_move(record: &ReleaseRecord, to: Option<u64>, now: u64) -> ApiResult<()> {
+    if let Some(t) = record.unlock_at
+        && t <= now
+        && record.key_stored
+        && to.is_some_and(|to| to != t)
+    {
+        return Err(ApiError::conflict(
+            "already_unlocked",
+            format!(
+                "release {} unlocked at {t}: its key has been handed out and cannot be taken back",
+                record.id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The publisher uploads an encrypted release's content key (checked
+/// against the manifest's `key_check`), optionally with its unlock time.
+#[utoipa::path(
+    put,
+    path = "/v1/releases/{id}/key",
+    tag = "releases",
+    params(("id" = String, Path, description = "The release id (64 hex digits)")),
+    request_body = shoal_api::SetContentKey,
+    responses((status = 200, description = "The release, its key stored", body = ReleaseView), super::openapi::Refusals),
+    security(("api_key" = []))
+)]
+pub async fn set_key(
+    axum::extract::State(state): St,
+    caller: super::Caller,
+    PathArgs(id): PathArgs<String>,
+    super::Body(req): super::Body<shoal_api::SetContentKey>,
+) -> ApiResult<Json<ReleaseView>> {
+    let record = sealed_release(&state, &caller, &id).await?;
+    let bytes: [u8; 32] =
+        req.content_key.parse::<Hash>().map(|h| h.0).map_err(|_| {
+            ApiError::bad_request("invalid_field", "content_key must be 64 hex digits")
+        })?;
+    let key = shoal_manifest::seal::ContentKey::from_bytes(bytes);
+    if Some(key.check()) != record.key_check {
+        return Err(ApiError::new(
+            422,
+            "wrong_key",
+            format!(
+                "this key is not the one release {} was encrypted with (its check does not match the manifest's)",
+                record.id
+            ),
+        ));
+    }
+    let now = state.now();
+    check_unlock_move(&record, req.unlock_at, now)?;
+    // The key first: a record never says a key is stored that is not.
+    crate::content_keys::store(&state, &record.manifest_hash, &key).await?;
+    let record = update_release(&state, &record.id, |r| {
+        check_unlock_move(r, req.unlock_at, now)?;
+        r.key_stored = true;
+        if req.unlock_at.is_some() {
+            r.unlock_at = req.unlock_at;
+        }
+        Ok(())
+    })
+    .await?;
+    tracing::info!(release = %record.id, unlock_at = ?record.unlock_at, "content key stored");
+    Ok(Json(release_view(record)))
+}
+
+/// Schedules an encrypted release's unlock (or unlocks it now).
+#[utoipa::path(
+    put,
+    path = "/v1/releases/{id}/unlock",
+    tag = "releases",
+    params(("id" = String, Path, description = "The release id (64 hex digits)")),
+    request_body = shoal_api::SetUnlock,
+    responses((status = 200, description = "The release with its unlock time", body = ReleaseView), super::openapi::Refusals),
+    security(("api_key" = []))
+)]
+pub async fn set_unlock(
+    axum::extract::State(state): St,
+    caller: super::Caller,
+    PathArgs(id): PathArgs<String>,
+    super::Body(req): super::Body<shoal_api::SetUnlock>,
+) -> ApiResult<Json<ReleaseView>> {
+    let record = sealed_release(&state, &caller, &id).await?;
+    let now = state.now();
+    let at = req.at.unwrap_or(now);
+    let record = update_release(&state, &record.id, |r| {
+        if !r.key_stored {
+            return Err(ApiError::conflict(
+                "no_key",
+                format!(
+                    "release {} has no content key yet: upload it first (shoal admin releases key)",
+                    r.id
+                ),
+            ));
+        }
+        check_unlock_move(r, Some(at), now)?;
+        r.unlock_at = Some(at);
+        Ok(())
+    })
+    .await?;
+    tracing::info!(release = %record.id, unlock_at = at, "unlock scheduled");
+    Ok(Json(release_view(record)))
 }

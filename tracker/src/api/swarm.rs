@@ -3,7 +3,7 @@
 
 use super::{ApiError, ApiResult, Body, St};
 use crate::model::{Account, ApiKey, AuditEntry, Outcome, ReleaseRecord, Role};
-use crate::policy::{self, Grant, Refusal, TokenRequest};
+use crate::policy::{self, Access, Grant, Refusal, TokenRequest};
 use crate::swarm::{PeerInfo, PeerReport, SeedReport, SwarmStats};
 use crate::{State, lock};
 use axum::Json;
@@ -44,7 +44,8 @@ async fn account_of(state: &State, id: &str) -> ApiResult<Account> {
 }
 
 /// The token policy's decision for `account` (as just read) on (product,
-/// channel) at `now`, with the release it would admit to. The account, its
+/// channel) at `now`, with the release it would admit to and what to (an
+/// encrypted release's preload or unlock). The account, its
 /// organisation and their grants are read afresh; the product and the
 /// channel's newest release as read within [`crate::Recent::TTL`] on a
 /// shared database.
@@ -55,7 +56,7 @@ async fn decide(
     product_id: &str,
     channel: &str,
     now: u64,
-) -> ApiResult<(Result<Grant, Refusal>, Option<ReleaseRecord>)> {
+) -> ApiResult<(Result<(Grant, Access), Refusal>, Option<ReleaseRecord>)> {
     let org = match &account.org {
         Some(id) => state.db.account(id).await?,
         None => None,
@@ -85,7 +86,17 @@ async fn decide(
             now,
         },
         &state.screening,
-    );
+    )
+    .and_then(|grant| {
+        let release = release
+            .as_ref()
+            .expect("policy grants only when a release exists");
+        let channel = product
+            .as_ref()
+            .and_then(|p| p.channel(channel))
+            .expect("policy grants only on a channel of the product");
+        Ok((grant, policy::access(release, channel, now)?))
+    });
     Ok((decision, release))
 }
 
@@ -111,7 +122,11 @@ pub(super) async fn entitled(
         state.now(),
     )
     .await?;
-    decision.map(|_| ()).map_err(refusal)
+    match decision {
+        // Entitled, only early: what it gates (the manifest) is no secret.
+        Ok(_) | Err(Refusal::PreloadNotOpen) => Ok(()),
+        Err(r) => Err(refusal(r)),
+    }
 }
 
 /// Runs the token policy for `key`'s account, admits `peer_id` among the
@@ -124,7 +139,7 @@ async fn decide_and_audit(
     product_id: &str,
     channel: &str,
     peer_id: &str,
-) -> ApiResult<ReleaseRecord> {
+) -> ApiResult<(ReleaseRecord, Access)> {
     let now = state.now();
     let (mut decision, release) =
         decide(state, key.role, account, product_id, channel, now).await?;
@@ -141,7 +156,7 @@ async fn decide_and_audit(
         }
     }
     let (outcome, reason) = match decision {
-        Ok(grant) => (Outcome::Issued, grant.code()),
+        Ok((grant, _)) => (Outcome::Issued, grant.code()),
         Err(refusal) => (Outcome::Refused, refusal.code()),
     };
     state.count_decision(outcome, reason);
@@ -160,7 +175,30 @@ async fn decide_and_audit(
         .await?;
     state.db.flush().await?;
     match decision {
-        Ok(_) => Ok(release.expect("policy grants only when a release exists")),
+        Ok((_, access)) => Ok((
+            release.expect("policy grants only when a release exists"),
+            access,
+        )),
+        Err(Refusal::PreloadNotOpen) => {
+            let release = release.expect("only a release is early");
+            Err(ApiError::new(
+                403,
+                Refusal::PreloadNotOpen.code(),
+                format!(
+                    "{}/{} v{} is encrypted: its preload opens {} days before it unlocks at {} (seconds since the epoch)",
+                    release.product,
+                    release.channel,
+                    release.version,
+                    state
+                        .db
+                        .product_recent(&release.product)
+                        .await?
+                        .and_then(|p| p.channel(&release.channel).and_then(|c| c.preload_days))
+                        .unwrap_or(shoal_api::DEFAULT_PRELOAD_DAYS),
+                    release.unlock_at.unwrap_or_default()
+                ),
+            ))
+        }
         Err(r) => Err(refusal(r)),
     }
 }
@@ -315,7 +353,7 @@ pub async fn token(
         );
         return Ok(response);
     }
-    let release = decide_and_audit(
+    let (release, access) = decide_and_audit(
         &state,
         &caller.key,
         &caller.account,
@@ -344,7 +382,21 @@ pub async fn token(
         s.pick(&req.peer_id, None, state.config.bootstrap_peers, &mut rng)
     });
     bootstrap.extend(seeds_for(&state, &release));
+    let (content_key, unlocks_at) = match access {
+        Access::Open => (None, None),
+        Access::Preload { unlocks_at } => (None, unlocks_at),
+        // Cached per release: a launch-minute storm reads it once.
+        Access::Unlocked => (
+            crate::content_keys::get(&state, &release.manifest_hash)
+                .await?
+                .map(|k| shoal_types::Hash(*k.expose()).to_string()),
+            release.unlock_at,
+        ),
+    };
     Ok(Json(TokenAnswer {
+        sealed: release.key_check.is_some(),
+        content_key,
+        unlocks_at,
         token: token.to_text(),
         expires_at,
         swarm: release.id,

@@ -45,10 +45,13 @@ pub enum Table {
     Audit,
     /// Counters and singletons.
     Meta,
+    /// Key: manifest hash → an encrypted release's content key, wrapped
+    /// under the tracker's at-rest key (see `crate::content_keys`).
+    ContentKeys,
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Accounts,
         Table::ApiKeys,
         Table::Products,
@@ -58,6 +61,7 @@ impl Table {
         Table::Manifests,
         Table::Audit,
         Table::Meta,
+        Table::ContentKeys,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +75,7 @@ impl Table {
             Table::Manifests => "manifests",
             Table::Audit => "audit",
             Table::Meta => "meta",
+            Table::ContentKeys => "content_keys",
         }
     }
 }
@@ -644,6 +649,22 @@ impl Db {
     }
     pub async fn manifest(&self, hash: &shoal_types::Hash) -> Result<Option<Vec<u8>>> {
         self.store.get(Table::Manifests, hash.as_bytes()).await
+    }
+
+    /// An encrypted release's wrapped content key, by manifest hash.
+    pub async fn put_content_key(
+        &self,
+        manifest: &shoal_types::Hash,
+        wrapped: &[u8],
+    ) -> Result<()> {
+        self.store
+            .put(Table::ContentKeys, manifest.as_bytes(), wrapped)
+            .await
+    }
+    pub async fn content_key(&self, manifest: &shoal_types::Hash) -> Result<Option<Vec<u8>>> {
+        self.store
+            .get(Table::ContentKeys, manifest.as_bytes())
+            .await
     }
 
     /// Appends an audit entry, assigning its sequence number (the entry's

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 /// Every schema version, in order: (version, SQL). A database records the
 /// versions applied in `shoal_schema`.
-pub const MIGRATIONS: [(i32, &str); 2] = [
+pub const MIGRATIONS: [(i32, &str); 3] = [
     (1, include_str!("migrations/0001_tables.sql")),
     (2, include_str!("migrations/0002_members.sql")),
+    (3, include_str!("migrations/0003_content_keys.sql")),
 ];
 
 /// The schema version this tracker needs.
