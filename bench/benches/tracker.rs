@@ -12,6 +12,7 @@
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 use shoal_bench::median;
+use shoal_bench::peer_id;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -171,20 +172,6 @@ fn cpu_secs(pid: u32) -> f64 {
     let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
         + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
-}
-
-fn peer_id(n: usize) -> String {
-    const B58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-    let mut s = String::from("12D3KooW");
-    let mut x = n as u64 * 2654435761 + 12345;
-    for _ in 0..44 {
-        s.push(B58[(x % 58) as usize] as char);
-        x = (x / 58) ^ (x << 7) ^ n as u64;
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-    }
-    s
 }
 
 struct Phase {

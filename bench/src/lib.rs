@@ -123,6 +123,22 @@ pub fn write_tree(root: &Path, spec: &TreeSpec) -> anyhow::Result<u64> {
     Ok(total)
 }
 
+/// A syntactically valid libp2p PeerId text, distinct per `n`, for load
+/// generators that stand in for many launchers.
+pub fn peer_id(n: usize) -> String {
+    const B58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    let mut s = String::from("12D3KooW");
+    let mut x = n as u64 * 2654435761 + 12345;
+    for _ in 0..44 {
+        s.push(B58[(x % 58) as usize] as char);
+        x = (x / 58) ^ (x << 7) ^ n as u64;
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+    }
+    s
+}
+
 /// Runs `f` and returns its result and the wall time it took.
 pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let start = Instant::now();

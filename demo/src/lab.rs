@@ -442,6 +442,28 @@ impl Lab {
         Ok((settings, id))
     }
 
+    /// A player account's API key, without a launcher config (for load
+    /// generators standing in for many players).
+    pub async fn player_key(&self, name: &str) -> anyhow::Result<String> {
+        let account = self
+            .operator
+            .call(
+                reqwest::Method::POST,
+                "/v1/accounts",
+                Some(&json!({"name": name, "country": "FR"})),
+            )
+            .await?;
+        let key = self
+            .operator
+            .call(
+                reqwest::Method::POST,
+                "/v1/api-keys",
+                Some(&json!({"account": account["id"], "role": "player"})),
+            )
+            .await?;
+        key_of(&key)
+    }
+
     /// The operator's API key (for `shoal admin`).
     pub fn operator_key(&self) -> Option<&str> {
         self.operator.key()

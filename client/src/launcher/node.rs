@@ -117,6 +117,13 @@ impl ChunkStore for Serving {
         // The launcher always runs on a multi-thread runtime.
         tokio::task::block_in_place(|| self.put_blocking(chunk))
     }
+
+    fn covered(&self, swarm: &Hash) -> Option<Bitfield> {
+        match self.held() {
+            Held::Staging(s) if *swarm == self.swarm && s.is_sealed() => Some(s.covered()),
+            _ => None,
+        }
+    }
 }
 
 impl Serving {

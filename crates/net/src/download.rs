@@ -20,6 +20,12 @@ use tracing::Instrument as _;
 pub trait ChunkStore: ChunkSource {
     /// Stores a chunk; only verified bytes can be passed.
     fn put(&self, chunk: VerifiedChunk<'_>) -> std::io::Result<()>;
+    /// Chunks of `swarm` the store needs no more of but cannot serve (an
+    /// encrypted preload whose plaintext the installed build already
+    /// holds): never fetched, never announced.
+    fn covered(&self, _swarm: &Hash) -> Option<Bitfield> {
+        None
+    }
 }
 
 /// Verified chunks of one release, in memory, served to other peers.
@@ -294,11 +300,13 @@ struct Sources {
 
 impl Sources {
     /// Hands a joined source to the scheduler and tells a peer what we hold.
+    #[allow(clippy::too_many_arguments)]
     fn admit(
         &mut self,
         sched: &mut Download,
         client: &Client,
         swarm: Hash,
+        covered: Option<&Bitfield>,
         now: Duration,
         peer: Peer,
         kind: PeerKind,
@@ -315,9 +323,13 @@ impl Sources {
             sched.handle_bitfield(now, idx, &b);
         }
         if kind == PeerKind::Peer {
+            let mut held = sched.have().clone();
+            for i in covered.iter().flat_map(|c| c.ones()) {
+                held.clear(i);
+            }
             let mine = HaveMessage {
                 swarm,
-                update: HaveUpdate::Bitfield(sched.have().clone()),
+                update: HaveUpdate::Bitfield(held),
             };
             let client = client.clone();
             tokio::spawn(
@@ -356,9 +368,13 @@ pub async fn download(
     let mut bucket = download_rate.map(shoal_scheduler::TokenBucket::capped);
     let start = Instant::now();
     let lens: Vec<u32> = manifest.chunks.iter().map(|c| c.len).collect();
-    let have = store
+    let mut have = store
         .bitfield(&swarm)
         .unwrap_or_else(|| Bitfield::new(lens.len() as u32));
+    let covered = store.covered(&swarm).filter(|c| c.len() == have.len());
+    for i in covered.iter().flat_map(Bitfield::ones) {
+        have.set(i);
+    }
     let mut sched = Download::new(
         scheduler,
         lens,
@@ -523,7 +539,7 @@ pub async fn download(
                         tracing::debug!(%peer, "reached through a relay only: a source once a hole punch succeeds");
                         known.relayed.insert(peer);
                     } else {
-                        known.admit(&mut sched, client, swarm, now(), peer, kind);
+                        known.admit(&mut sched, client, swarm, covered.as_ref(), now(), peer, kind);
                         counters.connected.fetch_add(1, Ordering::Relaxed);
                     }
                 }

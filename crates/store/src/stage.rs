@@ -7,7 +7,7 @@ use crate::disk::{self, sync_dir};
 use crate::tree::Tree;
 use crate::{Build, Install, Record, StoreError, describe};
 use shoal_manifest::{Manifest, VerifiedChunk, verify};
-use shoal_types::Bitfield;
+use shoal_types::{Bitfield, Hash};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
@@ -35,6 +35,11 @@ pub struct Staging {
 #[derive(Debug)]
 struct State {
     have: Bitfield,
+    /// An encrypted staging's chunks whose plaintext the installed build
+    /// already holds (found by [`Staging::reuse`] on every run): never
+    /// fetched, never served (there is no ciphertext of them here), taken
+    /// from the installed build at the unlock.
+    covered: Bitfield,
     /// Durable progress: chunks whose bytes and record are on disk.
     recorded: u64,
     /// Written but not yet recorded.
@@ -82,6 +87,7 @@ impl Staging {
             tree,
             sealed,
             state: Mutex::new(State {
+                covered: Bitfield::new(n),
                 have,
                 recorded,
                 pending: Vec::new(),
@@ -136,9 +142,16 @@ impl Staging {
         lock(&self.state).have.clone()
     }
 
-    /// Whether every chunk is staged.
+    /// Chunks an encrypted staging counts as had without holding their
+    /// ciphertext (see [`Staging::reuse`]).
+    pub fn covered(&self) -> Bitfield {
+        lock(&self.state).covered.clone()
+    }
+
+    /// Whether every chunk is staged (or, encrypted, covered).
     pub fn is_complete(&self) -> bool {
-        lock(&self.state).have.is_full()
+        let s = lock(&self.state);
+        (0..s.have.len()).all(|i| s.have.get(i) || s.covered.get(i))
     }
 
     /// Bytes of unique chunks staged by an earlier, interrupted run.
@@ -153,7 +166,7 @@ impl Staging {
             .chunks
             .iter()
             .enumerate()
-            .filter(|(i, _)| !s.have.get(*i as u32))
+            .filter(|(i, _)| !s.have.get(*i as u32) && !s.covered.get(*i as u32))
             .map(|(_, c)| u64::from(c.len))
             .sum()
     }
@@ -165,7 +178,7 @@ impl Staging {
         self.manifest()
             .files()
             .flat_map(|(_, _, chunks)| chunks)
-            .filter(|&&c| !s.have.get(c))
+            .filter(|&&c| !s.have.get(c) && !s.covered.get(c))
             .map(|&c| u64::from(self.manifest().chunks[c as usize].len))
             .sum()
     }
@@ -176,6 +189,9 @@ impl Staging {
         let Some(old) = installed else {
             return Ok(0);
         };
+        if let Some(sealed) = &self.sealed {
+            return self.cover(old, sealed);
+        }
         let name = old.record.name();
         let have = self.have();
         let mut reused = 0;
@@ -200,6 +216,55 @@ impl Staging {
         }
         self.sync()?;
         Ok(reused)
+    }
+
+    /// [`Staging::reuse`] for an encrypted release: its chunks are sealed
+    /// under a key this launcher does not have yet, so the ones whose
+    /// plaintext the installed build holds (by plaintext hash: an update's
+    /// unchanged chunks) are marked covered instead of copied. Returns
+    /// their bytes.
+    fn cover(&self, old: &Build, sealed: &Manifest) -> Result<u64, StoreError> {
+        let sealing = sealed
+            .sealing
+            .as_ref()
+            .expect("a sealed manifest has its sealing");
+        let have = self.have();
+        let mut covered = Bitfield::new(have.len());
+        let mut bytes = 0;
+        for (i, plain) in sealing.plain.iter().enumerate() {
+            let i = i as u32;
+            if have.get(i) {
+                continue;
+            }
+            if self.installed_plaintext(old, i, plain)?.is_some() {
+                covered.set(i);
+                bytes += u64::from(self.manifest().chunks[i as usize].len);
+            }
+        }
+        lock(&self.state).covered = covered;
+        Ok(bytes)
+    }
+
+    /// The installed build's bytes of sealed chunk `index`'s plaintext
+    /// (found by its hash `plain`), checked, if it holds them.
+    fn installed_plaintext(
+        &self,
+        old: &Build,
+        index: u32,
+        plain: &Hash,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some((build, path, offset)) = self.install.locate(plain)? else {
+            return Ok(None);
+        };
+        if build != old.record.name() {
+            return Ok(None);
+        }
+        let len = self.manifest().chunks[index as usize].len as usize;
+        let len = len.saturating_sub(shoal_manifest::seal::SEAL_OVERHEAD);
+        let Ok(data) = disk::read_at(&old.dir().join(&path), offset, len) else {
+            return Ok(None);
+        };
+        Ok((Hash::of(&data) == *plain).then_some(data))
     }
 
     /// Stores a verified chunk (at every place it occurs). Progress becomes
@@ -297,7 +362,7 @@ impl Staging {
     pub fn unlock(
         &self,
         key: &shoal_manifest::seal::ContentKey,
-        mut progress: impl FnMut(u64),
+        progress: impl Fn(u64) + Sync,
     ) -> Result<Build, StoreError> {
         let Some(sealed) = &self.sealed else {
             return Err(StoreError::Corrupt(format!(
@@ -324,28 +389,63 @@ impl Staging {
         disk::remove_all(&dir)?;
         let tree = Tree::new(dir, opened.clone());
         tree.create_skeleton()?;
-        for (i, plain) in sealing.plain.iter().enumerate() {
-            let i = i as u32;
-            let ciphertext = self.tree.read_chunk(i).ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "staged chunk {i} of {} is damaged: run the install again to fetch it",
-                    self.record.name()
-                ))
-            })?;
-            let bytes = shoal_manifest::seal::open(key, plain, &ciphertext).map_err(|e| {
-                StoreError::Unlock(format!(
-                    "chunk {i} of {} v{}: {e}; nothing was swapped in",
-                    self.record.product, self.record.version
-                ))
-            })?;
-            let chunk = verify(&opened, i, &bytes)
-                .map_err(|e| StoreError::Unlock(format!("{e}; nothing was swapped in")))?;
-            self.install
-                .charge(tree.write_len(i))
-                .map_err(StoreError::io(tree.dir()))?;
-            tree.write_chunk(chunk)
-                .map_err(StoreError::io(tree.dir()))?;
-            progress(bytes.len() as u64);
+        let (have, covered) = {
+            let s = lock(&self.state);
+            (s.have.clone(), s.covered.clone())
+        };
+        let installed = if covered.count() > 0 {
+            self.install.installed()?
+        } else {
+            None
+        };
+        // Chunks are independent: open them on every core.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, sealing.plain.len().max(1));
+        let span = tracing::Span::current();
+        let results: Vec<Result<(), StoreError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        span.in_scope(|| {
+                            use std::sync::atomic::Ordering::Relaxed;
+                            while !failed.load(Relaxed) {
+                                let i = next.fetch_add(1, Relaxed);
+                                let Some(plain) = sealing.plain.get(i) else {
+                                    break;
+                                };
+                                let from_installed = (!have.get(i as u32) && covered.get(i as u32))
+                                    .then_some(installed.as_ref())
+                                    .flatten();
+                                let opened_chunk = OpenChunk {
+                                    index: i as u32,
+                                    plain,
+                                    key,
+                                    opened: &opened,
+                                    from_installed,
+                                };
+                                match self.open_chunk(&opened_chunk, &tree) {
+                                    Ok(n) => progress(n),
+                                    Err(e) => {
+                                        failed.store(true, Relaxed);
+                                        return Err(e);
+                                    }
+                                }
+                            }
+                            Ok(())
+                        })
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        for r in results {
+            r?;
         }
         tree.finish()?;
         let build = self.swap_in(&tree, Some(key))?;
@@ -353,6 +453,42 @@ impl Staging {
         make_writable(self.tree.dir());
         disk::remove_all(self.tree.dir())?;
         Ok(build)
+    }
+
+    /// Opens one chunk of an unlock into `tree`: its staged ciphertext, or
+    /// (covered) its plaintext from the installed build. Returns the
+    /// plaintext bytes written.
+    fn open_chunk(&self, c: &OpenChunk<'_>, tree: &Tree) -> Result<u64, StoreError> {
+        let i = c.index;
+        let bytes = if let Some(old) = c.from_installed {
+            self.installed_plaintext(old, i, c.plain)?.ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "chunk {i} of {} is no longer in the installed build: run the install again to fetch it",
+                    self.record.name()
+                ))
+            })?
+        } else {
+            let ciphertext = self.tree.read_chunk(i).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "staged chunk {i} of {} is damaged: run the install again to fetch it",
+                    self.record.name()
+                ))
+            })?;
+            shoal_manifest::seal::open(c.key, c.plain, &ciphertext).map_err(|e| {
+                StoreError::Unlock(format!(
+                    "chunk {i} of {} v{}: {e}; nothing was swapped in",
+                    self.record.product, self.record.version
+                ))
+            })?
+        };
+        let chunk = verify(c.opened, i, &bytes)
+            .map_err(|e| StoreError::Unlock(format!("{e}; nothing was swapped in")))?;
+        self.install
+            .charge(tree.write_len(i))
+            .map_err(StoreError::io(tree.dir()))?;
+        tree.write_chunk(chunk)
+            .map_err(StoreError::io(tree.dir()))?;
+        Ok(bytes.len() as u64)
     }
 
     /// Moves the finished `tree` into builds/ and swaps it in; `key` (an
@@ -421,6 +557,16 @@ impl Staging {
         }
         Ok(build)
     }
+}
+
+/// One chunk of an unlock: where its plaintext comes from.
+struct OpenChunk<'a> {
+    index: u32,
+    plain: &'a Hash,
+    key: &'a shoal_manifest::seal::ContentKey,
+    opened: &'a Manifest,
+    /// Covered: the installed build holds its plaintext.
+    from_installed: Option<&'a Build>,
 }
 
 /// Read-only directories of an old build would refuse their removal.

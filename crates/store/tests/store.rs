@@ -389,9 +389,14 @@ fn an_encrypted_build_stages_as_ciphertext_and_opens_only_with_its_key() -> anyh
         "the preload survives a failed unlock"
     );
     assert_eq!(staging.missing_bytes(), 0);
-    let mut written = 0;
-    let build = staging.unlock(&key, |n| written += n)?;
-    assert_eq!(written, v2.manifest.opened_view().unique_size());
+    let written = std::sync::atomic::AtomicU64::new(0);
+    let build = staging.unlock(&key, |n| {
+        written.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    })?;
+    assert_eq!(
+        written.into_inner(),
+        v2.manifest.opened_view().unique_size()
+    );
     same_tree(&tmp.path().join("build2"), &install.current_path())?;
     assert!(build.check(|_| {}).is_empty());
     assert_eq!(build.manifest(), &v2.manifest.opened_view());
