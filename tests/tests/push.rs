@@ -305,3 +305,139 @@ async fn publish_pushes_to_a_running_seed_that_serves_at_once() -> anyhow::Resul
     assert!(s.lab.releases.ids().iter().any(|id| id.to_string() == id3));
     s.lab.stop().await
 }
+
+/// `shoal publish --encrypt` as a process: the key file is written beside
+/// the bundle (owner-only, never overwritten), the bundle and the seed hold
+/// only ciphertext, the key goes to the tracker, players preload, and
+/// `shoal admin releases unlock` lets them open it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publish_encrypt_keeps_the_key_out_of_the_bundle_and_unlocks_by_command()
+-> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir()?;
+    let push_addr = format!("127.0.0.1:{}", shoal_tests::free_port()?);
+    let lab = Lab::start(
+        tmp.path(),
+        Options {
+            chunking: shoal_manifest::ChunkParams {
+                min: 64 << 10,
+                avg: 256 << 10,
+                max: 1 << 20,
+            },
+            announce_interval_secs: 1,
+            seed_push: Some((push_addr.clone(), PUSH_KEY.into())),
+            ..Options::default()
+        },
+    )
+    .await?;
+    let key = tmp.path().join("publisher.key");
+    lab.write_publisher_key(&key)?;
+    let s = Setup {
+        lab,
+        key,
+        seed_url: format!("http://{push_addr}"),
+    };
+    let build = tmp.path().join("build");
+    sample::build(&build, 4 * MIB, 3)?;
+    let secret = b"the final boss is the tutorial's narrator".repeat(50);
+    std::fs::write(build.join("story.txt"), &secret)?;
+    let out = tmp.path().join("bundle");
+    let mut args = s.publish_args(&build, "1.0", &out, true);
+    args.push("--encrypt".into());
+    let r = shoal(&s.lab, PUSH_KEY, args.clone()).await?.json()?;
+    let key_file = tmp.path().join("bundle.content-key");
+    assert_eq!(r["content_key"].as_str(), key_file.to_str(), "{r}");
+    let mode = std::fs::metadata(&key_file)?.permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the content key is owner-only");
+    let release: shoal_types::Hash = r["registered"]["release_id"]
+        .as_str()
+        .unwrap_or("")
+        .parse()?;
+    // Neither the bundle nor the seed's copy holds the key or the plaintext.
+    let key_text = std::fs::read_to_string(&key_file)?;
+    let key_bytes = key_text.trim().parse::<shoal_types::Hash>()?.0;
+    for dir in [&out, &tmp.path().join("seed")] {
+        assert!(!holds_anywhere(dir, &secret[..40]), "{}", dir.display());
+        assert!(
+            !holds_anywhere(dir, key_text.trim().as_bytes()),
+            "{}",
+            dir.display()
+        );
+        assert!(!holds_anywhere(dir, &key_bytes), "{}", dir.display());
+    }
+    // Publishing again never overwrites the key.
+    let again = shoal(&s.lab, PUSH_KEY, {
+        let mut a = args.clone();
+        let i = a.iter().position(|x| x == "--out").unwrap_or(0) + 1;
+        a[i] = tmp.path().join("bundle2").display().to_string();
+        a.extend(strings(&["--content-key", &key_file.display().to_string()]));
+        a
+    })
+    .await?;
+    assert_eq!(again.code, Some(4), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("never overwritten"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&key_file)?, key_text);
+
+    // Not scheduled: players preload.
+    let (settings, _) = s.lab.player("p1").await?;
+    let dir = tmp.path().join("install");
+    let mut req = Request {
+        product: s.lab.options.product.clone(),
+        channel: None,
+        dir: dir.clone(),
+        seed_for: Duration::ZERO,
+        update: false,
+        preload: true,
+        seeding: Default::default(),
+    };
+    let o = launcher::install(&settings, &req, None, std::future::pending()).await?;
+    assert!(
+        o.preloaded && o.encrypted && o.unlocks_at.is_none(),
+        "{o:#?}"
+    );
+
+    // The publisher unlocks it by command; the next install opens it.
+    let unlock = shoal(
+        &s.lab,
+        PUSH_KEY,
+        strings(&[
+            "admin",
+            "--tracker",
+            &s.lab.url,
+            "releases",
+            "unlock",
+            &release.to_string(),
+        ]),
+    )
+    .await?;
+    assert_eq!(unlock.code, Some(0), "{}", unlock.stderr);
+    req.preload = false;
+    let o = launcher::install(&settings, &req, None, std::future::pending()).await?;
+    assert!(o.unlock_secs.is_some(), "{o:#?}");
+    assert_eq!(o.from_peers + o.from_seeds, 0, "{o:#?}");
+    sample::same(&build, &dir.join("current"))?.map_err(anyhow::Error::msg)?;
+    s.lab.stop().await
+}
+
+/// Whether any file below `dir` contains `needle`.
+fn holds_anywhere(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let p = e.path();
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => holds_anywhere(&p, needle),
+                Ok(m) if m.is_file() => std::fs::read(&p)
+                    .unwrap_or_default()
+                    .windows(needle.len())
+                    .any(|w| w == needle),
+                _ => false,
+            }
+        })
+}
