@@ -23,6 +23,13 @@ pub(crate) fn run(args: &KeygenArgs) -> anyhow::Result<()> {
 
 /// Writes `key` to a new file readable only by its owner; never overwrites.
 pub fn write_key_file(path: &Path, key: &SecretKey) -> anyhow::Result<()> {
+    write_secret_file(path, &key.to_file_text(), "a key")
+}
+
+/// Writes `text` to a new file readable only by its owner, synced; never
+/// overwrites (`what` names the secret in the error), and removes a file
+/// it could not write whole.
+pub fn write_secret_file(path: &Path, text: &str, what: &str) -> anyhow::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -31,7 +38,7 @@ pub fn write_key_file(path: &Path, key: &SecretKey) -> anyhow::Result<()> {
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 let msg = format!(
-                    "{} already exists; refusing to overwrite a key",
+                    "{} already exists; refusing to overwrite {what}",
                     path.display()
                 );
                 with_exit(anyhow::anyhow!(msg), Exit::OutputExists)
@@ -40,7 +47,7 @@ pub fn write_key_file(path: &Path, key: &SecretKey) -> anyhow::Result<()> {
             }
         })?;
     let written = file
-        .write_all(key.to_file_text().as_bytes())
+        .write_all(text.as_bytes())
         .and_then(|()| file.sync_all());
     if let Err(e) = written {
         let _ = std::fs::remove_file(path);

@@ -56,35 +56,14 @@ fn content_key_path(args: &PublishArgs) -> PathBuf {
 }
 
 /// Writes a new content key file (64 hex digits, owner-only), refusing to
-/// replace one.
+/// replace one: a key is never overwritten.
 fn write_content_key(path: &std::path::Path, key: &ContentKey) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| {
-            let exists = e.kind() == std::io::ErrorKind::AlreadyExists;
-            let err = anyhow::Error::new(e).context(format!(
-                "writing the content key {}{}",
-                path.display(),
-                if exists {
-                    " (it exists: a key is never overwritten; choose another --content-key)"
-                } else {
-                    ""
-                }
-            ));
-            if exists {
-                with_exit(err, Exit::OutputExists)
-            } else {
-                err
-            }
-        })?;
-    writeln!(file, "{}", shoal_types::Hash(*key.expose()))
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing the content key {}", path.display()))
+    let text = format!("{}\n", shoal_types::Hash(*key.expose()));
+    keygen::write_secret_file(
+        path,
+        &text,
+        "a content key (a key is never overwritten; choose another --content-key)",
+    )
 }
 
 /// Reads a content key file that `publish --encrypt` wrote.

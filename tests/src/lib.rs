@@ -83,3 +83,38 @@ fn bin(
     built.clone().map_err(anyhow::Error::msg)?;
     Ok(dir.join(name))
 }
+
+/// Whether any file below `dir` contains `needle`.
+pub fn holds_anywhere(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let p = e.path();
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => holds_anywhere(&p, needle),
+                Ok(m) if m.is_file() => std::fs::read(&p)
+                    .unwrap_or_default()
+                    .windows(needle.len())
+                    .any(|w| w == needle),
+                _ => false,
+            }
+        })
+}
+
+/// Bytes of data the files under `dir` actually hold (sparse files count
+/// only what was written).
+pub fn du(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => total += du(&p),
+            Ok(m) if m.is_file() => total += m.blocks() * 512,
+            _ => {}
+        }
+    }
+    total
+}

@@ -430,7 +430,7 @@ async fn killed_launcher_resumes_without_refetching() -> anyhow::Result<()> {
         entries
             .filter_map(Result::ok)
             .filter(|e| e.path().is_dir())
-            .map(|e| du(&e.path()))
+            .map(|e| shoal_tests::du(&e.path()))
             .sum()
     };
     let mut waited = 0;
@@ -458,22 +458,6 @@ async fn killed_launcher_resumes_without_refetching() -> anyhow::Result<()> {
     );
     assert_installed(&dir, &build)?;
     lab.stop().await
-}
-
-/// Bytes of data actually held by the files under `dir` (sparse files count
-/// only what was written).
-fn du(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt as _;
-    let mut total = 0;
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => total += du(&p),
-            Ok(m) => total += m.blocks() * 512,
-            Err(_) => {}
-        }
-    }
-    total
 }
 
 /// The disk fills up during an update: a clear error with its own exit

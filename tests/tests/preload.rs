@@ -59,25 +59,6 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Whether any file below `dir` contains `needle`.
-fn anywhere(dir: &Path, needle: &[u8]) -> bool {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| {
-            let p = e.path();
-            match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => anywhere(&p, needle),
-                Ok(m) if m.is_file() => std::fs::read(&p)
-                    .unwrap_or_default()
-                    .windows(needle.len())
-                    .any(|w| w == needle),
-                _ => false,
-            }
-        })
-}
-
 /// A run that opened a complete preload: nothing fetched.
 fn check_unlocked(o: &Outcome, payload: u64) -> anyhow::Result<()> {
     anyhow::ensure!(o.unlock_secs.is_some() && !o.preloaded, "{o:#?}");
@@ -153,7 +134,7 @@ async fn players_preload_through_the_swarm_and_open_at_unlock_without_fetching()
             "nothing is installed before the unlock"
         );
         assert!(
-            !anywhere(dir, &MARKER[..32]),
+            !shoal_tests::holds_anywhere(dir, &MARKER[..32]),
             "plaintext of the build is on disk before the unlock"
         );
     }
@@ -285,7 +266,7 @@ async fn a_launcher_killed_during_unlock_completes_it_without_downloading() -> a
             .flatten()
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().ends_with(".open"))
-            .map(|e| du(&e.path()))
+            .map(|e| shoal_tests::du(&e.path()))
             .sum()
     };
     let mut waited = 0;
@@ -306,19 +287,4 @@ async fn a_launcher_killed_during_unlock_completes_it_without_downloading() -> a
     assert_eq!(o.from_peers + o.from_seeds, 0, "no download: {o:#?}");
     assert_installed(&dir, &src)?;
     lab.stop().await
-}
-
-/// Bytes of data the files under `dir` hold.
-fn du(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt as _;
-    let mut total = 0;
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => total += du(&p),
-            Ok(m) if m.is_file() => total += m.blocks() * 512,
-            _ => {}
-        }
-    }
-    total
 }

@@ -61,6 +61,33 @@ struct Setup {
 }
 
 impl Setup {
+    /// A lab whose seed takes pushes, and the publisher's key file.
+    async fn start(root: &Path) -> anyhow::Result<Setup> {
+        let push_addr = format!("127.0.0.1:{}", shoal_tests::free_port()?);
+        let lab = Lab::start(
+            root,
+            Options {
+                chunking: shoal_manifest::ChunkParams {
+                    min: 64 << 10,
+                    avg: 256 << 10,
+                    max: 1 << 20,
+                },
+                announce_interval_secs: 1,
+                seed_push: Some((push_addr.clone(), PUSH_KEY.into())),
+                ..Options::default()
+            },
+        )
+        .await?;
+        let key = root.join("publisher.key");
+        lab.write_publisher_key(&key)?;
+        let s = Setup {
+            lab,
+            key,
+            seed_url: format!("http://{push_addr}"),
+        };
+        Ok(s)
+    }
+
     fn publish_args(&self, build: &Path, version: &str, out: &Path, seed: bool) -> Vec<String> {
         let mut args = strings(&[
             "publish",
@@ -122,28 +149,7 @@ async fn install_into(lab: &Lab, name: &str, dir: &Path, update: bool) -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn publish_pushes_to_a_running_seed_that_serves_at_once() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let push_addr = format!("127.0.0.1:{}", shoal_tests::free_port()?);
-    let lab = Lab::start(
-        tmp.path(),
-        Options {
-            chunking: shoal_manifest::ChunkParams {
-                min: 64 << 10,
-                avg: 256 << 10,
-                max: 1 << 20,
-            },
-            announce_interval_secs: 1,
-            seed_push: Some((push_addr.clone(), PUSH_KEY.into())),
-            ..Options::default()
-        },
-    )
-    .await?;
-    let key = tmp.path().join("publisher.key");
-    lab.write_publisher_key(&key)?;
-    let s = Setup {
-        lab,
-        key,
-        seed_url: format!("http://{push_addr}"),
-    };
+    let s = Setup::start(tmp.path()).await?;
 
     // v1: built, registered and pushed in one command; the seed serves it.
     let v1 = tmp.path().join("build-v1");
@@ -315,28 +321,7 @@ async fn publish_encrypt_keeps_the_key_out_of_the_bundle_and_unlocks_by_command(
 -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     let tmp = tempfile::tempdir()?;
-    let push_addr = format!("127.0.0.1:{}", shoal_tests::free_port()?);
-    let lab = Lab::start(
-        tmp.path(),
-        Options {
-            chunking: shoal_manifest::ChunkParams {
-                min: 64 << 10,
-                avg: 256 << 10,
-                max: 1 << 20,
-            },
-            announce_interval_secs: 1,
-            seed_push: Some((push_addr.clone(), PUSH_KEY.into())),
-            ..Options::default()
-        },
-    )
-    .await?;
-    let key = tmp.path().join("publisher.key");
-    lab.write_publisher_key(&key)?;
-    let s = Setup {
-        lab,
-        key,
-        seed_url: format!("http://{push_addr}"),
-    };
+    let s = Setup::start(tmp.path()).await?;
     let build = tmp.path().join("build");
     sample::build(&build, 4 * MIB, 3)?;
     let secret = b"the final boss is the tutorial's narrator".repeat(50);
@@ -357,13 +342,21 @@ async fn publish_encrypt_keeps_the_key_out_of_the_bundle_and_unlocks_by_command(
     let key_text = std::fs::read_to_string(&key_file)?;
     let key_bytes = key_text.trim().parse::<shoal_types::Hash>()?.0;
     for dir in [&out, &tmp.path().join("seed")] {
-        assert!(!holds_anywhere(dir, &secret[..40]), "{}", dir.display());
         assert!(
-            !holds_anywhere(dir, key_text.trim().as_bytes()),
+            !shoal_tests::holds_anywhere(dir, &secret[..40]),
             "{}",
             dir.display()
         );
-        assert!(!holds_anywhere(dir, &key_bytes), "{}", dir.display());
+        assert!(
+            !shoal_tests::holds_anywhere(dir, key_text.trim().as_bytes()),
+            "{}",
+            dir.display()
+        );
+        assert!(
+            !shoal_tests::holds_anywhere(dir, &key_bytes),
+            "{}",
+            dir.display()
+        );
     }
     // Publishing again never overwrites the key.
     let again = shoal(&s.lab, PUSH_KEY, {
@@ -421,23 +414,4 @@ async fn publish_encrypt_keeps_the_key_out_of_the_bundle_and_unlocks_by_command(
     assert_eq!(o.from_peers + o.from_seeds, 0, "{o:#?}");
     sample::same(&build, &dir.join("current"))?.map_err(anyhow::Error::msg)?;
     s.lab.stop().await
-}
-
-/// Whether any file below `dir` contains `needle`.
-fn holds_anywhere(dir: &Path, needle: &[u8]) -> bool {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| {
-            let p = e.path();
-            match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => holds_anywhere(&p, needle),
-                Ok(m) if m.is_file() => std::fs::read(&p)
-                    .unwrap_or_default()
-                    .windows(needle.len())
-                    .any(|w| w == needle),
-                _ => false,
-            }
-        })
 }
