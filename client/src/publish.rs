@@ -47,12 +47,30 @@ pub struct Summary {
 }
 
 /// Where `publish --encrypt` writes the content key.
-fn content_key_path(args: &PublishArgs) -> PathBuf {
-    args.target.content_key.clone().unwrap_or_else(|| {
-        let mut name = args.out.as_os_str().to_owned();
-        name.push(".content-key");
-        PathBuf::from(name)
-    })
+/// Where `publish --encrypt` writes the content key: beside the bundle
+/// (`OUT.content-key`, whatever the trailing slashes), never inside it.
+fn content_key_path(args: &PublishArgs) -> anyhow::Result<PathBuf> {
+    let path = match &args.target.content_key {
+        Some(p) => p.clone(),
+        None => {
+            let name = args.out.file_name().unwrap_or(args.out.as_os_str());
+            let mut name = name.to_owned();
+            name.push(".content-key");
+            args.out.with_file_name(name)
+        }
+    };
+    let inside = std::path::absolute(&path)?.starts_with(std::path::absolute(&args.out)?);
+    if inside {
+        return Err(with_exit(
+            anyhow::anyhow!(
+                "--content-key {} is inside the bundle {}: the key must never travel with it",
+                path.display(),
+                args.out.display()
+            ),
+            Exit::BadInput,
+        ));
+    }
+    Ok(path)
 }
 
 /// Writes a new content key file (64 hex digits, owner-only), refusing to
@@ -99,13 +117,8 @@ pub(crate) fn run(args: &PublishArgs) -> anyhow::Result<()> {
         threads: args.threads,
     };
 
-    // The key is written before anything is sealed with it, and never over
-    // another: a lost key is a release that can never be unlocked.
-    let content_key = if args.encrypt {
-        let path = content_key_path(args);
-        let key = ContentKey::generate();
-        write_content_key(&path, &key)?;
-        Some((path, key))
+    let key_path = if args.encrypt {
+        Some(content_key_path(args)?)
     } else {
         if args.target.unlock_at.is_some() {
             return Err(with_exit(
@@ -121,6 +134,17 @@ pub(crate) fn run(args: &PublishArgs) -> anyhow::Result<()> {
         BundleError::NotEmpty(_) => with_exit(e, Exit::OutputExists),
         other => anyhow::Error::new(other).context("preparing the output directory"),
     })?;
+    // Once the output is known to be usable, the key is written, before
+    // anything is sealed with it and never over another: a lost key is a
+    // release that can never be unlocked.
+    let content_key = match key_path {
+        Some(path) => {
+            let key = ContentKey::generate();
+            write_content_key(&path, &key)?;
+            Some((path, key))
+        }
+        None => None,
+    };
     let progress = Progress::default();
     let stop = AtomicBool::new(false);
     let built = std::thread::scope(|scope| {

@@ -374,6 +374,35 @@ async fn publish_encrypt_keeps_the_key_out_of_the_bundle_and_unlocks_by_command(
         again.stderr
     );
     assert_eq!(std::fs::read_to_string(&key_file)?, key_text);
+    // A key named inside the bundle is refused; an --out with a trailing
+    // slash still puts the key beside the bundle.
+    let with_out = |out: &str, extra: &[&str]| {
+        let mut a = s.publish_args(&build, "1.0", Path::new(out), false);
+        let t = a.iter().position(|x| x == "--tracker").unwrap_or(a.len());
+        a.drain(t..(t + 2).min(a.len()));
+        a.push("--encrypt".into());
+        a.extend(strings(extra));
+        a
+    };
+    let inside = tmp.path().join("bundle3");
+    let inside_key = inside.join("key");
+    let r = shoal(
+        &s.lab,
+        PUSH_KEY,
+        with_out(
+            inside.to_str().unwrap_or_default(),
+            &["--content-key", inside_key.to_str().unwrap_or_default()],
+        ),
+    )
+    .await?;
+    assert_eq!(r.code, Some(3), "{}", r.stderr);
+    assert!(r.stderr.contains("inside the bundle"), "{}", r.stderr);
+    let slashed = format!("{}/", tmp.path().join("bundle4").display());
+    shoal(&s.lab, PUSH_KEY, with_out(&slashed, &[]))
+        .await?
+        .json()?;
+    assert!(tmp.path().join("bundle4.content-key").is_file());
+    assert!(!tmp.path().join("bundle4/.content-key").exists());
 
     // Not scheduled: players preload.
     let (settings, _) = s.lab.player("p1").await?;
