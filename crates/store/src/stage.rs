@@ -405,48 +405,41 @@ impl Staging {
             .map_or(1, |n| n.get())
             .clamp(1, sealing.plain.len().max(1));
         let span = tracing::Span::current();
-        let results: Vec<Result<(), StoreError>> = std::thread::scope(|scope| {
+        let open_some = || -> Result<(), StoreError> {
+            use std::sync::atomic::Ordering::Relaxed;
+            while !failed.load(Relaxed) {
+                let i = next.fetch_add(1, Relaxed);
+                let Some(plain) = sealing.plain.get(i) else {
+                    break;
+                };
+                let index = i as u32;
+                let chunk = OpenChunk {
+                    index,
+                    plain,
+                    key,
+                    opened: &opened,
+                    from_installed: installed
+                        .as_ref()
+                        .filter(|_| !have.get(index) && covered.get(index)),
+                };
+                match self.open_chunk(&chunk, &tree) {
+                    Ok(n) => progress(n),
+                    Err(e) => {
+                        failed.store(true, Relaxed);
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(())
+        };
+        std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    scope.spawn(|| {
-                        span.in_scope(|| {
-                            use std::sync::atomic::Ordering::Relaxed;
-                            while !failed.load(Relaxed) {
-                                let i = next.fetch_add(1, Relaxed);
-                                let Some(plain) = sealing.plain.get(i) else {
-                                    break;
-                                };
-                                let from_installed = (!have.get(i as u32) && covered.get(i as u32))
-                                    .then_some(installed.as_ref())
-                                    .flatten();
-                                let opened_chunk = OpenChunk {
-                                    index: i as u32,
-                                    plain,
-                                    key,
-                                    opened: &opened,
-                                    from_installed,
-                                };
-                                match self.open_chunk(&opened_chunk, &tree) {
-                                    Ok(n) => progress(n),
-                                    Err(e) => {
-                                        failed.store(true, Relaxed);
-                                        return Err(e);
-                                    }
-                                }
-                            }
-                            Ok(())
-                        })
-                    })
-                })
+                .map(|_| scope.spawn(|| span.in_scope(open_some)))
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
-        for r in results {
-            r?;
-        }
+                .try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        })?;
         tree.finish()?;
         let build = self.swap_in(&tree, Some(key))?;
         // The ciphertext is spent: the build serves re-sealed plaintext.
