@@ -14,6 +14,7 @@
 //! chunk); the launcher, once it holds the content key, opens the chunk and
 //! checks the plaintext hash.
 
+use crate::{Manifest, VerifiedChunk, VerifyError, verify};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use shoal_types::Hash;
 
@@ -127,6 +128,9 @@ pub enum OpenError {
     /// It decrypted, but not to the plaintext the manifest lists.
     #[error("the decrypted chunk hashes to {got}, not to the {want} the manifest lists")]
     WrongPlaintext { want: Hash, got: Hash },
+    /// The opened view of the manifest does not list it as sealed.
+    #[error("the manifest's tables disagree: {0}")]
+    NotListed(String),
 }
 
 fn wrapping_cipher(key: &[u8; 32]) -> LessSafeKey {
@@ -154,17 +158,47 @@ pub fn seal(key: &ContentKey, plaintext: &[u8]) -> Sealed {
 /// both the tag and the plaintext hash.
 pub fn open(key: &ContentKey, plain: &Hash, sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
     let mut bytes = sealed.to_vec();
-    let len = key
-        .chunk_cipher(plain)
-        .open_in_place(nonce(), Aad::from(plain.as_bytes()), &mut bytes)
-        .map_err(|_| OpenError::Undecryptable)?
-        .len();
-    bytes.truncate(len);
+    decrypt_in_place(key, plain, &mut bytes)?;
     let got = Hash::of(&bytes);
     if got != *plain {
         return Err(OpenError::WrongPlaintext { want: *plain, got });
     }
     Ok(bytes)
+}
+
+/// Opens sealed chunk `index` in place (no copy) and verifies the plaintext
+/// against `opened`, the release's [`Manifest::opened_view`]: the tag, then
+/// one BLAKE3 pass of the plaintext. On success `bytes` holds the plaintext.
+pub fn open_chunk<'a>(
+    key: &ContentKey,
+    opened: &Manifest,
+    index: u32,
+    bytes: &'a mut Vec<u8>,
+) -> Result<VerifiedChunk<'a>, OpenError> {
+    let plain = opened
+        .chunks
+        .get(index as usize)
+        .map(|c| c.hash)
+        .ok_or_else(|| OpenError::NotListed(format!("the release has no chunk {index}")))?;
+    decrypt_in_place(key, &plain, bytes)?;
+    verify(opened, index, bytes).map_err(|e| match e {
+        VerifyError::Hash { expected, got, .. } => OpenError::WrongPlaintext {
+            want: expected,
+            got,
+        },
+        // The tag held, so the manifest's own tables disagree.
+        other => OpenError::NotListed(other.to_string()),
+    })
+}
+
+fn decrypt_in_place(key: &ContentKey, plain: &Hash, bytes: &mut Vec<u8>) -> Result<(), OpenError> {
+    let len = key
+        .chunk_cipher(plain)
+        .open_in_place(nonce(), Aad::from(plain.as_bytes()), bytes)
+        .map_err(|_| OpenError::Undecryptable)?
+        .len();
+    bytes.truncate(len);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -90,6 +90,21 @@ fn a_sealed_build_lists_ciphertext_and_plaintext_and_round_trips() {
         verify(&manifest, i as u32, &bytes).unwrap();
         let opened = seal::open(&key, &sealing.plain[i], &bytes).unwrap();
         verify(&plain, i as u32, &opened).unwrap();
+        // In place, hashing once: the same plaintext, verified.
+        let mut buf = bytes.clone();
+        let chunk = seal::open_chunk(&key, &plain, i as u32, &mut buf).unwrap();
+        assert_eq!(chunk.data(), &opened[..]);
+        let mut bent = bytes.clone();
+        bent[0] ^= 1;
+        assert_eq!(
+            seal::open_chunk(&key, &plain, i as u32, &mut bent).map(|_| ()),
+            Err(seal::OpenError::Undecryptable)
+        );
+        let mut elsewhere = bytes.clone();
+        assert!(matches!(
+            seal::open_chunk(&key, &plain, u32::MAX, &mut elsewhere),
+            Err(seal::OpenError::NotListed(_))
+        ));
     }
     // nothing of the plaintext is in the bundle
     for entry in walk(&out) {

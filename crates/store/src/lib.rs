@@ -28,7 +28,7 @@ pub use tree::{Damage, Problem};
 
 use serde::{Deserialize, Serialize};
 use shoal_manifest::seal::ContentKey;
-use shoal_manifest::{Manifest, SignedManifest, VerifiedChunk, verify};
+use shoal_manifest::{Manifest, SignedManifest, VerifiedChunk};
 use shoal_types::Hash;
 use std::fs;
 use std::io;
@@ -455,8 +455,6 @@ pub struct Build {
 struct SealedBuild {
     /// The ciphertext view: the chunk table peers verify against.
     wire: Manifest,
-    /// Each chunk's plaintext hash.
-    plain: Vec<Hash>,
     key: ContentKey,
 }
 
@@ -464,13 +462,13 @@ impl Build {
     /// The build `name` described in `builds`.
     fn load(builds: &Path, name: &str) -> Result<Build, StoreError> {
         let (record, manifest) = load_described(builds, name)?;
-        let sealed = match &manifest.sealing {
-            None => None,
-            Some(sealing) => Some(SealedBuild {
+        let sealed = if manifest.is_sealed() {
+            Some(SealedBuild {
                 wire: manifest.sealed_view(),
-                plain: sealing.plain.clone(),
                 key: read_key(builds, name)?,
-            }),
+            })
+        } else {
+            None
         };
         Ok(Build {
             record,
@@ -511,13 +509,9 @@ impl Build {
             return self.repair_chunk(chunk);
         };
         let i = chunk.index();
-        let plain = s
-            .plain
-            .get(i as usize)
-            .ok_or_else(|| io::Error::other("no such chunk"))?;
-        let bytes = shoal_manifest::seal::open(&s.key, plain, chunk.data())
+        let mut bytes = chunk.data().to_vec();
+        let opened = shoal_manifest::seal::open_chunk(&s.key, self.manifest(), i, &mut bytes)
             .map_err(|e| io::Error::other(format!("chunk {i}: {e}")))?;
-        let opened = verify(self.manifest(), i, &bytes).map_err(io::Error::other)?;
         self.repair_chunk(opened)
     }
 

@@ -236,7 +236,7 @@ impl Staging {
             if have.get(i) {
                 continue;
             }
-            if self.installed_plaintext(old, i, plain)?.is_some() {
+            if self.installed_holds(old, i, plain)? {
                 covered.set(i);
                 bytes += u64::from(self.manifest().chunks[i as usize].len);
             }
@@ -245,9 +245,16 @@ impl Staging {
         Ok(bytes)
     }
 
-    /// The installed build's bytes of sealed chunk `index`'s plaintext
-    /// (found by its hash `plain`), checked, if it holds them.
-    fn installed_plaintext(
+    /// Whether the installed build holds sealed chunk `index`'s plaintext
+    /// (found by its hash `plain`), checked.
+    fn installed_holds(&self, old: &Build, index: u32, plain: &Hash) -> Result<bool, StoreError> {
+        let data = self.installed_bytes(old, index, plain)?;
+        Ok(data.is_some_and(|d| Hash::of(&d) == *plain))
+    }
+
+    /// The installed build's bytes where sealed chunk `index`'s plaintext
+    /// (found by its hash `plain`) should be, unchecked.
+    fn installed_bytes(
         &self,
         old: &Build,
         index: u32,
@@ -261,10 +268,7 @@ impl Staging {
         }
         let len = self.manifest().chunks[index as usize].len as usize;
         let len = len.saturating_sub(shoal_manifest::seal::SEAL_OVERHEAD);
-        let Ok(data) = disk::read_at(&old.dir().join(&path), offset, len) else {
-            return Ok(None);
-        };
-        Ok((Hash::of(&data) == *plain).then_some(data))
+        Ok(disk::read_at(&old.dir().join(&path), offset, len).ok())
     }
 
     /// Stores a verified chunk (at every place it occurs). Progress becomes
@@ -314,9 +318,7 @@ impl Staging {
         self.tree.sync_files(std::mem::take(&mut s.pending_files))?;
         let mut batch = sled::Batch::default();
         for &i in &s.pending {
-            let mut k = self.record.release_id.as_bytes().to_vec();
-            k.extend_from_slice(&i.to_be_bytes());
-            batch.insert(k, &[][..]);
+            batch.insert(self.progress_key(i), &[][..]);
         }
         self.install.progress.apply_batch(batch)?;
         self.install.db.flush()?;
@@ -324,6 +326,26 @@ impl Staging {
         s.pending.clear();
         s.last_commit = Instant::now();
         Ok(())
+    }
+
+    fn progress_key(&self, i: u32) -> Vec<u8> {
+        let mut k = self.record.release_id.as_bytes().to_vec();
+        k.extend_from_slice(&i.to_be_bytes());
+        k
+    }
+
+    /// Un-records chunk `i`, found damaged on disk: the next run fetches it.
+    fn forget(&self, i: u32) {
+        let mut s = lock(&self.state);
+        if s.have.get(i) {
+            s.have.clear(i);
+            s.recorded = s.recorded.saturating_sub(1);
+        }
+        drop(s);
+        let removed = self.install.progress.remove(self.progress_key(i));
+        if let Err(e) = removed.and_then(|_| self.install.db.flush()) {
+            tracing::warn!(chunk = i, error = %e, "could not un-record a damaged staged chunk");
+        }
     }
 
     /// Finishes the build (links, modes, fsync) and swaps it in atomically.
@@ -450,38 +472,51 @@ impl Staging {
 
     /// Opens one chunk of an unlock into `tree`: its staged ciphertext, or
     /// (covered) its plaintext from the installed build. Returns the
-    /// plaintext bytes written.
+    /// plaintext bytes written. Each byte is hashed once: the tag vouches
+    /// for the staged ciphertext, then the plaintext is verified.
     fn open_chunk(&self, c: &OpenChunk<'_>, tree: &Tree) -> Result<u64, StoreError> {
         let i = c.index;
-        let bytes = if let Some(old) = c.from_installed {
-            self.installed_plaintext(old, i, c.plain)?.ok_or_else(|| {
+        let mut bytes;
+        let chunk = if let Some(old) = c.from_installed {
+            bytes = self.installed_bytes(old, i, c.plain)?.unwrap_or_default();
+            verify(c.opened, i, &bytes).map_err(|_| {
                 StoreError::Corrupt(format!(
                     "chunk {i} of {} is no longer in the installed build: run the install again to fetch it",
                     self.record.name()
                 ))
             })?
         } else {
-            let ciphertext = self.tree.read_chunk(i).ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "staged chunk {i} of {} is damaged: run the install again to fetch it",
-                    self.record.name()
-                ))
-            })?;
-            shoal_manifest::seal::open(c.key, c.plain, &ciphertext).map_err(|e| {
-                StoreError::Unlock(format!(
-                    "chunk {i} of {} v{}: {e}; nothing was swapped in",
-                    self.record.product, self.record.version
-                ))
-            })?
+            bytes = self.tree.read_chunk_unverified(i).unwrap_or_default();
+            match shoal_manifest::seal::open_chunk(c.key, c.opened, i, &mut bytes) {
+                Ok(chunk) => chunk,
+                Err(e) => return Err(self.unopened(i, e)),
+            }
         };
-        let chunk = verify(c.opened, i, &bytes)
-            .map_err(|e| StoreError::Unlock(format!("{e}; nothing was swapped in")))?;
+        let written = chunk.data().len() as u64;
         self.install
             .charge(tree.write_len(i))
             .map_err(StoreError::io(tree.dir()))?;
         tree.write_chunk(chunk)
             .map_err(StoreError::io(tree.dir()))?;
-        Ok(bytes.len() as u64)
+        Ok(written)
+    }
+
+    /// Why staged chunk `i` did not open. The key was checked up front, so
+    /// either the staged ciphertext changed on disk since it was verified
+    /// (the next install fetches it again), or the publisher's ciphertext
+    /// does not open under its own key.
+    fn unopened(&self, i: u32, e: shoal_manifest::seal::OpenError) -> StoreError {
+        if self.tree.read_chunk(i).is_none() {
+            self.forget(i);
+            return StoreError::Corrupt(format!(
+                "staged chunk {i} of {} is damaged: run the install again to fetch it; nothing was swapped in",
+                self.record.name()
+            ));
+        }
+        StoreError::Unlock(format!(
+            "chunk {i} of {} v{}: {e}; nothing was swapped in",
+            self.record.product, self.record.version
+        ))
     }
 
     /// Moves the finished `tree` into builds/ and swaps it in; `key` (an

@@ -431,3 +431,39 @@ fn an_encrypted_build_stages_as_ciphertext_and_opens_only_with_its_key() -> anyh
     );
     Ok(())
 }
+
+#[test]
+fn a_staged_chunk_damaged_on_disk_is_fetched_again_not_opened() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let key = ContentKey::generate();
+    let v1 = release_with(&tmp.path().join("build1"), 1, false, Some(&key))?;
+    let root = tmp.path().join("install");
+    let install = Install::open(&root)?;
+    let staging = install.stage(v1.record.clone(), &v1.signed, v1.manifest.clone())?;
+    put_all(&staging, &v1, usize::MAX)?;
+    staging.sync()?;
+    // The disk flips a bit in the staged ciphertext after it was verified.
+    let file = root
+        .join(".shoal/staging")
+        .join(v1.record.name())
+        .join("data/base.pak");
+    let mut bytes = std::fs::read(&file)?;
+    bytes[100] ^= 0x40;
+    std::fs::write(&file, &bytes)?;
+
+    let err = staging.unlock(&key, |_| {}).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("damaged") && text.contains("nothing was swapped in"),
+        "{text}"
+    );
+    assert!(install.installed()?.is_none(), "nothing was swapped in");
+    // The damaged chunk is no longer counted: the next run fetches it (and
+    // only it), then opens.
+    drop(staging);
+    let staging = install.stage(v1.record.clone(), &v1.signed, v1.manifest.clone())?;
+    assert_eq!(put_all(&staging, &v1, usize::MAX)?, 1);
+    staging.unlock(&key, |_| {})?;
+    same_tree(&tmp.path().join("build1"), &install.current_path())?;
+    Ok(())
+}
