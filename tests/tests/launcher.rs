@@ -513,13 +513,19 @@ async fn full_disk_during_update_keeps_the_old_install() -> anyhow::Result<()> {
 
 #[test]
 fn the_space_check_names_both_figures() {
-    let err = launcher::check_space(5 << 30, 1 << 30, Path::new("/games/x")).unwrap_err();
+    let err = launcher::check_space(5 << 30, 1 << 30, Path::new("/games/x"), "").unwrap_err();
     assert_eq!(exit_code(&err), 11);
     assert_eq!(
         err.to_string(),
         "not enough disk space in /games/x: 5.00 GiB needed, 1.00 GiB free"
     );
-    assert!(launcher::check_space(1, 1, Path::new("/")).is_ok());
+    let why = " (the encrypted build, and room to open it)";
+    let err = launcher::check_space(5 << 30, 1 << 30, Path::new("/games/x"), why).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "not enough disk space in /games/x: 5.00 GiB needed (the encrypted build, and room to open it), 1.00 GiB free"
+    );
+    assert!(launcher::check_space(1, 1, Path::new("/"), "").is_ok());
 }
 
 /// An install that accepted a higher version refuses an older one; a

@@ -3,7 +3,7 @@
 
 use super::errors::store_error;
 use super::node::{Held, Serving};
-use super::session::{Launcher, Session};
+use super::session::{Launcher, Session, Swarm};
 use super::trust::{fetch_manifest, tracker_key};
 use super::{now_secs, open_install};
 use crate::config::Settings;
@@ -163,11 +163,11 @@ impl NatReport {
 }
 
 /// Step 4: the disk must hold what is left to write.
-pub fn check_space(needed: u64, free: u64, dir: &Path) -> anyhow::Result<()> {
+pub fn check_space(needed: u64, free: u64, dir: &Path, what: &str) -> anyhow::Result<()> {
     if needed > free {
         return Err(with_exit(
             anyhow::anyhow!(
-                "not enough disk space in {}: {} needed, {} free",
+                "not enough disk space in {}: {} needed{what}, {} free",
                 dir.display(),
                 human::bytes(needed),
                 human::bytes(free)
@@ -293,12 +293,46 @@ pub async fn install_with(
     };
     outcome.reused_bytes = reuse.await?.map_err(store_error)?;
 
-    // Step 4: room for what is left.
+    // Step 4: room for what is left. An encrypted build opens beside its
+    // ciphertext at the unlock, so its preload makes room for both.
+    let opening = if staging.is_sealed() { outcome.size } else { 0 };
     check_space(
-        staging.bytes_to_write(),
+        staging.bytes_to_write() + opening,
         shoal_store::free_disk(&req.dir),
         &req.dir,
+        if opening > 0 {
+            " (the encrypted build, and room to open it beside itself at the unlock)"
+        } else {
+            ""
+        },
     )?;
+
+    // An encrypted release before its unlock is preloaded: staged, served
+    // to other preloaders, the installed build left as it is.
+    let key = ticket.content_key.clone();
+    let preloading = req.preload || (staging.is_sealed() && key.is_none());
+
+    // Nothing left to fetch (a whole preload at its unlock, or a run killed
+    // after its download): playable first, the swarm joined after.
+    if !preloading && staging.missing_bytes() == 0 {
+        req.seeding.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        let build = swap(staging.clone(), key).await?.map_err(store_error)?;
+        if staging.is_sealed() {
+            outcome.unlock_secs = Some(started.elapsed().as_secs_f64());
+        }
+        tracing::info!(product = %req.product, version = outcome.version, "installed");
+        let serving = Arc::new(Serving::new(ticket.swarm, Held::Build(Arc::new(build))));
+        let swarm = session
+            .join(
+                launcher,
+                settings,
+                serving.clone(),
+                counters.unwrap_or_default(),
+            )
+            .await?;
+        return give_back(swarm, &serving, req, stop, outcome).await;
+    }
 
     // Step 5: the swarm.
     let counters = counters.unwrap_or_default();
@@ -338,17 +372,10 @@ pub async fn install_with(
     // swap takes a while, and `status` already says installed during it).
     req.seeding.store(true, Ordering::SeqCst);
 
-    // An encrypted release before its unlock: preloaded. Serve the
-    // ciphertext to other preloaders; the installed build stays as it is.
-    let key = ticket.content_key.clone();
-    if req.preload || (staging.is_sealed() && key.is_none()) {
+    if preloading {
         outcome.preloaded = true;
         tracing::info!(product = %req.product, version = outcome.version, unlocks_at = ?outcome.unlocks_at, "preloaded");
-        let client = swarm.client().clone();
-        outcome.seeded_secs = swarm.give_back(&req.dir, req.seed_for, stop).await?;
-        outcome.uploaded = serving.uploaded.load(Ordering::Relaxed);
-        outcome.nat = NatReport::of(&client);
-        return Ok(outcome);
+        return give_back(swarm, &serving, req, stop, outcome).await;
     }
 
     // Step 6: finish and swap (an encrypted release: open it first).
@@ -356,20 +383,7 @@ pub async fn install_with(
     // they hear Busy, not NotFound.
     serving.settle();
     let unlocking = Instant::now();
-    let committed = {
-        let staging = staging.clone();
-        swarm
-            .meanwhile(tokio::task::spawn_blocking({
-                let span = tracing::Span::current();
-                move || {
-                    span.in_scope(|| match &key {
-                        Some(key) if staging.is_sealed() => staging.unlock(key, |_| {}),
-                        _ => staging.commit(),
-                    })
-                }
-            }))
-            .await
-    };
+    let committed = swarm.meanwhile(swap(staging.clone(), key)).await;
     if staging.is_sealed() {
         outcome.unlock_secs = Some(unlocking.elapsed().as_secs_f64());
     }
@@ -385,6 +399,33 @@ pub async fn install_with(
     tracing::info!(product = %req.product, version = outcome.version, "installed");
 
     // Step 7: give back.
+    give_back(swarm, &serving, req, stop, outcome).await
+}
+
+/// Finishes the staging and swaps it in, on a blocking thread: an
+/// encrypted release is opened with `key` first.
+fn swap(
+    staging: Arc<shoal_store::Staging>,
+    key: Option<shoal_manifest::seal::ContentKey>,
+) -> tokio::task::JoinHandle<Result<shoal_store::Build, shoal_store::StoreError>> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| match &key {
+            Some(key) if staging.is_sealed() => staging.unlock(key, |_| {}),
+            _ => staging.commit(),
+        })
+    })
+}
+
+/// Serves what `serving` holds for `req.seed_for` (or until `stop`), then
+/// leaves the swarm; the outcome gains what was given back.
+async fn give_back(
+    swarm: Swarm,
+    serving: &Serving,
+    req: &Request,
+    stop: impl std::future::Future<Output = ()>,
+    mut outcome: Outcome,
+) -> anyhow::Result<Outcome> {
     let client = swarm.client().clone();
     outcome.seeded_secs = swarm.give_back(&req.dir, req.seed_for, stop).await?;
     outcome.uploaded = serving.uploaded.load(Ordering::Relaxed);
