@@ -1,7 +1,7 @@
 //! Swarms over real QUIC on 127.0.0.1: several downloaders fetch a release
 //! from one seed and from each other; a peer serving corrupt bytes is banned
-//! while the download completes; a seed with a corrupted store refuses the
-//! damaged chunk.
+//! while the download completes (ciphertext of an encrypted release too); a
+//! seed with a corrupted store refuses the damaged chunk.
 
 #![allow(clippy::unwrap_used)]
 
@@ -156,6 +156,55 @@ async fn corrupt_peer_is_banned_and_download_completes() {
         "nothing from the corrupt peer was kept"
     );
     assert_same_as_build(&build, &manifest, &store);
+}
+
+/// A preload trades ciphertext. A peer relaying altered ciphertext is
+/// caught by the ciphertext hash before anything is stored (no key needed),
+/// banned, and the preload completes from the seed with bytes that open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_relaying_altered_ciphertext_is_banned_before_anything_is_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = shoal_manifest::seal::ContentKey::generate();
+    let p = shoal_testkit::publish_sealed(
+        tmp.path(),
+        &[("paks/a.pak", 1_500_000, 1), ("game.exe", 300_000, 3)],
+        &key,
+    );
+    let wire = p.manifest.sealed_view();
+    let swarm = Hash::of(b"sealed release");
+    let honest = Arc::new(BundleSource {
+        swarm,
+        bundle: Bundle::open(&p.bundle).unwrap(),
+    });
+    let (report, store, evil) = download_beside(
+        Arc::new(Corrupt(honest.clone())),
+        honest,
+        &wire,
+        swarm,
+        Default::default(),
+    )
+    .await;
+    assert_eq!(report.banned, vec![evil.peer_id()], "{report:?}");
+    assert!(
+        report.wasted > 0,
+        "altered ciphertext arrived and was thrown away"
+    );
+    assert_eq!(report.from_peers, 0, "nothing the liar sent was kept");
+    // Every stored chunk is the published ciphertext, and it opens to the
+    // build under the key.
+    let opened = p.manifest.opened_view();
+    let sealing = p.manifest.sealing.as_ref().unwrap();
+    for (path, _, chunks) in opened.files() {
+        let mut bytes = Vec::new();
+        for &c in chunks {
+            let stored = store.get(c).unwrap();
+            shoal_manifest::verify(&wire, c, &stored).unwrap();
+            bytes.extend(
+                shoal_manifest::seal::open(&key, &sealing.plain[c as usize], &stored).unwrap(),
+            );
+        }
+        assert_eq!(bytes, std::fs::read(p.build.join(path)).unwrap(), "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use shoal_manifest::seal::ContentKey;
 use shoal_manifest::{
     BuildOptions, Bundle, BundleWriter, ChunkParams, Manifest, Progress, SignedManifest,
 };
@@ -62,6 +63,16 @@ pub struct Published {
 /// them as product `game`, channel `stable`, version `1` in [`SMALL_CHUNKS`]
 /// into `root/bundle`, signed by [`publisher_key`].
 pub fn publish(root: &Path, files: &[(&str, usize, u64)]) -> Published {
+    publish_with(root, files, None)
+}
+
+/// [`publish`], encrypted under `key`: the bundle holds ciphertext and the
+/// manifest is format 2 (peers trade its [`Manifest::sealed_view`]).
+pub fn publish_sealed(root: &Path, files: &[(&str, usize, u64)], key: &ContentKey) -> Published {
+    publish_with(root, files, Some(key))
+}
+
+fn publish_with(root: &Path, files: &[(&str, usize, u64)], key: Option<&ContentKey>) -> Published {
     let build = root.join("build");
     for &(path, len, seed) in files {
         let path = build.join(path);
@@ -77,7 +88,12 @@ pub fn publish(root: &Path, files: &[(&str, usize, u64)]) -> Published {
         chunking: SMALL_CHUNKS,
         threads: 2,
     };
-    let manifest = shoal_manifest::build(&build, &options, &writer, &Progress::default()).unwrap();
+    let progress = Progress::default();
+    let manifest = match key {
+        None => shoal_manifest::build(&build, &options, &writer, &progress),
+        Some(key) => shoal_manifest::build_sealed(&build, &options, key, &writer, &progress),
+    }
+    .unwrap();
     writer
         .finish(&SignedManifest::sign(&manifest, &publisher_key()))
         .unwrap();
