@@ -186,7 +186,8 @@ async fn main() -> anyhow::Result<()> {
         std::future::pending(),
     )
     .await?;
-    let alone_secs = t.elapsed().as_secs_f64();
+    let alone_wall = t.elapsed().as_secs_f64();
+    let alone_secs = alone.playable_secs.unwrap_or(alone_wall);
     drop_caches();
     let t = Instant::now();
     let outcomes = futures::future::join_all(settings.iter().zip(&dirs).skip(1).map(|(s, d)| {
@@ -207,7 +208,13 @@ async fn main() -> anyhow::Result<()> {
         .chain(outcomes.iter().map(|(o, _)| o))
         .map(|o| o.from_peers + o.from_seeds)
         .sum();
-    let walls: Vec<f64> = outcomes.iter().map(|(_, w)| *w).collect();
+    // Playable: the new build in place (the command then removes the
+    // spent ciphertext and returns).
+    let walls: Vec<f64> = outcomes
+        .iter()
+        .map(|(o, w)| o.playable_secs.unwrap_or(*w))
+        .collect();
+    let last_playable = walls.iter().fold(0f64, |a, b| a.max(*b));
     let opens: Vec<f64> = outcomes.iter().filter_map(|(o, _)| o.unlock_secs).collect();
 
     // The launch minute: many players ask for their key at once, against
@@ -250,7 +257,7 @@ async fn main() -> anyhow::Result<()> {
         spread(&copy)
     );
     println!(
-        "| one player alone: unlock to playable | {alone_secs:.3} s ({:.2}× the copy; opening {:.3} s) |",
+        "| one player alone: unlock to playable | {alone_secs:.3} s ({:.2}× the copy; opening {:.3} s; the command returned at {alone_wall:.3} s) |",
         alone_secs / median(&copy),
         alone.unlock_secs.unwrap_or_default()
     );
@@ -263,8 +270,8 @@ async fn main() -> anyhow::Result<()> {
         spread(&opens)
     );
     println!(
-        "| {players} at once: last playable | {together_secs:.3} s ({:.2}× {players} copies) |",
-        together_secs / (median(&copy) * players as f64)
+        "| {players} at once: last playable | {last_playable:.3} s ({:.2}× {players} copies; the last command returned at {together_secs:.3} s) |",
+        last_playable / (median(&copy) * players as f64)
     );
     println!(
         "| launch-minute tokens, plain release | {:.0}/s, median {:.1} ms, p99 {:.1} ms |",

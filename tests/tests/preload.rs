@@ -63,6 +63,11 @@ fn now() -> u64 {
 fn check_unlocked(o: &Outcome, payload: u64) -> anyhow::Result<()> {
     anyhow::ensure!(o.unlock_secs.is_some() && !o.preloaded, "{o:#?}");
     anyhow::ensure!(
+        o.playable_secs
+            .is_some_and(|p| p >= o.unlock_secs.unwrap_or_default()),
+        "{o:#?}"
+    );
+    anyhow::ensure!(
         o.from_peers + o.from_seeds == 0,
         "zero chunk bytes after unlock: {o:#?}"
     );
@@ -160,6 +165,12 @@ async fn players_preload_through_the_swarm_and_open_at_unlock_without_fetching()
         check_unlocked(&o, payload)?;
         assert_installed(dir, &src)?;
         assert!(launcher::verify(settings, dir).await?.damage.is_empty());
+        assert!(
+            std::fs::read_dir(dir.join(".shoal/staging"))?
+                .next()
+                .is_none(),
+            "the spent ciphertext is removed once the game is playable"
+        );
     }
     for _ in 0..600 {
         if launcher::status(&dirs[0])?.installed.is_some() {

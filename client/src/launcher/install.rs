@@ -90,6 +90,10 @@ pub struct Outcome {
     /// Decrypting, checking and swapping in the preloaded build.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unlock_secs: Option<f64>,
+    /// Seconds from the command's start until the new build was in place,
+    /// playable (cleanup and seeding come after).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub playable_secs: Option<f64>,
 }
 
 /// See [`Outcome::seed_asks`].
@@ -198,6 +202,7 @@ pub async fn install_with(
     counters: Option<Arc<Counters>>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Outcome> {
+    let begun = Instant::now();
     // Nothing touches the disk before the request is known to be sound: a
     // product id outside the id grammar (`..`) or a missing pinned key.
     if !shoal_types::id::is_valid(&req.product) {
@@ -317,10 +322,13 @@ pub async fn install_with(
     if !preloading && staging.missing_bytes() == 0 {
         req.seeding.store(true, Ordering::SeqCst);
         let started = Instant::now();
-        let build = swap(staging.clone(), key).await?.map_err(store_error)?;
+        let (build, at) = swap(&install, staging.clone(), key)
+            .await?
+            .map_err(store_error)?;
         if staging.is_sealed() {
-            outcome.unlock_secs = Some(started.elapsed().as_secs_f64());
+            outcome.unlock_secs = Some((at - started).as_secs_f64());
         }
+        outcome.playable_secs = Some((at - begun).as_secs_f64());
         tracing::info!(product = %req.product, version = outcome.version, "installed");
         let serving = Arc::new(Serving::new(ticket.swarm, Held::Build(Arc::new(build))));
         let swarm = session
@@ -383,18 +391,19 @@ pub async fn install_with(
     // they hear Busy, not NotFound.
     serving.settle();
     let unlocking = Instant::now();
-    let committed = swarm.meanwhile(swap(staging.clone(), key)).await;
-    if staging.is_sealed() {
-        outcome.unlock_secs = Some(unlocking.elapsed().as_secs_f64());
-    }
-    let build = match committed {
-        Ok(Ok(build)) => build,
+    let committed = swarm.meanwhile(swap(&install, staging.clone(), key)).await;
+    let (build, at) = match committed {
+        Ok(Ok(done)) => done,
         failed => {
             // Nothing moved for good: keep serving what is staged.
             serving.set(Held::Staging(staging.clone()));
             failed?.map_err(store_error)?
         }
     };
+    if staging.is_sealed() {
+        outcome.unlock_secs = Some((at - unlocking).as_secs_f64());
+    }
+    outcome.playable_secs = Some((at - begun).as_secs_f64());
     serving.set(Held::Build(Arc::new(build)));
     tracing::info!(product = %req.product, version = outcome.version, "installed");
 
@@ -403,16 +412,27 @@ pub async fn install_with(
 }
 
 /// Finishes the staging and swaps it in, on a blocking thread: an
-/// encrypted release is opened with `key` first.
+/// encrypted release is opened with `key` first. Returns the build and the
+/// moment it was in place; the spent ciphertext is removed after that.
 fn swap(
+    install: &shoal_store::Install,
     staging: Arc<shoal_store::Staging>,
     key: Option<shoal_manifest::seal::ContentKey>,
-) -> tokio::task::JoinHandle<Result<shoal_store::Build, shoal_store::StoreError>> {
+) -> tokio::task::JoinHandle<Result<(shoal_store::Build, Instant), shoal_store::StoreError>> {
     let span = tracing::Span::current();
+    let install = install.clone();
     tokio::task::spawn_blocking(move || {
-        span.in_scope(|| match &key {
-            Some(key) if staging.is_sealed() => staging.unlock(key, |_| {}),
-            _ => staging.commit(),
+        span.in_scope(|| {
+            let build = match &key {
+                Some(key) if staging.is_sealed() => staging.unlock(key, |_| {})?,
+                _ => staging.commit()?,
+            };
+            let at = Instant::now();
+            // Garbage, not damage, if it fails: the next open retries.
+            if let Err(e) = install.discard_spent() {
+                tracing::warn!(error = %e, "could not remove the opened ciphertext yet");
+            }
+            Ok((build, at))
         })
     })
 }

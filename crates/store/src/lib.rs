@@ -162,7 +162,7 @@ impl Install {
                 Err(e) => return Err(StoreError::Index(e)),
             }
         };
-        Ok(Install {
+        let install = Install {
             root: root.to_owned(),
             meta: db.open_tree("meta")?,
             progress: db.open_tree("progress")?,
@@ -170,7 +170,30 @@ impl Install {
             db,
             state,
             write_budget: Arc::new(AtomicU64::new(u64::MAX)),
-        })
+        };
+        // A run killed after an unlock but before its cleanup.
+        install.discard_spent()?;
+        Ok(install)
+    }
+
+    /// Removes the staging of the build that is already installed: the
+    /// ciphertext an unlock has opened and swapped in. [`Staging::unlock`]
+    /// leaves it so the game is playable first; the launcher calls this
+    /// right after, and [`Install::open`] does for a run killed before.
+    pub fn discard_spent(&self) -> Result<(), StoreError> {
+        let Ok(target) = fs::read_link(self.current_path()) else {
+            return Ok(());
+        };
+        let Some(name) = target.file_name() else {
+            return Ok(());
+        };
+        let spent = self.state.join("staging").join(name);
+        if fs::symlink_metadata(&spent).is_ok() {
+            stage::make_writable(&spent);
+            disk::remove_all(&spent)?;
+            tracing::debug!(path = %spent.display(), "removed the opened ciphertext");
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {

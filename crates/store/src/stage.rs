@@ -463,11 +463,9 @@ impl Staging {
                 .try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
         })?;
         tree.finish()?;
-        let build = self.swap_in(&tree, Some(key))?;
-        // The ciphertext is spent: the build serves re-sealed plaintext.
-        make_writable(self.tree.dir());
-        disk::remove_all(self.tree.dir())?;
-        Ok(build)
+        // The ciphertext is spent (the build serves re-sealed plaintext);
+        // [`Install::discard_spent`] removes it once the game is playable.
+        self.swap_in(&tree, Some(key))
     }
 
     /// Opens one chunk of an unlock into `tree`: its staged ciphertext, or
@@ -598,7 +596,7 @@ struct OpenChunk<'a> {
 }
 
 /// Read-only directories of an old build would refuse their removal.
-fn make_writable(path: &std::path::Path) {
+pub(crate) fn make_writable(path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt as _;
     if let Ok(m) = fs::symlink_metadata(path)
         && m.is_dir()

@@ -400,7 +400,12 @@ fn an_encrypted_build_stages_as_ciphertext_and_opens_only_with_its_key() -> anyh
     same_tree(&tmp.path().join("build2"), &install.current_path())?;
     assert!(build.check(|_| {}).is_empty());
     assert_eq!(build.manifest(), &v2.manifest.opened_view());
-    assert!(!root.join(".shoal/staging").join(v2.record.name()).exists());
+    // The spent ciphertext stays until the launcher, the game playable,
+    // discards it.
+    let spent = root.join(".shoal/staging").join(v2.record.name());
+    assert!(spent.exists());
+    install.discard_spent()?;
+    assert!(!spent.exists());
 
     // Unlocked, it trades the published ciphertext: re-sealed chunks hash
     // as the manifest lists them, and a damaged file repairs from them.
@@ -464,6 +469,14 @@ fn a_staged_chunk_damaged_on_disk_is_fetched_again_not_opened() -> anyhow::Resul
     let staging = install.stage(v1.record.clone(), &v1.signed, v1.manifest.clone())?;
     assert_eq!(put_all(&staging, &v1, usize::MAX)?, 1);
     staging.unlock(&key, |_| {})?;
+    same_tree(&tmp.path().join("build1"), &install.current_path())?;
+    // Killed before discarding the spent ciphertext: the next open does.
+    drop(staging);
+    drop(install);
+    let spent = root.join(".shoal/staging").join(v1.record.name());
+    assert!(spent.exists());
+    let install = Install::open(&root)?;
+    assert!(!spent.exists());
     same_tree(&tmp.path().join("build1"), &install.current_path())?;
     Ok(())
 }
