@@ -232,6 +232,7 @@ fn print_outcome(o: &Outcome) {
             o.channel,
             o.dir.display()
         );
+        print_upcoming(o);
         return;
     }
     let fetched = o.from_peers + o.from_seeds;
@@ -272,6 +273,24 @@ fn print_outcome(o: &Outcome) {
             human::duration(std::time::Duration::from_secs_f64(o.seeded_secs))
         );
     }
+    print_upcoming(o);
+}
+
+/// A newer encrypted release is coming: when, and how to get it early.
+fn print_upcoming(o: &Outcome) {
+    let Some(u) = &o.upcoming else {
+        return;
+    };
+    let unlocks = match u.unlocks_at {
+        Some(t) => format!("unlocks at {}", human::time(t)),
+        None => "is not scheduled to unlock yet".to_owned(),
+    };
+    let preload = match u.preload_opens_at {
+        _ if u.preload_open => format!("`shoal preload {}` downloads it now", o.product),
+        Some(t) => format!("its preload opens at {}", human::time(t)),
+        None => "its preload is not open".to_owned(),
+    };
+    println!("  v{} is coming: it {unlocks}; {preload}", u.version);
 }
 
 pub(crate) fn verify(args: &DirArgs) -> anyhow::Result<()> {

@@ -232,11 +232,21 @@ async fn players_preload_through_the_swarm_and_open_at_unlock_without_fetching()
         fresh < v2.manifest.unique_size() / 2,
         "a patch, not a new build"
     );
+    // `shoal update`: v1 is up to date, so the open preload of v2 runs.
     let o = install(&players[1], &request(&lab, dirs[1].clone(), Duration::ZERO)).await?;
     assert!(o.preloaded, "{o:#?}");
+    assert_eq!(o.version, 2, "{o:#?}");
     assert_eq!(o.from_peers + o.from_seeds, fresh, "only the patch: {o:#?}");
     assert_eq!(o.reused_bytes + fresh, v2.manifest.unique_size(), "{o:#?}");
     assert_installed(&dirs[1], &src)?;
+    // A new player meanwhile installs v1, which plays, and hears of v2.
+    let newcomer = lab.player("newcomer").await?.0;
+    let dir = tmp.path().join("install-newcomer");
+    let o = install(&newcomer, &request(&lab, dir.clone(), Duration::ZERO)).await?;
+    assert!(!o.preloaded && o.version == 1, "{o:#?}");
+    let upcoming = o.upcoming.as_ref().expect("v2 is coming");
+    assert!(upcoming.version == 2 && upcoming.preload_open, "{o:#?}");
+    assert_installed(&dir, &src)?;
     lab.unlock(&v2.release_id, None).await?;
     let o = install(&players[1], &request(&lab, dirs[1].clone(), Duration::ZERO)).await?;
     assert!(o.unlock_secs.is_some(), "{o:#?}");

@@ -204,6 +204,34 @@ pub fn preload_opens_at(release: &ReleaseRecord, channel: &Channel) -> Option<u6
         .map(|t| t.saturating_sub(u64::from(days) * 86_400))
 }
 
+/// Whether `release` plays at `now`: plain, or encrypted, unlocked and
+/// its key stored.
+pub fn playable(release: &ReleaseRecord, now: u64) -> bool {
+    release.key_check.is_none()
+        || (release.key_stored && release.unlock_at.is_some_and(|t| t <= now))
+}
+
+/// How many of a channel's newest releases a request for something to play
+/// looks through for one that plays: encrypted releases scheduled ahead of
+/// the playable one are few.
+pub const LOCKED_AHEAD: usize = 16;
+
+/// For a request that wants something to play, from a channel's newest
+/// releases (newest first, as many as [`LOCKED_AHEAD`]): the newest that
+/// plays at `now`, and the newest locked one above it (what is coming).
+/// With none playable among them, the newest (to preload) and nothing
+/// coming.
+pub fn pick_playable(
+    newest_first: &[ReleaseRecord],
+    now: u64,
+) -> (Option<&ReleaseRecord>, Option<&ReleaseRecord>) {
+    match newest_first.iter().position(|r| playable(r, now)) {
+        Some(0) => (newest_first.first(), None),
+        Some(i) => (newest_first.get(i), newest_first.first()),
+        None => (newest_first.first(), None),
+    }
+}
+
 /// What an entitled account's token admits to at `now`. The tracker's
 /// clock decides, never the launcher's: the key is handed out from
 /// `unlock_at` on, and only once it is stored.
@@ -749,5 +777,43 @@ mod tests {
         let mut plain = sealed(None, false);
         plain.key_check = None;
         assert_eq!(access(&plain, &channel, 0), Ok(Access::Open));
+    }
+
+    #[test]
+    fn a_request_to_play_gets_the_newest_playable_release_and_hears_what_is_coming() {
+        let t = 1_000;
+        let release = |version, key: Option<(Option<u64>, bool)>| {
+            let mut r = sealed(None, false);
+            r.version = version;
+            match key {
+                None => r.key_check = None,
+                Some((unlock_at, stored)) => (r.unlock_at, r.key_stored) = (unlock_at, stored),
+            }
+            r
+        };
+        let v1 = release(1, None);
+        let v2 = release(2, Some((Some(t), true)));
+        let v3 = release(3, Some((Some(t + 10), true)));
+        let version = |r: Option<&ReleaseRecord>| r.map(|r| r.version);
+        // v2 and v3 locked: v1 plays, v3 is what comes
+        let list = [v3.clone(), v2.clone(), v1.clone()];
+        let (play, next) = pick_playable(&list, t - 1);
+        assert_eq!((version(play), version(next)), (Some(1), Some(3)));
+        // v2 unlocked at t: it plays
+        let (play, next) = pick_playable(&list, t);
+        assert_eq!((version(play), version(next)), (Some(2), Some(3)));
+        // everything unlocked: the newest, nothing coming
+        let (play, next) = pick_playable(&list, t + 10);
+        assert_eq!((version(play), version(next)), (Some(3), None));
+        // scheduled but the key never stored: still locked
+        let unstored = [release(2, Some((Some(t), false))), v1.clone()];
+        let (play, _) = pick_playable(&unstored, t + 5);
+        assert_eq!(version(play), Some(1));
+        // nothing playable: the newest, to preload
+        let locked = [v3.clone(), v2.clone()];
+        let (play, next) = pick_playable(&locked, t - 1);
+        assert_eq!((version(play), version(next)), (Some(3), None));
+        assert_eq!(pick_playable(&[], t), (None, None));
+        assert!(playable(&v1, 0) && !playable(&v2, t - 1) && playable(&v2, t));
     }
 }

@@ -46,6 +46,16 @@ fn hex(key: &ContentKey) -> String {
     Hash(*key.expose()).to_string()
 }
 
+/// A token request for the channel's newest release, locked or not.
+async fn preload_token(t: &Tracker, key: &str, n: u32) -> (StatusCode, Value) {
+    t.post(
+        "/v1/tokens",
+        key,
+        json!({"product": "game", "channel": "stable", "peer_id": peer(n), "preload": true}),
+    )
+    .await
+}
+
 async fn put(t: &Tracker, path: &str, api: &str, body: Value) -> (StatusCode, Value) {
     t.call(Method::PUT, path, Some(api), Some(body)).await
 }
@@ -79,11 +89,22 @@ async fn the_key_unlocks_at_its_time_for_entitled_accounts_only() {
     let (t, api, id, buyer, other, key) = setup().await;
     let path = format!("/v1/releases/{id}/key");
 
-    // Not scheduled and no key yet: preload, no key.
-    let (status, answer) = t.token(&buyer, "game", "stable", &peer(1)).await;
+    // Not scheduled and no key yet: a preload, no key. A player asking
+    // for something to play gets v1, which plays, and hears of v2.
+    let (status, answer) = preload_token(&t, &buyer, 1).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["sealed"], true);
+    assert_eq!(answer["version"], 2);
     assert!(answer.get("content_key").is_none(), "{answer}");
+    let (status, answer) = t.token(&buyer, "game", "stable", &peer(1)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["version"], 1, "{answer}");
+    assert!(answer.get("sealed").is_none(), "{answer}");
+    assert_eq!(
+        answer["upcoming"],
+        json!({"version": 2, "preload_open": true}),
+        "{answer}"
+    );
     // Unlocking without a key is refused.
     let (status, v) = put(&t, &format!("/v1/releases/{id}/unlock"), &api, json!({})).await;
     assert_eq!(
@@ -134,8 +155,9 @@ async fn the_key_unlocks_at_its_time_for_entitled_accounts_only() {
         .unwrap();
     assert!(!stored.windows(32).any(|w| w == key.expose()));
 
-    // Before the preload window (7 days): refused, saying when, audited.
-    let (status, v) = t.token(&buyer, "game", "stable", &peer(1)).await;
+    // Before the preload window (7 days): a preload is refused, saying
+    // when, audited; v1 still plays, and its answer says when v2 comes.
+    let (status, v) = preload_token(&t, &buyer, 1).await;
     assert_eq!(
         (status.as_u16(), v["error"].as_str()),
         (403, Some("preload_not_open")),
@@ -148,24 +170,41 @@ async fn the_key_unlocks_at_its_time_for_entitled_accounts_only() {
             .contains(&unlock_at.to_string()),
         "{v}"
     );
+    let (status, v) = t.token(&buyer, "game", "stable", &peer(1)).await;
+    assert_eq!((status, &v["version"]), (StatusCode::OK, &json!(1)), "{v}");
+    assert_eq!(
+        v["upcoming"],
+        json!({"version": 2, "unlocks_at": unlock_at, "preload_opens_at": unlock_at - 7 * DAY, "preload_open": false}),
+        "{v}"
+    );
     // Within it: a preload token, no key, and when it unlocks.
     t.advance(3 * DAY + 1);
-    let (status, v) = t.token(&buyer, "game", "stable", &peer(1)).await;
+    let (status, v) = preload_token(&t, &buyer, 1).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["unlocks_at"], unlock_at);
     assert!(v.get("content_key").is_none(), "{v}");
-    // Someone not entitled gets neither the swarm nor the key.
-    let (status, v) = t.token(&other, "game", "stable", &peer(2)).await;
-    assert_eq!(
-        (status.as_u16(), v["error"].as_str()),
-        (403, Some("not_entitled")),
-        "{v}"
-    );
+    let (_, v) = t.token(&buyer, "game", "stable", &peer(1)).await;
+    assert_eq!(v["version"], 1, "{v}");
+    assert_eq!(v["upcoming"]["preload_open"], true, "{v}");
+    // Someone not entitled gets neither the swarm nor the key, nor hears
+    // of what is coming.
+    for (status, v) in [
+        t.token(&other, "game", "stable", &peer(2)).await,
+        preload_token(&t, &other, 2).await,
+    ] {
+        assert_eq!(
+            (status.as_u16(), v["error"].as_str()),
+            (403, Some("not_entitled")),
+            "{v}"
+        );
+    }
 
-    // From the unlock: the key, to the entitled only.
+    // From the unlock: the key, to the entitled only; v2 is what plays.
     t.advance(7 * DAY);
     let (status, v) = t.token(&buyer, "game", "stable", &peer(1)).await;
     assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["version"], 2, "{v}");
+    assert!(v.get("upcoming").is_none(), "{v}");
     assert_eq!(v["content_key"].as_str(), Some(hex(&key).as_str()));
     let (status, v) = t.token(&other, "game", "stable", &peer(2)).await;
     assert_eq!(status.as_u16(), 403, "{v}");
@@ -216,7 +255,7 @@ async fn a_publisher_schedules_and_unlocks_and_a_restart_keeps_the_key() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    let (status, _) = t.token(&buyer, "game", "stable", &peer(1)).await;
+    let (status, _) = preload_token(&t, &buyer, 1).await;
     assert_eq!(status, StatusCode::OK, "inside the default 7 days");
     // Another publisher cannot touch it; a player cannot either.
     let (other_api, _) = t.product("other", false, &["stable"]).await;
@@ -249,4 +288,55 @@ async fn a_publisher_schedules_and_unlocks_and_a_restart_keeps_the_key() {
     assert_eq!(got.expose(), key.expose());
     let (_, v) = t.token(&buyer, "game", "stable", &peer(1)).await;
     assert_eq!(v["content_key"].as_str(), Some(hex(&key).as_str()));
+}
+
+/// An encrypted release scheduled weeks ahead takes nothing from the
+/// version that plays: its players keep getting and renewing v1 tokens.
+#[tokio::test]
+async fn a_release_locked_weeks_ahead_leaves_the_playable_version_open() {
+    let (t, api, id, buyer, _, key) = setup().await;
+    let unlock_at = T0 + 30 * DAY;
+    let (status, v) = put(
+        &t,
+        &format!("/v1/releases/{id}/key"),
+        &api,
+        json!({"content_key": hex(&key), "unlock_at": unlock_at}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = t.token(&buyer, "game", "stable", &peer(1)).await;
+    assert_eq!((status, &v["version"]), (StatusCode::OK, &json!(1)), "{v}");
+    assert_eq!(v["upcoming"]["preload_open"], false, "{v}");
+    // The v1 token renews in its last third: the renewal is about v1.
+    let token = v["token"].as_str().unwrap().to_owned();
+    t.advance(Config::default().token_lifetime_secs * 3 / 4);
+    let (status, a) = t
+        .call(
+            Method::POST,
+            "/v1/announce",
+            None,
+            Some(json!({
+                "token": token,
+                "listen_addrs": ["/ip4/127.0.0.1/udp/4001/quic-v1"],
+                "have": 1, "complete": true, "uploaded": 0, "downloaded": 0, "downloaded_from_seeds": 0,
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{a}");
+    let renewed = shoal_token::Token::from_text(a["token"].as_str().unwrap()).unwrap();
+    let claims = renewed.verify_signature(&t.state.key.public()).unwrap();
+    assert_eq!(claims.swarm.to_string(), v["swarm"].as_str().unwrap());
+    // A v1 manifest read stays open to the buyer.
+    let resp = t
+        .http
+        .get(format!(
+            "{}/v1/releases/{}/manifest",
+            t.url,
+            v["swarm"].as_str().unwrap()
+        ))
+        .bearer_auth(&buyer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
 }

@@ -94,6 +94,11 @@ pub struct Outcome {
     /// playable (cleanup and seeding come after).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub playable_secs: Option<f64>,
+    /// A newer encrypted release, still locked, when this one is the
+    /// version that plays now: `shoal preload` fetches it once its preload
+    /// is open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upcoming: Option<shoal_api::Upcoming>,
 }
 
 /// See [`Outcome::seed_asks`].
@@ -246,7 +251,33 @@ pub async fn install_with(
         .clone()
         .or_else(|| installed.as_ref().map(|b| b.record.channel.clone()))
         .unwrap_or_else(|| "stable".into());
-    let session = Session::open(launcher, settings, &install, &req.product, &channel).await?;
+    let open = |preload| {
+        Session::open(
+            launcher,
+            settings,
+            &install,
+            &req.product,
+            &channel,
+            preload,
+        )
+    };
+    let mut session = open(req.preload).await?;
+    // Up to date, and a newer encrypted release's preload is open: an
+    // install or update of a locked release preloads it.
+    let current = |s: &Session| {
+        installed
+            .as_ref()
+            .is_some_and(|b| b.record.release_id == s.ticket.swarm)
+    };
+    if current(&session)
+        && session
+            .ticket
+            .upcoming
+            .as_ref()
+            .is_some_and(|u| u.preload_open)
+    {
+        session = open(true).await?;
+    }
     let ticket = &session.ticket;
     let mut outcome = Outcome {
         product: req.product.clone(),
@@ -254,6 +285,7 @@ pub async fn install_with(
         version: ticket.release.version,
         dir: req.dir.clone(),
         previous_version: installed.as_ref().map(|b| b.record.version),
+        upcoming: ticket.upcoming.clone(),
         ..Outcome::default()
     };
     if let Some(b) = &installed

@@ -30,18 +30,20 @@ pub(super) struct Session {
 }
 
 impl Session {
-    /// Steps 1–2a for `product` on `channel`, as `launcher`'s peer id.
+    /// Steps 1–2a for `product` on `channel`, as `launcher`'s peer id: for
+    /// the version that plays now, or (`preload`) the newest, even locked.
     pub(super) async fn open(
         launcher: &Launcher,
         settings: &Settings,
         install: &Install,
         product: &str,
         channel: &str,
+        preload: bool,
     ) -> anyhow::Result<Session> {
         let key = tracker_key(settings)?;
         let tracker = Tracker::new(&settings.tracker, settings.api_key.clone())?;
         let me = launcher.identity(settings)?.public().to_peer_id();
-        let ticket = ticket(&tracker, &key, install, product, channel, &me).await?;
+        let ticket = ticket(&tracker, &key, install, product, channel, &me, preload).await?;
         Ok(Session {
             tracker,
             key,

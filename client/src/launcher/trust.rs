@@ -43,6 +43,9 @@ pub(super) struct Ticket {
     pub(super) content_key: Option<shoal_manifest::seal::ContentKey>,
     /// When an encrypted release unlocks, by the tracker's clock.
     pub(super) unlocks_at: Option<u64>,
+    /// A newer encrypted release, still locked (this ticket is for the
+    /// version that plays now).
+    pub(super) upcoming: Option<shoal_api::Upcoming>,
 }
 
 /// Steps 1–2a: a token and the release metadata, checked against the pinned
@@ -54,11 +57,13 @@ pub(super) async fn ticket(
     product: &str,
     channel: &str,
     me: &shoal_net::Peer,
+    preload: bool,
 ) -> anyhow::Result<Ticket> {
     let request = TokenRequest {
         product: product.into(),
         channel: channel.into(),
         peer_id: me.to_base58(),
+        preload,
     };
     let answer: TokenAnswer = tracker
         .post("/v1/tokens", &request)
@@ -94,12 +99,18 @@ pub(super) async fn ticket(
         )),
         None => None,
     };
-    install
-        .accept(product, channel, release.version)
-        .map_err(store_error)?;
+    // A preload is not an install: until it unlocks the tracker still
+    // answers an install with the version that plays, which must not then
+    // read as a rollback.
+    if !answer.sealed || content_key.is_some() {
+        install
+            .accept(product, channel, release.version)
+            .map_err(store_error)?;
+    }
     Ok(Ticket {
         content_key,
         unlocks_at: answer.unlocks_at,
+        upcoming: answer.upcoming,
         token,
         swarm,
         release,

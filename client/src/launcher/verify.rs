@@ -115,6 +115,7 @@ pub async fn repair(settings: &Settings, dir: &Path) -> anyhow::Result<Repaired>
         &install,
         &build.record.product,
         &build.record.channel,
+        false,
     )
     .await?;
     let ticket = &session.ticket;

@@ -48,6 +48,28 @@ pub struct TokenRequest {
     /// A libp2p PeerId in base58.
     #[cfg_attr(feature = "openapi", schema(pattern = "^[1-9A-HJ-NP-Za-km-z]{8,128}$"))]
     pub peer_id: String,
+    /// For the channel's newest release even while it is encrypted and
+    /// locked (to preload it). Without it the token is for the newest
+    /// release that plays now, and the answer names what is coming.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preload: bool,
+}
+
+/// An encrypted release newer than the one a token answer is for, not yet
+/// unlocked: what a player can preload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Upcoming {
+    pub version: u64,
+    /// When it unlocks (seconds since the epoch), if scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlocks_at: Option<u64>,
+    /// When its preload opens (seconds since the epoch); absent when it
+    /// is open with no unlock scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preload_opens_at: Option<u64>,
+    /// Whether a token request with `preload` gets it now.
+    pub preload_open: bool,
 }
 
 /// A multiaddr as the tracker takes it: `/…`, at most 256 characters.
@@ -90,6 +112,10 @@ pub struct TokenAnswer {
     /// entitled accounts only, from `unlocks_at` on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_key: Option<String>,
+    /// A newer encrypted release, still locked, when this token is for an
+    /// older one that plays now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upcoming: Option<Upcoming>,
 }
 
 /// A peer or seed handed out in a peer list.

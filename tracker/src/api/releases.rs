@@ -379,7 +379,7 @@ pub async fn manifest(
                 .map_err(|_| missing())?;
         }
         Role::Player => {
-            super::swarm::entitled(&state, &caller, &record.product, &record.channel).await?;
+            super::swarm::entitled(&state, &caller, &record).await?;
         }
     }
     let bytes = state

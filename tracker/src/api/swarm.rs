@@ -43,9 +43,32 @@ async fn account_of(state: &State, id: &str) -> ApiResult<Account> {
         .ok_or_else(|| ApiError::new(401, "unauthorized", "the account no longer exists"))
 }
 
+/// Which of a channel's releases a token decision is about.
+#[derive(Debug)]
+pub(super) enum Pick<'a> {
+    /// The newest that plays now (an older one while newer ones are
+    /// locked); the newest of all, to preload, when none plays.
+    Playable,
+    /// The newest, locked or not (a preload).
+    Newest,
+    /// This one (a renewal stays bound to its swarm; a manifest read).
+    This(&'a ReleaseRecord),
+}
+
+/// A token decision and what it is about.
+#[derive(Debug)]
+struct Decided {
+    decision: Result<(Grant, Access), Refusal>,
+    release: Option<ReleaseRecord>,
+    /// A newer release, locked, when `release` is an older one that plays.
+    upcoming: Option<shoal_api::Upcoming>,
+    /// The channel's preload window (days), for a refusal that is early.
+    preload_days: u32,
+}
+
 /// The token policy's decision for `account` (as just read) on (product,
-/// channel) at `now`, with the release it would admit to and what to (an
-/// encrypted release's preload or unlock). The account, its
+/// channel) at `now`, with the release `pick` chooses and what it admits
+/// to (an encrypted release's preload or unlock). The account, its
 /// organisation and their grants are read afresh; the product and the
 /// channel's newest release as read within [`crate::Recent::TTL`] on a
 /// shared database.
@@ -55,19 +78,50 @@ async fn decide(
     account: &Account,
     product_id: &str,
     channel: &str,
+    pick: Pick<'_>,
     now: u64,
-) -> ApiResult<(Result<(Grant, Access), Refusal>, Option<ReleaseRecord>)> {
+) -> ApiResult<Decided> {
     let org = match &account.org {
         Some(id) => state.db.account(id).await?,
         None => None,
     };
     let product = state.db.product_recent(product_id).await?;
-    let release = match &product {
-        Some(p) if p.channel(channel).is_some() => {
-            state.db.latest_release_recent(product_id, channel).await?
+    let on_channel = product.as_ref().and_then(|p| p.channel(channel));
+    let (release, upcoming) = match (on_channel, pick) {
+        (None, _) => (None, None),
+        (Some(_), Pick::This(r)) => (Some(r.clone()), None),
+        (Some(_), Pick::Newest) => (
+            state.db.latest_release_recent(product_id, channel).await?,
+            None,
+        ),
+        (Some(c), Pick::Playable) => {
+            match state.db.latest_release_recent(product_id, channel).await? {
+                Some(newest) if !policy::playable(&newest, now) => {
+                    let recent = state
+                        .db
+                        .releases(product_id, channel, policy::LOCKED_AHEAD)
+                        .await?;
+                    match policy::pick_playable(&recent, now) {
+                        (Some(play), Some(next)) if play.version < newest.version => {
+                            let opens = policy::preload_opens_at(next, c);
+                            let upcoming = shoal_api::Upcoming {
+                                version: next.version,
+                                unlocks_at: next.unlock_at,
+                                preload_opens_at: opens,
+                                preload_open: opens.is_none_or(|t| t <= now),
+                            };
+                            (Some(play.clone()), Some(upcoming))
+                        }
+                        _ => (Some(newest), None),
+                    }
+                }
+                newest => (newest, None),
+            }
         }
-        _ => None,
     };
+    let preload_days = on_channel
+        .and_then(|c| c.preload_days)
+        .unwrap_or(shoal_api::DEFAULT_PRELOAD_DAYS);
     let own = state.db.entitlements_of(&account.id).await?;
     let org_grants = match &org {
         Some(o) => state.db.entitlements_of(&o.id).await?,
@@ -91,38 +145,40 @@ async fn decide(
         let release = release
             .as_ref()
             .expect("policy grants only when a release exists");
-        let channel = product
-            .as_ref()
-            .and_then(|p| p.channel(channel))
-            .expect("policy grants only on a channel of the product");
+        let channel = on_channel.expect("policy grants only on a channel of the product");
         Ok((grant, policy::access(release, channel, now)?))
     });
-    Ok((decision, release))
+    Ok(Decided {
+        decision,
+        release,
+        upcoming,
+        preload_days,
+    })
 }
 
 fn refusal(r: Refusal) -> ApiError {
     ApiError::new(r.status(), r.code(), r.detail())
 }
 
-/// Whether the caller would be granted a token for (product, channel): the
-/// same decision, neither audited nor counting an identity (no token is
+/// Whether the caller would be granted a token for `release`: the same
+/// decision, neither audited nor counting an identity (no token is
 /// issued). Used to gate what only entitled players may read.
 pub(super) async fn entitled(
     state: &State,
     caller: &super::Caller,
-    product: &str,
-    channel: &str,
+    release: &ReleaseRecord,
 ) -> ApiResult<()> {
-    let (decision, _) = decide(
+    let decided = decide(
         state,
         caller.key.role,
         &caller.account,
-        product,
-        channel,
+        &release.product,
+        &release.channel,
+        Pick::This(release),
         state.now(),
     )
     .await?;
-    match decision {
+    match decided.decision {
         // Entitled, only early: what it gates (the manifest) is no secret.
         Ok(_) | Err(Refusal::PreloadNotOpen) => Ok(()),
         Err(r) => Err(refusal(r)),
@@ -138,11 +194,16 @@ async fn decide_and_audit(
     account: &Account,
     product_id: &str,
     channel: &str,
+    pick: Pick<'_>,
     peer_id: &str,
-) -> ApiResult<(ReleaseRecord, Access)> {
+) -> ApiResult<(ReleaseRecord, Access, Option<shoal_api::Upcoming>)> {
     let now = state.now();
-    let (mut decision, release) =
-        decide(state, key.role, account, product_id, channel, now).await?;
+    let Decided {
+        mut decision,
+        release,
+        upcoming,
+        preload_days,
+    } = decide(state, key.role, account, product_id, channel, pick, now).await?;
     if decision.is_ok() {
         let until = now + state.config.token_lifetime_secs;
         if let Err(r) = lock(&state.identities).admit(
@@ -178,6 +239,7 @@ async fn decide_and_audit(
         Ok((_, access)) => Ok((
             release.expect("policy grants only when a release exists"),
             access,
+            upcoming,
         )),
         Err(Refusal::PreloadNotOpen) => {
             let release = release.expect("only a release is early");
@@ -189,12 +251,7 @@ async fn decide_and_audit(
                     release.product,
                     release.channel,
                     release.version,
-                    state
-                        .db
-                        .product_recent(&release.product)
-                        .await?
-                        .and_then(|p| p.channel(&release.channel).and_then(|c| c.preload_days))
-                        .unwrap_or(shoal_api::DEFAULT_PRELOAD_DAYS),
+                    preload_days,
                     release.unlock_at.unwrap_or_default()
                 ),
             ))
@@ -353,12 +410,18 @@ pub async fn token(
         );
         return Ok(response);
     }
-    let (release, access) = decide_and_audit(
+    let pick = if req.preload {
+        Pick::Newest
+    } else {
+        Pick::Playable
+    };
+    let (release, access, upcoming) = decide_and_audit(
         &state,
         &caller.key,
         &caller.account,
         &req.product,
         &req.channel,
+        pick,
         &req.peer_id,
     )
     .await?;
@@ -407,6 +470,7 @@ pub async fn token(
         total_size: release.total_size,
         bootstrap,
         announce_interval: state.config.announce_interval_secs,
+        upcoming,
     })
     .into_response())
 }
@@ -574,6 +638,7 @@ pub async fn announce(
             &account,
             &release.product,
             &release.channel,
+            Pick::This(&release),
             &claims.peer_id,
         )
         .await
