@@ -35,6 +35,7 @@ fn request(lab: &Lab, dir: std::path::PathBuf) -> Request {
         seed_for: Duration::ZERO,
         update: false,
         preload: false,
+        until_unlock: false,
         seeding: Default::default(),
     }
 }

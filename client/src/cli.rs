@@ -642,6 +642,13 @@ pub struct InstallArgs {
     /// Do not seed afterwards.
     #[arg(long, conflicts_with = "seed_for")]
     pub no_seed: bool,
+    /// For an encrypted release that is locked: preload it, keep serving
+    /// its ciphertext to other players until it unlocks (by the tracker's
+    /// clock, not this machine's), then open it at once (`preload`: stop
+    /// there). Leave it running on launch eve; Ctrl-C stops it, and a later
+    /// run resumes.
+    #[arg(long)]
+    pub until_unlock: bool,
     #[command(flatten)]
     pub launcher: LauncherArgs,
 }

@@ -127,6 +127,7 @@ fn start(args: &InstallArgs, update: bool, preload: bool) -> anyhow::Result<()> 
             seed_for,
             update,
             preload,
+            until_unlock: args.until_unlock,
             seeding: Arc::default(),
         })
         .collect();
@@ -143,6 +144,16 @@ fn run_install(settings: &Settings, reqs: &[Request], json: bool) -> anyhow::Res
         eprintln!(
             "after installing, shoal keeps serving other players for {} (--no-seed to skip, Ctrl-C to stop)",
             human::duration(seed_for)
+        );
+    }
+    if !json && reqs.iter().any(|r| r.until_unlock) {
+        eprintln!(
+            "a locked encrypted release is preloaded, then served to other players until it unlocks (the tracker's clock), then {} (Ctrl-C stops; running again resumes)",
+            if reqs.iter().all(|r| r.preload) {
+                "this ends"
+            } else {
+                "opened at once"
+            }
         );
     }
     let mut settings = settings.clone();

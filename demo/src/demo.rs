@@ -336,6 +336,7 @@ async fn distribute(
             seed_for: Duration::from_secs(3600),
             update,
             preload: false,
+            until_unlock: false,
             seeding: Default::default(),
         };
         let (s, c, d) = (s.clone(), counters[i].clone(), done[i].clone());

@@ -39,6 +39,7 @@ fn request(lab: &Lab, dir: PathBuf, update: bool, seed_for: Duration) -> Request
         seed_for,
         update,
         preload: false,
+        until_unlock: false,
         seeding: Default::default(),
     }
 }

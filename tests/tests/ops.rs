@@ -75,6 +75,7 @@ async fn running_swarm() -> anyhow::Result<Running> {
             seed_for: Duration::from_secs(600),
             update: false,
             preload: false,
+            until_unlock: false,
             seeding: Default::default(),
         };
         let mut stop = stop_rx.clone();

@@ -45,6 +45,7 @@ fn request(lab: &Lab, dir: PathBuf, seed_for: Duration) -> Request {
         seed_for,
         update: false,
         preload: false,
+        until_unlock: false,
         seeding: Default::default(),
     }
 }
@@ -307,5 +308,59 @@ async fn a_launcher_killed_during_unlock_completes_it_without_downloading() -> a
     assert!(o.unlock_secs.is_some(), "{o:#?}");
     assert_eq!(o.from_peers + o.from_seeds, 0, "no download: {o:#?}");
     assert_installed(&dir, &src)?;
+    lab.stop().await
+}
+
+/// `shoal install --until-unlock` on launch eve: the launcher preloads,
+/// serves the ciphertext to other preloaders until the unlock (by the
+/// tracker's clock, which it is told as seconds from its answer), then
+/// opens its preload at once without fetching.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn install_until_unlock_preloads_serves_and_opens_at_the_unlock() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let lab = lab(tmp.path(), None).await?;
+    let src = tmp.path().join("build");
+    build(&src, 8 * MIB, 3)?;
+    let key = ContentKey::generate();
+    let release = lab.publish_sealed(&src, "1.0", &key).await?;
+    let payload = release.manifest.unique_size();
+    let unlock_at = now() + 10;
+    lab.set_content_key(&release.release_id, &key, Some(unlock_at))
+        .await?;
+    let (eve, _) = lab.player("eve").await?;
+    let dir = tmp.path().join("install-eve");
+    let mut req = request(&lab, dir.clone(), Duration::ZERO);
+    req.until_unlock = true;
+    let waiting = tokio::spawn(async move { install(&eve, &req).await });
+    // While it waits, it serves the ciphertext to a later preloader.
+    for _ in 0..200 {
+        if launcher::status(&dir).is_ok_and(|s| s.seeding.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        launcher::status(&dir)?.seeding.is_some(),
+        "preloaded and serving"
+    );
+    let (late, _) = lab.player("late").await?;
+    let mut req = request(&lab, tmp.path().join("install-late"), Duration::ZERO);
+    req.preload = true;
+    let o = install(&late, &req).await?;
+    assert!(o.preloaded, "{o:#?}");
+    assert!(o.from_peers > 0, "the waiting player served it: {o:#?}");
+
+    let o = waiting.await??;
+    let done = now();
+    check_unlocked(&o, payload)?;
+    assert!(
+        done >= unlock_at,
+        "opened at {done}, before the unlock at {unlock_at}"
+    );
+    assert!(
+        done <= unlock_at + 15,
+        "opened at {done}, long after the unlock at {unlock_at}"
+    );
+    assert_installed(&tmp.path().join("install-eve"), &src)?;
     lab.stop().await
 }

@@ -140,6 +140,7 @@ async fn install_into(lab: &Lab, name: &str, dir: &Path, update: bool) -> anyhow
         seed_for: Duration::ZERO,
         update,
         preload: false,
+        until_unlock: false,
         seeding: Default::default(),
     };
     let outcome = launcher::install(&settings, &req, None, std::future::pending()).await?;
@@ -414,6 +415,7 @@ async fn publish_encrypt_keeps_the_key_out_of_the_bundle_and_unlocks_by_command(
         seed_for: Duration::ZERO,
         update: false,
         preload: true,
+        until_unlock: false,
         seeding: Default::default(),
     };
     let o = launcher::install(&settings, &req, None, std::future::pending()).await?;

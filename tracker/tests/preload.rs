@@ -182,6 +182,8 @@ async fn the_key_unlocks_at_its_time_for_entitled_accounts_only() {
     let (status, v) = preload_token(&t, &buyer, 1).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["unlocks_at"], unlock_at);
+    // ... and how long that is by the tracker's clock.
+    assert_eq!(v["unlocks_in"], unlock_at - (T0 + 3 * DAY + 1), "{v}");
     assert!(v.get("content_key").is_none(), "{v}");
     let (_, v) = t.token(&buyer, "game", "stable", &peer(1)).await;
     assert_eq!(v["version"], 1, "{v}");

@@ -29,6 +29,10 @@ pub struct Request {
     pub update: bool,
     /// Stop once the build is staged whole; never swap it in.
     pub preload: bool,
+    /// A preload of a release scheduled to unlock: seed its ciphertext
+    /// until the unlock (by the tracker's clock) instead of `seed_for`;
+    /// then, unless `preload`, ask again and open it at once.
+    pub until_unlock: bool,
     /// Set once every chunk is here, before the swap (so a Ctrl-C handler
     /// lets the swap finish and ends seeding gracefully instead of
     /// interrupting).
@@ -171,6 +175,11 @@ impl NatReport {
     }
 }
 
+/// How long past a release's unlock (by the tracker's clock, as its
+/// answer told) a launcher waiting for it asks again: clocks and answers
+/// are whole seconds.
+const UNLOCK_MARGIN: Duration = Duration::from_secs(2);
+
 /// Step 4: the disk must hold what is left to write.
 pub fn check_space(needed: u64, free: u64, dir: &Path, what: &str) -> anyhow::Result<()> {
     if needed > free {
@@ -199,8 +208,29 @@ pub async fn install(
 }
 
 /// [`install`] on `launcher`'s peer node, which the other products it
-/// installs or seeds at the same time share.
+/// installs or seeds at the same time share. With `until_unlock`, a
+/// preload seeds until its unlock, then (for an install) asks again and
+/// opens it, as many times as the tracker's clock says it is not yet time.
 pub async fn install_with(
+    launcher: &Launcher,
+    settings: &Settings,
+    req: &Request,
+    counters: Option<Arc<Counters>>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Outcome> {
+    use futures::FutureExt as _;
+    let stop = Box::pin(stop).shared();
+    loop {
+        let o = install_once(launcher, settings, req, counters.clone(), stop.clone()).await?;
+        let waiting = req.until_unlock && !req.preload && o.preloaded && o.unlocks_at.is_some();
+        if !waiting || stop.peek().is_some() {
+            return Ok(o);
+        }
+        tracing::info!(product = %req.product, version = o.version, "the unlock time has come: asking for the key");
+    }
+}
+
+async fn install_once(
     launcher: &Launcher,
     settings: &Settings,
     req: &Request,
@@ -371,7 +401,7 @@ pub async fn install_with(
                 counters.unwrap_or_default(),
             )
             .await?;
-        return give_back(swarm, &serving, req, stop, outcome).await;
+        return give_back(swarm, &serving, req, req.seed_for, stop, outcome).await;
     }
 
     // Step 5: the swarm.
@@ -415,7 +445,18 @@ pub async fn install_with(
     if preloading {
         outcome.preloaded = true;
         tracing::info!(product = %req.product, version = outcome.version, unlocks_at = ?outcome.unlocks_at, "preloaded");
-        return give_back(swarm, &serving, req, stop, outcome).await;
+        let seed_for = match ticket.unlocks.filter(|_| req.until_unlock) {
+            // A moment past it, so the tracker's clock has passed it too.
+            Some(at) => at.saturating_duration_since(Instant::now()) + UNLOCK_MARGIN,
+            None => req.seed_for,
+        };
+        if req.until_unlock {
+            tracing::info!(
+                secs = seed_for.as_secs(),
+                "serving the preload until it unlocks"
+            );
+        }
+        return give_back(swarm, &serving, req, seed_for, stop, outcome).await;
     }
 
     // Step 6: finish and swap (an encrypted release: open it first).
@@ -440,7 +481,7 @@ pub async fn install_with(
     tracing::info!(product = %req.product, version = outcome.version, "installed");
 
     // Step 7: give back.
-    give_back(swarm, &serving, req, stop, outcome).await
+    give_back(swarm, &serving, req, req.seed_for, stop, outcome).await
 }
 
 /// Finishes the staging and swaps it in, on a blocking thread: an
@@ -469,17 +510,18 @@ fn swap(
     })
 }
 
-/// Serves what `serving` holds for `req.seed_for` (or until `stop`), then
+/// Serves what `serving` holds for `seed_for` (or until `stop`), then
 /// leaves the swarm; the outcome gains what was given back.
 async fn give_back(
     swarm: Swarm,
     serving: &Serving,
     req: &Request,
+    seed_for: Duration,
     stop: impl std::future::Future<Output = ()>,
     mut outcome: Outcome,
 ) -> anyhow::Result<Outcome> {
     let client = swarm.client().clone();
-    outcome.seeded_secs = swarm.give_back(&req.dir, req.seed_for, stop).await?;
+    outcome.seeded_secs = swarm.give_back(&req.dir, seed_for, stop).await?;
     outcome.uploaded = serving.uploaded.load(Ordering::Relaxed);
     outcome.nat = NatReport::of(&client);
     Ok(outcome)

@@ -46,6 +46,9 @@ pub(super) struct Ticket {
     /// A newer encrypted release, still locked (this ticket is for the
     /// version that plays now).
     pub(super) upcoming: Option<shoal_api::Upcoming>,
+    /// When a locked release unlocks, on this process's monotonic clock
+    /// (from the tracker's `unlocks_in`, not from the wall clock here).
+    pub(super) unlocks: Option<std::time::Instant>,
 }
 
 /// Steps 1–2a: a token and the release metadata, checked against the pinned
@@ -110,6 +113,9 @@ pub(super) async fn ticket(
     Ok(Ticket {
         content_key,
         unlocks_at: answer.unlocks_at,
+        unlocks: answer
+            .unlocks_in
+            .map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s)),
         upcoming: answer.upcoming,
         token,
         swarm,

@@ -108,6 +108,11 @@ pub struct TokenAnswer {
     /// tracker's clock decides; absent when it is not scheduled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unlocks_at: Option<u64>,
+    /// Before its unlock: seconds from this answer until `unlocks_at` by
+    /// the tracker's clock, so a launcher waiting for it need not trust
+    /// its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlocks_in: Option<u64>,
     /// An unlocked encrypted release's content key (64 hex digits), for
     /// entitled accounts only, from `unlocks_at` on.
     #[serde(default, skip_serializing_if = "Option::is_none")]

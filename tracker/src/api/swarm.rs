@@ -456,10 +456,15 @@ pub async fn token(
             release.unlock_at,
         ),
     };
+    let unlocks_in = match access {
+        Access::Preload { unlocks_at } => unlocks_at.map(|t| t.saturating_sub(now)),
+        Access::Open | Access::Unlocked => None,
+    };
     Ok(Json(TokenAnswer {
         sealed: release.key_check.is_some(),
         content_key,
         unlocks_at,
+        unlocks_in,
         token: token.to_text(),
         expires_at,
         swarm: release.id,
