@@ -192,6 +192,10 @@ pub struct Download {
     /// Chunks with at least one request out (`Chunk::requested > 0`), so
     /// [`Download::choose`] skips them 64 at a time.
     asked: Bitfield,
+    /// Chunks a peer can give (`avail > 0` and not `slow`): a frugal seed
+    /// is never asked for them, so [`Download::choose`] skips them 64 at a
+    /// time instead of looking at every missing chunk.
+    offered: Bitfield,
     chunks: Vec<Chunk>,
     /// Peers that sent a bad copy of a chunk are not asked for it again.
     excluded: HashMap<u32, Vec<PeerIdx>>,
@@ -237,6 +241,7 @@ impl Download {
             config,
             chunks: vec![Chunk::default(); lens.len()],
             asked: Bitfield::new(lens.len() as u32),
+            offered: Bitfield::new(lens.len() as u32),
             lens,
             have,
             excluded: HashMap::new(),
@@ -278,28 +283,32 @@ impl Download {
 
     /// When [`Download::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        let requests = self
-            .peers
-            .values()
-            .flat_map(|p| p.in_flight.iter().map(|r| r.deadline));
-        let busy = self.peers.values().filter_map(|p| p.busy_until);
-        // In the endgame, when a request becomes old enough to duplicate.
-        let late = self
-            .all_requested()
-            .then(|| {
-                self.peers
-                    .values()
-                    .flat_map(|p| p.in_flight.iter())
-                    .map(|r| r.sent_at + self.config.endgame_after)
-                    .filter(|&t| t > self.last_now)
-                    .min()
-            })
-            .flatten();
-        requests
-            .chain(busy)
-            .chain(late)
-            .chain(self.hidden.iter().map(|h| h.0))
-            .min()
+        // One pass over the peers (a simulator asks after every event):
+        // request deadlines, busy backoffs and, in the endgame, when a
+        // request becomes old enough to duplicate.
+        let endgame = self.all_requested();
+        let mut next: Option<Duration> = None;
+        let mut at = |t: Duration| {
+            if next.is_none_or(|n| t < n) {
+                next = Some(t);
+            }
+        };
+        for p in self.peers.values() {
+            if let Some(t) = p.busy_until {
+                at(t);
+            }
+            for r in &p.in_flight {
+                at(r.deadline);
+                let late = r.sent_at + self.config.endgame_after;
+                if endgame && late > self.last_now {
+                    at(late);
+                }
+            }
+        }
+        for h in &self.hidden {
+            at(h.0);
+        }
+        next
     }
 
     /// A connection to `peer` is ready (its token checked).
@@ -349,14 +358,18 @@ impl Download {
             return;
         };
         if p.kind == PeerKind::Peer {
-            for i in p.has.ones() {
+            let old = std::mem::replace(&mut p.has, has.clone());
+            for i in old.ones() {
                 self.chunks[i as usize].avail -= 1;
+                self.note_offer(i);
             }
             for i in has.ones() {
                 self.chunks[i as usize].avail += 1;
+                self.note_offer(i);
             }
+        } else {
+            p.has = has.clone();
         }
-        p.has = has.clone();
         self.schedule_peer(now, peer);
     }
 
@@ -371,6 +384,7 @@ impl Download {
         p.has.set(chunk);
         if p.kind == PeerKind::Peer {
             self.chunks[chunk as usize].avail += 1;
+            self.note_offer(chunk);
         }
         // Only the announcing peer gained something to offer, and only if we
         // still lack the chunk: the hot path of a large swarm.
@@ -393,8 +407,19 @@ impl Download {
             if p.kind == PeerKind::Peer {
                 for i in p.has.ones() {
                     self.chunks[i as usize].avail -= 1;
+                    self.note_offer(i);
                 }
             }
+        }
+    }
+
+    /// Keeps `offered` true to chunk `i`'s `avail` and `slow`.
+    fn note_offer(&mut self, i: u32) {
+        let c = &self.chunks[i as usize];
+        if c.avail > 0 && !c.slow {
+            self.offered.set(i);
+        } else {
+            self.offered.clear(i);
         }
     }
 
@@ -478,6 +503,7 @@ impl Download {
                     let c = &mut self.chunks[chunk as usize];
                     c.avail = c.avail.saturating_sub(1);
                     c.slow = true;
+                    self.note_offer(chunk);
                 }
                 PeerKind::Seed => {
                     self.hidden
@@ -550,6 +576,7 @@ impl Download {
         for (peer, chunk) in expired {
             self.unrequest(chunk);
             self.chunks[chunk as usize].slow = true;
+            self.note_offer(chunk);
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.rate = p.rate.map(|r| r / 2.0);
             }
@@ -640,6 +667,9 @@ impl Download {
             while w * 64 < hi {
                 let base = w * 64;
                 let mut bits = p.has.word(w) & !self.have.word(w) & !self.asked.word(w);
+                if p.kind == PeerKind::Seed && !p.fills {
+                    bits &= !self.offered.word(w);
+                }
                 if base < lo {
                     bits &= !0u64 << (lo - base);
                 }
@@ -774,7 +804,12 @@ impl Download {
         for i in (1..order.len()).rev() {
             order.swap(i, self.rng.below(i + 1));
         }
-        order.sort_by_key(|id| self.peers[id].kind == PeerKind::Seed);
+        // Seeds last, each side in its shuffled order (a stable partition:
+        // what a stable sort by kind gives, without its buffer).
+        let (mut order, seeds): (Vec<PeerIdx>, Vec<PeerIdx>) = order
+            .into_iter()
+            .partition(|id| self.peers[id].kind != PeerKind::Seed);
+        order.extend(seeds);
         for peer in order {
             self.schedule_peer(now, peer);
         }

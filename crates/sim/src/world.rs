@@ -44,13 +44,20 @@ struct Flow {
     from: u32,
     to: u32,
     chunk: u32,
-    /// Bumped at every reschedule and on reuse: stale finish events miss.
+    /// Bumped on reuse and at the end: finish events of an earlier use miss.
     version: u32,
     live: bool,
     id: u64,
     remaining: f64,
     rate: f64,
     at: Nanos,
+    /// When it finishes at its current rate.
+    finish: Nanos,
+    /// Its earliest pending finish event. A reschedule that makes it later
+    /// pushes nothing: that event, when it comes, pushes the new finish.
+    /// So a seed's hundreds of transfers cost no event each time one of
+    /// them starts.
+    due: Nanos,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,10 +200,12 @@ impl World {
             let rate = self.rate(&self.flows[f as usize]);
             let flow = &mut self.flows[f as usize];
             flow.rate = rate;
-            flow.version = flow.version.wrapping_add(1);
-            let version = flow.version;
-            let at = self.now + ((flow.remaining / rate.max(1e-9)) * 1e9).ceil() as Nanos;
-            self.push(at, Event::FlowDone { flow: f, version });
+            flow.finish = self.now + ((flow.remaining / rate.max(1e-9)) * 1e9).ceil() as Nanos;
+            if flow.finish < flow.due {
+                flow.due = flow.finish;
+                let (at, version) = (flow.finish, flow.version);
+                self.push(at, Event::FlowDone { flow: f, version });
+            }
         }
     }
 
@@ -212,6 +221,8 @@ impl World {
             remaining,
             rate: 0.0,
             at: self.now,
+            finish: NEVER,
+            due: NEVER,
         };
         let idx = match self.free_flows.pop() {
             Some(i) => {
@@ -341,15 +352,25 @@ impl World {
 
     /// Carries out a player's scheduler actions and re-arms its timer.
     fn drain(&mut self, node: u32) {
+        self.drain_then(node, true);
+    }
+
+    /// [`World::drain`]; `retime: false` skips asking for the next timeout
+    /// when no action came out. For a have, that is when its deadlines did
+    /// not change: `Download::handle_have` only adds requests, which are
+    /// actions.
+    fn drain_then(&mut self, node: u32, retime: bool) {
         let now = self.now;
         let lat = self.lat();
         let mut completed = false;
+        let mut acted = false;
         let epoch = self.nodes[node as usize].epoch;
         while let Some(action) = self.nodes[node as usize]
             .download
             .as_mut()
             .and_then(|d| d.poll())
         {
+            acted = true;
             match action {
                 Action::Request {
                     peer,
@@ -373,6 +394,9 @@ impl World {
         }
         if completed {
             self.complete(node);
+            return;
+        }
+        if !retime && !acted {
             return;
         }
         let n = &mut self.nodes[node as usize];
@@ -736,8 +760,15 @@ impl World {
                 }
             }
             Event::FlowDone { flow, version } => {
-                let f = &self.flows[flow as usize];
-                if !f.live || f.version != version {
+                let f = &mut self.flows[flow as usize];
+                if !f.live || f.version != version || f.due != self.now {
+                    return;
+                }
+                if f.finish > self.now {
+                    // Slowed since this was pushed: finish later.
+                    f.due = f.finish;
+                    let at = f.finish;
+                    self.push(at, Event::FlowDone { flow, version });
                     return;
                 }
                 let (from, to, chunk, id) = self.end_flow(flow);
@@ -805,7 +836,7 @@ impl World {
                         && !d.is_complete()
                     {
                         d.handle_have(now_d, PeerIdx(from), chunk);
-                        self.drain(to);
+                        self.drain_then(to, false);
                     }
                 }
                 // Draining cannot change `from`'s neighbours (only arrivals
