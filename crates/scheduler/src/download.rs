@@ -36,8 +36,13 @@ pub struct Config {
     /// After a seed refuses a chunk (it just sent it to someone else), wait
     /// this long before asking a seed for it again.
     pub seed_retry_after: Duration,
-    /// After a peer says it is busy, leave it alone this long.
+    /// After a peer says it is busy, leave it alone this long; each time it
+    /// is found busy again doubles it, up to `busy_backoff_max`, and a
+    /// chunk it delivers resets it. A swarm where every uplink is full is
+    /// otherwise asked again and refused every `busy_backoff` by each
+    /// neighbour: in a simulated 400-player swarm, 98% of requests.
     pub busy_backoff: Duration,
+    pub busy_backoff_max: Duration,
 }
 
 impl Default for Config {
@@ -53,6 +58,7 @@ impl Default for Config {
             endgame_after: Duration::from_secs(2),
             seed_retry_after: Duration::from_secs(5),
             busy_backoff: Duration::from_millis(300),
+            busy_backoff_max: Duration::from_millis(1200),
         }
     }
 }
@@ -165,6 +171,8 @@ struct Peer {
     strikes: u32,
     /// Declined our last request: not asked again before this.
     busy_until: Option<Duration>,
+    /// Busy answers since its last delivery (the backoff doubles with each).
+    busy_streak: u32,
     /// A seed with origin budget to spare: asked for chunks peers hold too.
     fills: bool,
 }
@@ -330,6 +338,7 @@ impl Download {
                 last_delivery: now,
                 strikes: 0,
                 busy_until: None,
+                busy_streak: 0,
                 fills: false,
             },
         );
@@ -467,6 +476,7 @@ impl Download {
             Some(r) => 0.7 * r + 0.3 * sample,
         });
         p.last_delivery = now;
+        p.busy_streak = 0;
         let kind = p.kind;
         if self.have.get(chunk) {
             self.stats.wasted += len;
@@ -528,13 +538,22 @@ impl Download {
         self.handle_failed(now, peer, chunk);
     }
 
-    /// `peer`'s queue is full: it is left alone for `busy_backoff` (it still
-    /// has the chunk).
+    /// `peer`'s queue is full: it is left alone for `busy_backoff`, doubled
+    /// for each time it was found busy since its last delivery (answers to
+    /// requests sent before that count once); it still has the chunk.
     pub fn handle_busy(&mut self, now: Duration, peer: PeerIdx, chunk: u32) {
         if self.take_request(peer, chunk).is_some()
             && let Some(p) = self.peers.get_mut(&peer)
+            // Already backing off: an answer to a request sent before.
+            && p.busy_until.is_none_or(|t| t <= now)
         {
-            p.busy_until = Some(now + self.config.busy_backoff);
+            let doubled = self
+                .config
+                .busy_backoff
+                .saturating_mul(1 << p.busy_streak.min(16));
+            let cap = self.config.busy_backoff_max.max(self.config.busy_backoff);
+            p.busy_until = Some(now + doubled.min(cap));
+            p.busy_streak = p.busy_streak.saturating_add(1);
         }
         // Only holders of the released chunk gained work.
         let holders: Vec<PeerIdx> = self

@@ -303,3 +303,48 @@ fn disconnect_releases_requests() {
     );
     assert_eq!(d.stats().in_flight, 2);
 }
+
+#[test]
+fn a_peer_busy_again_and_again_is_asked_ever_less_often_until_it_delivers() {
+    let mut d = new(64);
+    d.handle_peer(S, PeerIdx(1), PeerKind::Peer);
+    d.handle_bitfield(S, PeerIdx(1), &Bitfield::full(64));
+    let ms = Duration::from_millis;
+    let base = Config::default().busy_backoff;
+    let mut now = S;
+    let mut waits = Vec::new();
+    for _ in 0..6 {
+        let asked = requests(&drain(&mut d));
+        assert!(!asked.is_empty(), "asked again once the backoff ran out");
+        for (_, chunk) in &asked {
+            d.handle_busy(now, PeerIdx(1), *chunk);
+        }
+        let until = d.poll_timeout().expect("a backoff to wait out");
+        waits.push(until - now);
+        // Not asked before the backoff ends.
+        d.handle_timeout(until - ms(1));
+        assert!(requests(&drain(&mut d)).is_empty());
+        now = until;
+        d.handle_timeout(now);
+    }
+    // A pipeline refused at once counts once: 300 ms, doubling each time
+    // it is found busy again, capped at busy_backoff_max.
+    assert_eq!(waits[0], base, "{waits:?}");
+    assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
+    assert_eq!(
+        *waits.last().unwrap(),
+        Config::default().busy_backoff_max,
+        "{waits:?}"
+    );
+    // A delivery resets it.
+    let asked = requests(&drain(&mut d));
+    d.handle_chunk(now, PeerIdx(1), asked[0].1, true);
+    for (_, chunk) in asked.iter().skip(1) {
+        d.handle_busy(now, PeerIdx(1), *chunk);
+    }
+    drain(&mut d);
+    assert!(
+        d.poll_timeout().is_some_and(|t| t - now <= base * 2),
+        "reset by the delivery"
+    );
+}
