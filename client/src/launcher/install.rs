@@ -294,12 +294,9 @@ async fn install_once(
     let mut session = open(req.preload).await?;
     // Up to date, and a newer encrypted release's preload is open: an
     // install or update of a locked release preloads it.
-    let current = |s: &Session| {
-        installed
-            .as_ref()
-            .is_some_and(|b| b.record.release_id == s.ticket.swarm)
-    };
-    if current(&session)
+    if installed
+        .as_ref()
+        .is_some_and(|b| b.record.release_id == session.ticket.swarm)
         && session
             .ticket
             .upcoming
