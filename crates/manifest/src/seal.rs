@@ -58,6 +58,17 @@ impl ContentKey {
         &self.0
     }
 
+    /// The key as 64 hex digits: how it travels in the API and sits in a
+    /// key file. (No `Display`, so it is never formatted by accident.)
+    pub fn to_hex(&self) -> String {
+        Hash(self.0).to_string()
+    }
+
+    /// A key from 64 hex digits; `None` for anything else.
+    pub fn from_hex(text: &str) -> Option<ContentKey> {
+        text.parse::<Hash>().ok().map(|h| ContentKey(h.0))
+    }
+
     /// A keyed hash that identifies this key without revealing it (the
     /// manifest's `key_check`).
     pub fn check(&self) -> Hash {
@@ -145,13 +156,21 @@ fn nonce() -> Nonce {
 /// Seals `plaintext` under `key`.
 pub fn seal(key: &ContentKey, plaintext: &[u8]) -> Sealed {
     let plain = Hash::of(plaintext);
-    let mut bytes = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
-    bytes.extend_from_slice(plaintext);
-    key.chunk_cipher(&plain)
-        .seal_in_place_append_tag(nonce(), Aad::from(plain.as_bytes()), &mut bytes)
-        .expect("AES-256-GCM seals any chunk a manifest can list");
+    let bytes = reseal(key, &plain, plaintext);
     let hash = Hash::of(&bytes);
     Sealed { bytes, plain, hash }
+}
+
+/// Seals a plaintext already known to hash to `plain` (a chunk read back
+/// and verified), hashing nothing: the same bytes [`seal`] gives, since
+/// sealing is deterministic.
+pub fn reseal(key: &ContentKey, plain: &Hash, plaintext: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+    bytes.extend_from_slice(plaintext);
+    key.chunk_cipher(plain)
+        .seal_in_place_append_tag(nonce(), Aad::from(plain.as_bytes()), &mut bytes)
+        .expect("AES-256-GCM seals any chunk a manifest can list");
+    bytes
 }
 
 /// Opens a chunk the manifest lists with plaintext hash `plain`, checking

@@ -485,13 +485,23 @@ impl Build {
     /// The build `name` described in `builds`.
     fn load(builds: &Path, name: &str) -> Result<Build, StoreError> {
         let (record, manifest) = load_described(builds, name)?;
-        let sealed = if manifest.is_sealed() {
-            Some(SealedBuild {
-                wire: manifest.sealed_view(),
-                key: read_key(builds, name)?,
-            })
-        } else {
-            None
+        let sealed = match &manifest.sealing {
+            Some(sealing) => {
+                let key = read_key(builds, name)?;
+                // A key that is not this release's would re-seal chunks no
+                // peer accepts.
+                if key.check() != sealing.key_check {
+                    return Err(StoreError::Corrupt(format!(
+                        "{}: not the content key of {name}",
+                        builds.join(format!("{name}.key")).display()
+                    )));
+                }
+                Some(SealedBuild {
+                    wire: manifest.sealed_view(),
+                    key,
+                })
+            }
+            None => None,
         };
         Ok(Build {
             record,
@@ -521,7 +531,12 @@ impl Build {
         let plain = self.tree.read_chunk(index)?;
         match &self.sealed {
             None => Some(plain),
-            Some(s) => Some(shoal_manifest::seal::seal(&s.key, &plain).bytes),
+            // Verified as read: its hash is the manifest's, and the key was
+            // checked against the manifest when the build was loaded.
+            Some(s) => {
+                let hash = self.manifest().chunks[index as usize].hash;
+                Some(shoal_manifest::seal::reseal(&s.key, &hash, &plain))
+            }
         }
     }
 

@@ -434,6 +434,15 @@ fn an_encrypted_build_stages_as_ciphertext_and_opens_only_with_its_key() -> anyh
         again.wire_chunk(0).as_deref(),
         Some(&v2.chunks[&c0.hash][..])
     );
+    // A key file that is not this release's is refused, not used to
+    // re-seal chunks no peer would accept.
+    drop(again);
+    let key_file = root
+        .join(".shoal/builds")
+        .join(format!("{}.key", v2.record.name()));
+    std::fs::write(&key_file, ContentKey::generate().expose())?;
+    let err = install.installed().unwrap_err().to_string();
+    assert!(err.contains("not the content key"), "{err}");
     Ok(())
 }
 
