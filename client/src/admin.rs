@@ -304,7 +304,7 @@ async fn dispatch(t: &Tracker, command: &AdminCommand) -> anyhow::Result<Option<
             } => {
                 let key = crate::publish::read_content_key(key_file)?;
                 let body = shoal_api::SetContentKey {
-                    content_key: shoal_types::Hash(*key.expose()).to_string(),
+                    content_key: key.to_hex(),
                     unlock_at: *unlock_at,
                 };
                 t.send(M::PUT, &format!("/v1/releases/{}/key", seg(release)), &body)

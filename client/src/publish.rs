@@ -46,7 +46,6 @@ pub struct Summary {
     pub content_key: Option<PathBuf>,
 }
 
-/// Where `publish --encrypt` writes the content key.
 /// Where `publish --encrypt` writes the content key: beside the bundle
 /// (`OUT.content-key`, whatever the trailing slashes), never inside it.
 fn content_key_path(args: &PublishArgs) -> anyhow::Result<PathBuf> {
@@ -76,7 +75,7 @@ fn content_key_path(args: &PublishArgs) -> anyhow::Result<PathBuf> {
 /// Writes a new content key file (64 hex digits, owner-only), refusing to
 /// replace one: a key is never overwritten.
 fn write_content_key(path: &std::path::Path, key: &ContentKey) -> anyhow::Result<()> {
-    let text = format!("{}\n", shoal_types::Hash(*key.expose()));
+    let text = format!("{}\n", key.to_hex());
     keygen::write_secret_file(
         path,
         &text,
@@ -89,7 +88,7 @@ pub(crate) fn read_content_key(path: &std::path::Path) -> anyhow::Result<Content
     let text = std::fs::read_to_string(path)
         .map_err(|e| with_exit(e, Exit::BadInput))
         .with_context(|| format!("reading the content key {}", path.display()))?;
-    let hash: shoal_types::Hash = text.trim().parse().map_err(|_| {
+    ContentKey::from_hex(text.trim()).ok_or_else(|| {
         with_exit(
             anyhow::anyhow!(
                 "{} is not a content key (64 hex digits, as `shoal publish --encrypt` writes)",
@@ -97,8 +96,7 @@ pub(crate) fn read_content_key(path: &std::path::Path) -> anyhow::Result<Content
             ),
             Exit::BadInput,
         )
-    })?;
-    Ok(ContentKey::from_bytes(hash.0))
+    })
 }
 
 pub(crate) fn run(args: &PublishArgs) -> anyhow::Result<()> {

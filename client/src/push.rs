@@ -96,7 +96,7 @@ async fn upload_key(
         .context("--tracker is needed to upload the content key")?;
     let tracker = Tracker::new(url, target.api_key.clone())?;
     let body = shoal_api::SetContentKey {
-        content_key: Hash(*key.expose()).to_string(),
+        content_key: key.to_hex(),
         unlock_at: target.unlock_at,
     };
     tracker

@@ -299,7 +299,7 @@ impl Lab {
                 reqwest::Method::PUT,
                 &format!("/v1/releases/{release}/key"),
                 Some(&json!({
-                    "content_key": Hash(*key.expose()).to_string(),
+                    "content_key": key.to_hex(),
                     "unlock_at": unlock_at,
                 })),
             )
@@ -407,6 +407,33 @@ impl Lab {
 
     /// [`Lab::player`] with an account in `country` (ISO 3166-1 alpha-2).
     pub async fn player_in(&self, name: &str, country: &str) -> anyhow::Result<(Settings, String)> {
+        let (id, key) = self.player_account(name, country).await?;
+        let dir = self.root.join("players").join(name);
+        let file = config::File {
+            tracker: Some(self.url.clone()),
+            tracker_key: Some(self.tracker_key.to_string()),
+            api_key: Some(key),
+            install_root: Some(dir.join("games")),
+            listen: Some(vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()]),
+            ..Default::default()
+        };
+        let config_dir = dir.join("config");
+        std::fs::create_dir_all(&config_dir)?;
+        std::fs::write(config_dir.join(config::CONFIG_FILE), toml_of(&file))?;
+        let mut settings = file.resolve(&config_dir)?;
+        settings.progress = false;
+        settings.stall = Duration::from_secs(60);
+        Ok((settings, id))
+    }
+
+    /// A player account's API key, without a launcher config (for load
+    /// generators standing in for many players).
+    pub async fn player_key(&self, name: &str) -> anyhow::Result<String> {
+        Ok(self.player_account(name, "FR").await?.1)
+    }
+
+    /// A new player account in `country` and its API key: (id, key).
+    async fn player_account(&self, name: &str, country: &str) -> anyhow::Result<(String, String)> {
         let account = self
             .operator
             .call(
@@ -424,44 +451,7 @@ impl Lab {
                 Some(&json!({"account": id, "role": "player"})),
             )
             .await?;
-        let dir = self.root.join("players").join(name);
-        let file = config::File {
-            tracker: Some(self.url.clone()),
-            tracker_key: Some(self.tracker_key.to_string()),
-            api_key: Some(key_of(&key)?),
-            install_root: Some(dir.join("games")),
-            listen: Some(vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()]),
-            ..Default::default()
-        };
-        let config_dir = dir.join("config");
-        std::fs::create_dir_all(&config_dir)?;
-        std::fs::write(config_dir.join(config::CONFIG_FILE), toml_of(&file))?;
-        let mut settings = file.resolve(&config_dir)?;
-        settings.progress = false;
-        settings.stall = Duration::from_secs(60);
-        Ok((settings, id))
-    }
-
-    /// A player account's API key, without a launcher config (for load
-    /// generators standing in for many players).
-    pub async fn player_key(&self, name: &str) -> anyhow::Result<String> {
-        let account = self
-            .operator
-            .call(
-                reqwest::Method::POST,
-                "/v1/accounts",
-                Some(&json!({"name": name, "country": "FR"})),
-            )
-            .await?;
-        let key = self
-            .operator
-            .call(
-                reqwest::Method::POST,
-                "/v1/api-keys",
-                Some(&json!({"account": account["id"], "role": "player"})),
-            )
-            .await?;
-        key_of(&key)
+        Ok((id, key_of(&key)?))
     }
 
     /// The operator's API key (for `shoal admin`).

@@ -43,7 +43,7 @@ fn sealed_manifest(label: &str, publisher: &SecretKey, key: &ContentKey) -> Vec<
 }
 
 fn hex(key: &ContentKey) -> String {
-    Hash(*key.expose()).to_string()
+    key.to_hex()
 }
 
 /// A token request for the channel's newest release, locked or not.

@@ -95,11 +95,10 @@ pub(super) async fn ticket(
         .verify(key, now, &swarm, &me.to_base58())
         .map_err(|e| invalid(format!("swarm token: {e}")))?;
     let content_key = match &answer.content_key {
-        Some(hex) => Some(shoal_manifest::seal::ContentKey::from_bytes(
-            hex.parse::<Hash>()
-                .map_err(|_| invalid("the token answer's content key is not 64 hex digits"))?
-                .0,
-        )),
+        Some(hex) => Some(
+            shoal_manifest::seal::ContentKey::from_hex(hex)
+                .ok_or_else(|| invalid("the token answer's content key is not 64 hex digits"))?,
+        ),
         None => None,
     };
     // A preload is not an install: until it unlocks the tracker still
