@@ -239,12 +239,14 @@ pub fn access(release: &ReleaseRecord, channel: &Channel, now: u64) -> Result<Ac
     if release.key_check.is_none() {
         return Ok(Access::Open);
     }
-    match release.unlock_at {
-        Some(t) if t <= now && release.key_stored => Ok(Access::Unlocked),
-        unlocks_at => match preload_opens_at(release, channel) {
-            Some(opens) if now < opens => Err(Refusal::PreloadNotOpen),
-            _ => Ok(Access::Preload { unlocks_at }),
-        },
+    if playable(release, now) {
+        return Ok(Access::Unlocked);
+    }
+    match preload_opens_at(release, channel) {
+        Some(opens) if now < opens => Err(Refusal::PreloadNotOpen),
+        _ => Ok(Access::Preload {
+            unlocks_at: release.unlock_at,
+        }),
     }
 }
 

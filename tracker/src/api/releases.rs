@@ -277,24 +277,22 @@ pub async fn set_budget(
     PathArgs(id): PathArgs<String>,
     super::Body(req): super::Body<SetBudget>,
 ) -> ApiResult<Json<ReleaseView>> {
-    let id: Hash = id
-        .parse()
-        .map_err(|_| ApiError::bad_request("bad_path", "a release id is 64 hex digits"))?;
-    for _ in 0..crate::store::TXN_ATTEMPTS {
-        let mut txn = state.db.txn();
-        let mut record = txn
-            .release(&id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("no release {id}")))?;
-        let before = record.origin_budget;
-        record.origin_budget = req.origin_budget;
-        txn.put_release(&record);
-        if txn.commit().await? {
-            tracing::info!(release = %id, %before, after = %record.origin_budget, "origin budget changed");
-            return Ok(Json(release_view(record)));
-        }
-    }
-    Err(ApiError::contended())
+    let id = release_id(&id)?;
+    let mut before = req.origin_budget;
+    let record = update_release(&state, &id, |r| {
+        before = r.origin_budget;
+        r.origin_budget = req.origin_budget;
+        Ok(())
+    })
+    .await?;
+    tracing::info!(release = %id, %before, after = %record.origin_budget, "origin budget changed");
+    Ok(Json(release_view(record)))
+}
+
+/// A release id from a path: 64 hex digits.
+fn release_id(id: &str) -> ApiResult<Hash> {
+    id.parse()
+        .map_err(|_| ApiError::bad_request("bad_path", "a release id is 64 hex digits"))
 }
 
 /// Rolling back is a new, higher release pointing at an older manifest, so
@@ -404,9 +402,7 @@ async fn sealed_release(
     id: &str,
 ) -> ApiResult<ReleaseRecord> {
     caller.require(&[Role::Operator, Role::Publisher])?;
-    let id: Hash = id
-        .parse()
-        .map_err(|_| ApiError::bad_request("bad_path", "a release id is 64 hex digits"))?;
+    let id = release_id(id)?;
     let record = state
         .db
         .release(&id)
@@ -433,7 +429,7 @@ async fn sealed_release(
 async fn update_release(
     state: &crate::State,
     id: &Hash,
-    change: impl Fn(&mut ReleaseRecord) -> ApiResult<()>,
+    mut change: impl FnMut(&mut ReleaseRecord) -> ApiResult<()>,
 ) -> ApiResult<ReleaseRecord> {
     for _ in 0..crate::store::TXN_ATTEMPTS {
         let mut txn = state.db.txn();
@@ -486,11 +482,9 @@ pub async fn set_key(
     super::Body(req): super::Body<shoal_api::SetContentKey>,
 ) -> ApiResult<Json<ReleaseView>> {
     let record = sealed_release(&state, &caller, &id).await?;
-    let bytes: [u8; 32] =
-        req.content_key.parse::<Hash>().map(|h| h.0).map_err(|_| {
-            ApiError::bad_request("invalid_field", "content_key must be 64 hex digits")
-        })?;
-    let key = shoal_manifest::seal::ContentKey::from_bytes(bytes);
+    let key = shoal_manifest::seal::ContentKey::from_hex(&req.content_key).ok_or_else(|| {
+        ApiError::bad_request("invalid_field", "content_key must be 64 hex digits")
+    })?;
     if Some(key.check()) != record.key_check {
         return Err(ApiError::new(
             422,

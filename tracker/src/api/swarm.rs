@@ -108,7 +108,7 @@ async fn decide(
                                 version: next.version,
                                 unlocks_at: next.unlock_at,
                                 preload_opens_at: opens,
-                                preload_open: opens.is_none_or(|t| t <= now),
+                                preload_open: policy::access(next, c, now).is_ok(),
                             };
                             (Some(play.clone()), Some(upcoming))
                         }
@@ -452,7 +452,7 @@ pub async fn token(
         Access::Unlocked => (
             crate::content_keys::get(&state, &release.manifest_hash)
                 .await?
-                .map(|k| shoal_types::Hash(*k.expose()).to_string()),
+                .map(|k| k.to_hex()),
             release.unlock_at,
         ),
     };
