@@ -68,6 +68,10 @@ pub struct Outcome {
     pub from_seeds: u64,
     /// Sent to other peers, while downloading and seeding.
     pub uploaded: u64,
+    /// Chunk bytes received but not used: a second copy (an endgame
+    /// duplicate, or a late answer to a request retried elsewhere) or a
+    /// chunk that failed its hash.
+    pub wasted: u64,
     /// Peers dropped for sending a chunk that failed its hash.
     pub banned_peers: usize,
     /// Chunk requests sent to seeds, by why: no connected peer held the
@@ -426,6 +430,7 @@ async fn install_once(
     outcome.download_secs = started.elapsed().as_secs_f64();
     outcome.from_peers = counters.from_peers.load(Ordering::Relaxed);
     outcome.from_seeds = counters.from_seeds.load(Ordering::Relaxed);
+    outcome.wasted = report.wasted;
     outcome.banned_peers = report.banned.len();
     let [unheld, sent_elsewhere, peers_failed] = report.seed_asks;
     outcome.seed_asks = SeedAsks {
