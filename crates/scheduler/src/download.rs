@@ -29,9 +29,15 @@ pub struct Config {
     pub ban_after: u32,
     /// Extra copies of each request in the endgame.
     pub endgame_duplicates: usize,
+    /// Extra copies in flight at once in the endgame, over all chunks
+    /// (a chunk a peer failed excepted), the losers of decided races
+    /// still on their way included: each loser is sent in full, and in a
+    /// swarm whose uplinks are all full nearly every copy loses.
+    pub endgame_copies: usize,
     /// In the endgame, a chunk is asked of another peer only once its
     /// request is this old: duplicating at once wastes the uplinks of every
-    /// peer near the end (about 8% of all peer uploads in the lab).
+    /// peer near the end (about 8% of all peer uploads in the lab). Past
+    /// it, only once the request is overdue (see `overdue_at`).
     pub endgame_after: Duration,
     /// After a seed refuses a chunk (it just sent it to someone else), wait
     /// this long before asking a seed for it again.
@@ -55,6 +61,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(60),
             ban_after: 3,
             endgame_duplicates: 1,
+            endgame_copies: 2,
             endgame_after: Duration::from_secs(2),
             seed_retry_after: Duration::from_secs(5),
             busy_backoff: Duration::from_millis(300),
@@ -167,6 +174,9 @@ struct Peer {
     in_flight: Vec<InFlight>,
     /// Bytes per second, EWMA over deliveries; `None` until the first one.
     rate: Option<f64>,
+    /// From request to delivery, EWMA over deliveries (seconds): what the
+    /// endgame waits for before a copy is asked elsewhere.
+    latency: Option<f64>,
     last_delivery: Duration,
     strikes: u32,
     /// Declined our last request: not asked again before this.
@@ -210,6 +220,13 @@ pub struct Download {
     peers: PeerMap<Peer>,
     /// Missing chunks with no request out: zero means endgame.
     open: u32,
+    /// Requests beyond the first for their chunk (endgame copies).
+    copies: usize,
+    /// Cancelled requests whose answer is still on its way (a request
+    /// cannot be withdrawn): the losers of endgame races, counted against
+    /// `endgame_copies` until they arrive, their peer leaves, or the time
+    /// given (twice the typical latency) passes.
+    losing: Vec<(Duration, PeerIdx, u32)>,
     banned: Vec<PeerIdx>,
     /// Chunks hidden on a seed after it refused them: restored at the time given.
     hidden: Vec<(Duration, PeerIdx, u32)>,
@@ -255,6 +272,8 @@ impl Download {
             excluded: HashMap::new(),
             peers: PeerMap::default(),
             open: 0,
+            copies: 0,
+            losing: Vec::new(),
             banned: Vec::new(),
             hidden: Vec::new(),
             actions: VecDeque::new(),
@@ -294,7 +313,7 @@ impl Download {
         // One pass over the peers (a simulator asks after every event):
         // request deadlines, busy backoffs and, in the endgame, when a
         // request becomes old enough to duplicate.
-        let endgame = self.all_requested();
+        let typical = self.all_requested().then(|| self.typical_latency());
         let mut next: Option<Duration> = None;
         let mut at = |t: Duration| {
             if next.is_none_or(|n| t < n) {
@@ -307,14 +326,21 @@ impl Download {
             }
             for r in &p.in_flight {
                 at(r.deadline);
-                let late = r.sent_at + self.config.endgame_after;
-                if endgame && late > self.last_now {
-                    at(late);
+                if let Some(typical) = typical {
+                    let late = self.overdue_at(p, r, typical);
+                    if late > self.last_now {
+                        at(late);
+                    }
                 }
             }
         }
         for h in &self.hidden {
             at(h.0);
+        }
+        if typical.is_some() {
+            for l in &self.losing {
+                at(l.0);
+            }
         }
         next
     }
@@ -335,6 +361,7 @@ impl Download {
                 has,
                 in_flight: Vec::new(),
                 rate: None,
+                latency: None,
                 last_delivery: now,
                 strikes: 0,
                 busy_until: None,
@@ -409,6 +436,7 @@ impl Download {
     }
 
     fn drop_peer(&mut self, peer: PeerIdx) {
+        self.losing.retain(|l| l.1 != peer);
         if let Some(p) = self.peers.remove(&peer) {
             for r in &p.in_flight {
                 self.unrequest(r.chunk);
@@ -443,11 +471,19 @@ impl Download {
     /// `peer` answered `chunk`; `verified` says whether it matched the
     /// manifest (the driver runs `shoal_manifest::verify` and writes it first).
     pub fn handle_chunk(&mut self, now: Duration, peer: PeerIdx, chunk: u32, verified: bool) {
+        let len = u64::from(self.lens[chunk as usize]);
         let Some(request) = self.take_request(peer, chunk) else {
-            // Unrequested or cancelled: nothing to account.
+            // Cancelled: a copy that lost the race still crossed the
+            // network in full (a request cannot be withdrawn).
+            if let Some(i) = self.losing.iter().position(|l| l.1 == peer && l.2 == chunk) {
+                self.losing.swap_remove(i);
+            }
+            if verified && self.have.get(chunk) {
+                self.stats.wasted += len;
+            }
+            self.schedule_peer(now, peer);
             return;
         };
-        let len = u64::from(self.lens[chunk as usize]);
         if !verified {
             self.stats.wasted += len;
             self.excluded.entry(chunk).or_default().push(peer);
@@ -475,6 +511,11 @@ impl Download {
             None => sample,
             Some(r) => 0.7 * r + 0.3 * sample,
         });
+        let took = now.saturating_sub(request.sent_at).as_secs_f64();
+        p.latency = Some(match p.latency {
+            None => took,
+            Some(l) => 0.7 * l + 0.3 * took,
+        });
         p.last_delivery = now;
         p.busy_streak = 0;
         let kind = p.kind;
@@ -491,7 +532,7 @@ impl Download {
                 PeerKind::Peer => self.stats.from_peers += len,
                 PeerKind::Seed => self.stats.from_seeds += len,
             }
-            if self.cancel_others(chunk) {
+            if self.cancel_others(now, chunk) {
                 // Slots freed elsewhere: refill everyone.
                 self.check_complete();
                 self.schedule(now);
@@ -575,6 +616,7 @@ impl Download {
                 p.busy_until = None;
             }
         }
+        self.losing.retain(|l| l.0 > now);
         let (due, later): (Vec<_>, Vec<_>) = self.hidden.drain(..).partition(|h| h.0 <= now);
         self.hidden = later;
         for (_, peer, chunk) in due {
@@ -619,7 +661,7 @@ impl Download {
     }
 
     /// Cancels other requests for `chunk`; true if there were any.
-    fn cancel_others(&mut self, chunk: u32) -> bool {
+    fn cancel_others(&mut self, now: Duration, chunk: u32) -> bool {
         if self.chunks[chunk as usize].requested == 0 {
             return false;
         }
@@ -629,8 +671,13 @@ impl Download {
             .filter(|(_, p)| p.in_flight.iter().any(|r| r.chunk == chunk))
             .map(|(&id, _)| id)
             .collect();
+        let until = self.config.endgame_after.max(Duration::from_secs_f64(
+            (2.0 * self.typical_latency().unwrap_or(0.0)).min(3600.0),
+        ));
         for &peer in &holders {
-            self.take_request(peer, chunk);
+            if let Some(r) = self.take_request(peer, chunk) {
+                self.losing.push((r.deadline.min(now + until), peer, chunk));
+            }
             self.actions.push_back(Action::Cancel { peer, chunk });
         }
         !holders.is_empty()
@@ -641,6 +688,35 @@ impl Download {
             self.complete_sent = true;
             self.actions.push_back(Action::Complete);
         }
+    }
+
+    /// The mean request latency of the peers that have delivered, for those
+    /// that have not yet: a peer asked once and never heard from again is
+    /// neither duplicated at once nor waited for forever.
+    fn typical_latency(&self) -> Option<f64> {
+        let (sum, n) = self
+            .peers
+            .values()
+            .filter_map(|p| p.latency)
+            .fold((0.0, 0u32), |(s, n), l| (s + l, n + 1));
+        (n > 0).then(|| sum / f64::from(n))
+    }
+
+    /// When request `r` to `p` is overdue in the endgame, so that a copy
+    /// may be asked elsewhere: twice `p`'s request latency, or the typical
+    /// one if that is shorter (a slow peer is not judged by its own pace),
+    /// and never before `endgame_after`. Latency, not rate: a peer's uplink
+    /// is shared with every other downloader, so its rate to us says little
+    /// of when one request arrives.
+    fn overdue_at(&self, p: &Peer, r: &InFlight, typical: Option<f64>) -> Duration {
+        let latency = match (p.latency, typical) {
+            (Some(own), Some(typical)) => Some(own.min(typical)),
+            (own, typical) => own.or(typical),
+        };
+        let wait = latency.map_or(Duration::ZERO, |l| {
+            Duration::from_secs_f64((2.0 * l).min(3600.0))
+        });
+        r.sent_at + self.config.endgame_after.max(wait)
     }
 
     /// How many requests `p` should have in flight. The depths in
@@ -735,14 +811,24 @@ impl Download {
 
     /// Endgame: a chunk in flight elsewhere for at least `endgame_after`
     /// that `peer` could also send.
+    ///
+    /// A copy costs the uplink that sends it, and a copy that loses the race
+    /// is sent in full (a request cannot be withdrawn), so it is asked only
+    /// once the request out is overdue ([`Download::overdue_at`]), and no
+    /// more than `endgame_copies` are in the air at once, losers included.
+    /// In the lab, where every uplink is full and a chunk takes its holder
+    /// about 6 s, duplicating every request 2 s old sent half a copy of
+    /// the payload for nothing.
     fn choose_duplicate(&self, peer: PeerIdx, now: Duration) -> Option<u32> {
         let p = &self.peers[&peer];
         let limit = 1 + self.config.endgame_duplicates as u8;
+        let typical = self.typical_latency();
+        let room = self.copies + self.losing.len() < self.config.endgame_copies;
         let late = |i: u32| {
             self.peers.values().any(|q| {
                 q.in_flight
                     .iter()
-                    .any(|r| r.chunk == i && now >= r.sent_at + self.config.endgame_after)
+                    .any(|r| r.chunk == i && now >= self.overdue_at(q, r, typical))
             })
         };
         // Only chunks `peer` has, we lack and somebody was asked for can
@@ -768,7 +854,7 @@ impl Download {
                 && !self.excluded(i, peer)
                 && (p.kind == PeerKind::Peer || c.avail == 0 || c.slow)
                 // Once a peer failed the chunk, a second copy goes out at once.
-                && (c.slow || late(i))
+                && (c.slow || (room && late(i)))
         })
     }
 
@@ -788,6 +874,9 @@ impl Download {
         }
         let c = &mut self.chunks[chunk as usize];
         c.requested += 1;
+        if c.requested > 1 {
+            self.copies += 1;
+        }
         self.asked.set(chunk);
         let is_seed = p.kind == PeerKind::Seed;
         if is_seed {
@@ -836,6 +925,7 @@ impl Download {
 
     /// Fills `peer`'s pipeline.
     fn schedule_peer(&mut self, now: Duration, peer: PeerIdx) {
+        self.last_now = self.last_now.max(now);
         if self.stats.have_chunks as usize == self.lens.len() {
             return;
         }
@@ -868,6 +958,9 @@ impl Download {
     /// One request for `chunk` is gone.
     fn unrequest(&mut self, chunk: u32) {
         let c = &mut self.chunks[chunk as usize];
+        if c.requested > 1 {
+            self.copies -= 1;
+        }
         c.requested -= 1;
         if c.requested == 0 {
             self.asked.clear(chunk);

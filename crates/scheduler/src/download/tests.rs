@@ -201,9 +201,83 @@ fn endgame_duplicates_and_cancels() {
         chunk: 0
     }));
     assert!(actions.contains(&Action::Complete));
-    // the loser's late copy is ignored
+    // the loser's late copy is ignored, and counted as wasted
     d.handle_chunk(5 * S, PeerIdx(reqs[1].0), 0, true);
     assert_eq!(d.stats().have_bytes, 100);
+    assert_eq!(d.stats().wasted, 100);
+}
+
+#[test]
+fn an_endgame_copy_is_asked_only_once_the_request_is_overdue() {
+    // Three chunks: peer 1 holds 0 and 1, peer 2 holds 2; both asked at S.
+    // Both deliver one chunk at S + 10 s (10 B/s), then peer 2 says it has
+    // chunk 1 too, still in flight at peer 1.
+    let mut d = new(3);
+    d.handle_peer(S, PeerIdx(1), PeerKind::Peer);
+    d.handle_peer(S, PeerIdx(2), PeerKind::Peer);
+    let mut first = Bitfield::new(3);
+    first.set(0);
+    first.set(1);
+    let mut last = Bitfield::new(3);
+    last.set(2);
+    d.handle_bitfield(S, PeerIdx(1), &first);
+    d.handle_bitfield(S, PeerIdx(2), &last);
+    let mut asked = requests(&drain(&mut d));
+    asked.sort_unstable();
+    assert_eq!(asked, [(1, 0), (1, 1), (2, 2)]);
+    let now = S + 10 * S;
+    d.handle_chunk(now, PeerIdx(1), 0, true);
+    d.handle_chunk(now, PeerIdx(2), 2, true);
+    d.handle_have(now, PeerIdx(2), 1);
+    // Peer 1 delivers at 10 B/s: chunk 1 is due about now, and a copy
+    // from peer 2 (as fast) would only be sent in full for nothing.
+    assert_eq!(requests(&drain(&mut d)), []);
+    // Twice its service time after it was sent, it is overdue.
+    let overdue = S + 20 * S;
+    assert_eq!(d.poll_timeout(), Some(overdue));
+    d.handle_timeout(overdue);
+    assert_eq!(requests(&drain(&mut d)), [(2, 1)]);
+    // Whichever copy loses is counted as wasted.
+    d.handle_chunk(overdue + S, PeerIdx(1), 1, true);
+    d.handle_chunk(overdue + 2 * S, PeerIdx(2), 1, true);
+    assert!(d.is_complete());
+    assert_eq!(d.stats().wasted, 100);
+}
+
+#[test]
+fn endgame_copies_in_flight_are_capped() {
+    let config = Config {
+        initial_in_flight: 4,
+        ..Config::default()
+    };
+    let mut d = Download::new(config.clone(), vec![100; 4], Bitfield::new(4), 7);
+    d.handle_peer(S, PeerIdx(1), PeerKind::Peer);
+    d.handle_bitfield(S, PeerIdx(1), &Bitfield::full(4));
+    assert_eq!(requests(&drain(&mut d)).len(), 4);
+    d.handle_peer(S, PeerIdx(2), PeerKind::Peer);
+    d.handle_bitfield(S, PeerIdx(2), &Bitfield::full(4));
+    assert_eq!(requests(&drain(&mut d)), [], "nothing is overdue yet");
+    let late = S + config.endgame_after;
+    d.handle_timeout(late);
+    let copies = requests(&drain(&mut d));
+    assert_eq!(copies.len(), config.endgame_copies, "{copies:?}");
+    assert!(copies.iter().all(|&(peer, _)| peer == 2));
+    // One copy's chunk arrives from peer 1 after 3 s: the copy at peer 2
+    // is cancelled, but it is still on its way, so it keeps its place.
+    d.handle_chunk(late + S, PeerIdx(1), copies[0].1, true);
+    assert_eq!(requests(&drain(&mut d)), []);
+    // Another chunk is overdue by the latency just measured (sent at S,
+    // 2 x 3 s), and the cap is still full.
+    let overdue = d.poll_timeout().unwrap();
+    assert_eq!(overdue, S + 6 * S);
+    d.handle_timeout(overdue);
+    assert_eq!(requests(&drain(&mut d)), []);
+    // The loser arrives, wasted; its place goes to the overdue chunk.
+    d.handle_chunk(overdue + S, PeerIdx(2), copies[0].1, true);
+    assert_eq!(d.stats().wasted, 100);
+    let next = requests(&drain(&mut d));
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert!(!copies.contains(&next[0]));
 }
 
 #[test]
