@@ -29,10 +29,11 @@ pub struct Config {
     pub ban_after: u32,
     /// Extra copies of each request in the endgame.
     pub endgame_duplicates: usize,
-    /// Extra copies in flight at once in the endgame, over all chunks
-    /// (a chunk a peer failed excepted), the losers of decided races
-    /// still on their way included: each loser is sent in full, and in a
-    /// swarm whose uplinks are all full nearly every copy loses.
+    /// Extra copies in flight at once in the endgame, over all chunks,
+    /// the losers of decided races still on their way included: each
+    /// loser is sent in full, and in a swarm whose uplinks are all full
+    /// nearly every copy loses. Not counted: a chunk a peer failed, and
+    /// one held by a peer whose latency is over twice the typical one.
     pub endgame_copies: usize,
     /// In the endgame, a chunk is asked of another peer only once its
     /// request is this old: duplicating at once wastes the uplinks of every
@@ -824,11 +825,18 @@ impl Download {
         let limit = 1 + self.config.endgame_duplicates as u8;
         let typical = self.typical_latency();
         let room = self.copies + self.losing.len() < self.config.endgame_copies;
+        // A holder much slower than is typical (a 5 Mbit/s uplink among
+        // 20s) is what copies are for: those go out whatever the cap.
+        let slow_holder = |q: &Peer| match (q.latency, typical) {
+            (Some(own), Some(typical)) => own > 2.0 * typical,
+            _ => false,
+        };
         let late = |i: u32| {
             self.peers.values().any(|q| {
-                q.in_flight
-                    .iter()
-                    .any(|r| r.chunk == i && now >= self.overdue_at(q, r, typical))
+                (room || slow_holder(q))
+                    && q.in_flight
+                        .iter()
+                        .any(|r| r.chunk == i && now >= self.overdue_at(q, r, typical))
             })
         };
         // Only chunks `peer` has, we lack and somebody was asked for can
@@ -854,7 +862,7 @@ impl Download {
                 && !self.excluded(i, peer)
                 && (p.kind == PeerKind::Peer || c.avail == 0 || c.slow)
                 // Once a peer failed the chunk, a second copy goes out at once.
-                && (c.slow || (room && late(i)))
+                && (c.slow || late(i))
         })
     }
 

@@ -281,6 +281,34 @@ fn endgame_copies_in_flight_are_capped() {
 }
 
 #[test]
+fn a_chunk_held_by_a_much_slower_peer_is_copied_whatever_the_cap() {
+    let config = Config {
+        endgame_copies: 0,
+        ..Config::default()
+    };
+    let mut d = Download::new(config, vec![100; 4], Bitfield::new(4), 7);
+    let mut holds = [Bitfield::new(4), Bitfield::new(4), Bitfield::new(4)];
+    holds[0].set(0);
+    holds[0].set(1);
+    holds[1].set(2);
+    holds[2].set(3);
+    for (i, has) in holds.iter().enumerate() {
+        let peer = PeerIdx(i as u32 + 1);
+        d.handle_peer(S, peer, PeerKind::Peer);
+        d.handle_bitfield(S, peer, has);
+    }
+    assert_eq!(requests(&drain(&mut d)).len(), 4);
+    // Peers 2 and 3 answer in 1 s, peer 1 in 10 s: a slow uplink.
+    d.handle_chunk(2 * S, PeerIdx(2), 2, true);
+    d.handle_chunk(2 * S, PeerIdx(3), 3, true);
+    d.handle_chunk(11 * S, PeerIdx(1), 0, true);
+    assert_eq!(requests(&drain(&mut d)), []);
+    // Chunk 1, at peer 1 since S, is overdue by the typical latency.
+    d.handle_have(11 * S, PeerIdx(2), 1);
+    assert_eq!(requests(&drain(&mut d)), [(2, 1)]);
+}
+
+#[test]
 fn resume_skips_present_chunks() {
     let mut have = Bitfield::new(3);
     have.set(0);
