@@ -314,7 +314,7 @@ impl Download {
         // One pass over the peers (a simulator asks after every event):
         // request deadlines, busy backoffs and, in the endgame, when a
         // request becomes old enough to duplicate.
-        let typical = self.all_requested().then(|| self.typical_latency());
+        let endgame = self.all_requested().then(|| self.typical_latency());
         let mut next: Option<Duration> = None;
         let mut at = |t: Duration| {
             if next.is_none_or(|n| t < n) {
@@ -327,7 +327,7 @@ impl Download {
             }
             for r in &p.in_flight {
                 at(r.deadline);
-                if let Some(typical) = typical {
+                if let Some(typical) = endgame {
                     let late = self.overdue_at(p, r, typical);
                     if late > self.last_now {
                         at(late);
@@ -338,7 +338,7 @@ impl Download {
         for h in &self.hidden {
             at(h.0);
         }
-        if typical.is_some() {
+        if endgame.is_some() {
             for l in &self.losing {
                 at(l.0);
             }
@@ -672,9 +672,7 @@ impl Download {
             .filter(|(_, p)| p.in_flight.iter().any(|r| r.chunk == chunk))
             .map(|(&id, _)| id)
             .collect();
-        let until = self.config.endgame_after.max(Duration::from_secs_f64(
-            (2.0 * self.typical_latency().unwrap_or(0.0)).min(3600.0),
-        ));
+        let until = self.patience(self.typical_latency());
         for &peer in &holders {
             if let Some(r) = self.take_request(peer, chunk) {
                 self.losing.push((r.deadline.min(now + until), peer, chunk));
@@ -714,10 +712,16 @@ impl Download {
             (Some(own), Some(typical)) => Some(own.min(typical)),
             (own, typical) => own.or(typical),
         };
-        let wait = latency.map_or(Duration::ZERO, |l| {
+        r.sent_at + self.patience(latency)
+    }
+
+    /// How long an answer of `latency` seconds is waited for in the
+    /// endgame: twice that, and never less than `endgame_after`.
+    fn patience(&self, latency: Option<f64>) -> Duration {
+        let twice = latency.map_or(Duration::ZERO, |l| {
             Duration::from_secs_f64((2.0 * l).min(3600.0))
         });
-        r.sent_at + self.config.endgame_after.max(wait)
+        self.config.endgame_after.max(twice)
     }
 
     /// How many requests `p` should have in flight. The depths in
@@ -810,8 +814,8 @@ impl Download {
         best.map(|(_, i)| i)
     }
 
-    /// Endgame: a chunk in flight elsewhere for at least `endgame_after`
-    /// that `peer` could also send.
+    /// Endgame: a chunk whose request elsewhere is overdue and that `peer`
+    /// could also send.
     ///
     /// A copy costs the uplink that sends it, and a copy that loses the race
     /// is sent in full (a request cannot be withdrawn), so it is asked only
